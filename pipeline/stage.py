@@ -1,0 +1,83 @@
+"""The stage contract: a named, configured, pure ``pyarrow.Table -> pyarrow.Table`` transformation.
+
+A stage never does I/O and holds no global state, so every engine can run every stage on any batch.
+A filter stage does not remove rows itself: it sets the ``drop_reason`` column (``"stage:rule"`` or
+null), and :func:`run_chain` splits kept from dropped rows and counts drops per rule. That keeps the
+decision and its reason together, and lets ``--keep-rejected`` write dropped rows for inspection.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.schema import DROP_REASON
+from pipeline.stats import PartStats
+
+
+@runtime_checkable
+class Stage(Protocol):
+    """Anything with a ``name`` that maps a batch of documents to a batch of documents."""
+
+    name: str
+
+    def __call__(self, table: pa.Table) -> pa.Table: ...
+
+
+def with_drop_reasons(table: pa.Table, reasons: Sequence[str | None] | pa.Array) -> pa.Table:
+    """Return ``table`` with its ``drop_reason`` column set to ``reasons`` (null = keep)."""
+    array = reasons if isinstance(reasons, pa.Array | pa.ChunkedArray) else pa.array(reasons, pa.string())
+    if DROP_REASON in table.column_names:
+        return table.set_column(table.column_names.index(DROP_REASON), DROP_REASON, array)
+    return table.append_column(DROP_REASON, array)
+
+
+def text_bytes(table: pa.Table) -> int:
+    """UTF-8 bytes of the text a batch carries (``text`` once extracted, ``html`` before)."""
+    for column in ("text", "html"):
+        if column in table.column_names and table.num_rows:
+            return int(pc.sum(pc.binary_length(table.column(column))).as_py() or 0)
+    return 0
+
+
+def split_dropped(table: pa.Table, stage_name: str) -> tuple[pa.Table, pa.Table | None]:
+    """Split a stage's output into kept rows (no drop column) and dropped rows (with ``drop_stage``)."""
+    if DROP_REASON not in table.column_names:
+        return table, None
+    reasons = table.column(DROP_REASON)
+    dropped_mask = pc.is_valid(reasons)
+    kept = table.filter(pc.invert(dropped_mask)).drop_columns([DROP_REASON])
+    if kept.num_rows == table.num_rows:
+        return kept, None
+    dropped = table.filter(dropped_mask)
+    dropped = dropped.append_column("drop_stage", pa.array([stage_name] * dropped.num_rows, pa.string()))
+    return kept, dropped
+
+
+def run_chain(
+    stages: Sequence[Stage], table: pa.Table, stats: PartStats
+) -> tuple[pa.Table, list[pa.Table]]:
+    """Run ``stages`` in order on one batch, updating ``stats``; return kept rows and dropped batches."""
+    rejected: list[pa.Table] = []
+    for stage in stages:
+        stage_stats = stats.stage(stage.name)
+        stage_stats.docs_in += table.num_rows
+        stage_stats.bytes_in += text_bytes(table)
+        if table.num_rows == 0:
+            continue
+        start = time.perf_counter()
+        out = stage(table)
+        stage_stats.seconds += time.perf_counter() - start
+        table, dropped = split_dropped(out, stage.name)
+        if dropped is not None:
+            counts = pc.value_counts(dropped.column(DROP_REASON)).to_pylist()
+            for item in counts:
+                stage_stats.drops[item["values"]] += item["counts"]
+            rejected.append(dropped)
+        stage_stats.docs_out += table.num_rows
+        stage_stats.bytes_out += text_bytes(table)
+    return table, rejected
