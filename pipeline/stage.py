@@ -1,8 +1,9 @@
 """The stage contract: a named, configured, pure ``pyarrow.Table -> pyarrow.Table`` transformation.
 
 A stage never does I/O and holds no global state, so every engine can run every stage on any batch.
-A filter stage does not remove rows itself: it sets the ``drop_reason`` column (``"stage:rule"`` or
-null), and :func:`run_chain` splits kept from dropped rows and counts drops per rule. That keeps the
+A filter stage does not remove rows itself: it sets the ``drop_reason`` column to a bare rule name
+(``"too_large"``) or null, and :func:`run_chain` splits kept from dropped rows and counts drops per
+``"<stage>:<rule>"``. That keeps the
 decision and its reason together, and lets ``--keep-rejected`` write dropped rows for inspection.
 """
 
@@ -58,9 +59,7 @@ def split_dropped(table: pa.Table, stage_name: str) -> tuple[pa.Table, pa.Table 
     return kept, dropped
 
 
-def run_chain(
-    stages: Sequence[Stage], table: pa.Table, stats: PartStats
-) -> tuple[pa.Table, list[pa.Table]]:
+def run_chain(stages: Sequence[Stage], table: pa.Table, stats: PartStats) -> tuple[pa.Table, list[pa.Table]]:
     """Run ``stages`` in order on one batch, updating ``stats``; return kept rows and dropped batches."""
     rejected: list[pa.Table] = []
     for stage in stages:
@@ -76,7 +75,7 @@ def run_chain(
         if dropped is not None:
             counts = pc.value_counts(dropped.column(DROP_REASON)).to_pylist()
             for item in counts:
-                stage_stats.drops[item["values"]] += item["counts"]
+                stage_stats.drops[f"{stage.name}:{item['values']}"] += item["counts"]
             rejected.append(dropped)
         stage_stats.docs_out += table.num_rows
         stage_stats.bytes_out += text_bytes(table)
