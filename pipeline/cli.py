@@ -1,0 +1,270 @@
+"""``refinery``: run the pipeline, run one stage on samples, build and serve the sample crawl."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+from pipeline.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
+from pipeline.engines.base import RunIncomplete
+from pipeline.stats import format_funnel
+
+app = typer.Typer(
+    name="refinery",
+    help="Turn Common Crawl into LLM pretraining data: WARC files in, clean Parquet documents out.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
+)
+
+ConfigOpt = Annotated[
+    Path | None, typer.Option("--config", "-c", help="YAML run config (see `refinery config`); flags override it.")
+]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO) to stderr.")]
+NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (for logs and CI).")]
+KeepRejectedOpt = Annotated[
+    bool, typer.Option("--keep-rejected", help="Also write dropped documents, with the rule that dropped them.")
+]
+LanguagesOpt = Annotated[
+    str | None, typer.Option("--languages", help="Comma-separated ISO 639-1 codes to keep, or 'all'. Default: en.")
+]
+ThresholdOpt = Annotated[float | None, typer.Option("--lang-threshold", help="Minimum language score (0.65).")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="Processes running at once (1).")]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _overrides(**flags: object) -> dict:
+    """CLI flags that were given, as dotted config keys."""
+    return {key: value for key, value in flags.items() if value is not None}
+
+
+def _languages(value: str | None) -> list[str] | None | str:
+    if value is None:
+        return "unset"
+    if value.strip().lower() in ("all", "none", ""):
+        return None
+    return [code.strip() for code in value.split(",") if code.strip()]
+
+
+def _load(config_file: Path | None, overrides: dict) -> RunConfig:
+    try:
+        return load_config(config_file, overrides)
+    except ConfigError as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+@contextlib.contextmanager
+def _sample_mirror(output_dir: Path) -> Iterator[str]:
+    """Build (once) the sample crawl under ``output_dir`` and serve it on 127.0.0.1 while the run lasts."""
+    from pipeline.sources.mirror import serve_directory
+    from pipeline.sources.samplecrawl import build_sample_crawl
+
+    root = output_dir / "sample-crawl"
+    if not (root / "crawl-data" / SAMPLE_DUMP / "warc.paths.gz").exists():
+        typer.echo(f"building the sample crawl in {root} ...", err=True)
+        build_sample_crawl(root)
+    with serve_directory(root) as base_url:
+        typer.echo(f"serving the sample crawl at {base_url}", err=True)
+        yield base_url
+
+
+@app.command()
+def run(
+    config_file: ConfigOpt = None,
+    cc_base_url: Annotated[
+        str | None, typer.Option("--cc-base-url", help="Common Crawl base URL or local mirror folder.")
+    ] = None,
+    dump: Annotated[str | None, typer.Option("--dump", help="Crawl id, e.g. CC-MAIN-2024-22.")] = None,
+    limit_warcs: Annotated[int | None, typer.Option("--limit-warcs", help="Only the first N WARC files.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Root folder for runs (out).")] = None,
+    name: Annotated[str | None, typer.Option("--name", help="Run name (default: the dump id).")] = None,
+    workers: WorkersOpt = None,
+    tasks: Annotated[int | None, typer.Option("--tasks", help="Tasks to split the WARC files into.")] = None,
+    languages: LanguagesOpt = None,
+    lang_threshold: ThresholdOpt = None,
+    keep_rejected: KeepRejectedOpt = False,
+    sample: Annotated[
+        bool, typer.Option("--sample", help="Build and serve the embedded sample crawl, and run on it.")
+    ] = False,
+    no_progress: NoProgressOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run the pipeline on a dump: download -> URL filter -> extraction -> language ID -> Parquet.
+
+        Output goes to OUTPUT/NAME/documents/part-*.parquet, one part per WARC file. Rerunning the same
+    command resumes: finished parts are skipped, half-written ones are redone.
+
+    Examples:
+
+    * `refinery run --sample`
+
+    * `refinery run --dump CC-MAIN-2024-22 --limit-warcs 2 --workers 2`
+
+    * `refinery run --config run.yaml --keep-rejected`
+    """
+    _setup_logging(verbose)
+    langs = _languages(languages)
+    flags = _overrides(
+        **{
+            "source.cc_base_url": cc_base_url,
+            "source.dump": dump,
+            "source.limit_warcs": limit_warcs,
+            "output_dir": str(output) if output else None,
+            "name": name,
+            "engine.workers": workers,
+            "engine.tasks": tasks,
+            "langid.threshold": lang_threshold,
+            "keep_rejected": True if keep_rejected else None,
+        }
+    )
+    if langs != "unset":
+        flags["langid.languages"] = langs
+    config = _load(config_file, flags)
+    from pipeline.run import run_pipeline
+
+    with contextlib.ExitStack() as stack:
+        if sample:
+            base_url = stack.enter_context(_sample_mirror(config.output_dir))
+            config.source = config.source.model_copy(update={"cc_base_url": base_url, "dump": SAMPLE_DUMP})
+            if config.name is None:
+                config.name = "sample"
+        try:
+            summary = run_pipeline(config, progress=not no_progress)
+        except RunIncomplete as e:
+            typer.secho(str(e), fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        except Exception as e:  # listing/config errors: one clear line, details with -v
+            logging.getLogger(__name__).debug("run failed", exc_info=True)
+            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+    typer.echo(format_funnel(summary.stats))
+    typer.echo(f"\ndocuments: {summary.run_dir / 'documents'} ({summary.stats.docs_out:,} documents)")
+    typer.echo(f"stats:     {summary.run_dir / 'stats'}")
+    if config.keep_rejected:
+        typer.echo(f"rejected:  {summary.run_dir / 'rejected'}")
+
+
+@app.command()
+def stage(
+    name: Annotated[str, typer.Argument(help="Stage to run: url_filter, extract or langid.")],
+    inputs: Annotated[
+        list[Path], typer.Option("--input", "-i", help="WARC or Parquet file, or a folder of them (repeatable).")
+    ],
+    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (documents/, stats/, rejected/).")],
+    limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most N documents per input file.")] = None,
+    config_file: ConfigOpt = None,
+    languages: LanguagesOpt = None,
+    lang_threshold: ThresholdOpt = None,
+    workers: WorkersOpt = None,
+    keep_rejected: KeepRejectedOpt = False,
+    no_progress: NoProgressOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Run one stage on local files, for tuning on samples; prints the funnel and drop reasons.
+
+        WARC input is read into records first (and extracted first for stages that need text); Parquet input
+    must hold documents (e.g. a previous run's documents/ folder).
+
+    Examples:
+
+    * `refinery stage extract -i sample.warc.gz -o /tmp/extracted --limit 1000`
+
+    * `refinery stage langid -i /tmp/extracted/documents -o /tmp/lang --languages en,de --keep-rejected`
+    """
+    _setup_logging(verbose)
+    flags = _overrides(
+        **{
+            "engine.workers": workers,
+            "langid.threshold": lang_threshold,
+            "keep_rejected": True if keep_rejected else None,
+        }
+    )
+    langs = _languages(languages)
+    if langs != "unset":
+        flags["langid.languages"] = langs
+    config = _load(config_file, flags)
+    from pipeline.shards import total_stats
+    from pipeline.stagerun import run_stage
+
+    try:
+        run_stage(name, inputs, output, config, limit=limit, progress=not no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    except RunIncomplete as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    stats = total_stats(output)
+    typer.echo(format_funnel(stats))
+    typer.echo(f"\ndocuments: {output / 'documents'} ({stats.docs_out:,} documents)")
+    if config.keep_rejected:
+        typer.echo(f"rejected:  {output / 'rejected'}")
+
+
+@app.command("sample-crawl")
+def sample_crawl(
+    dest: Annotated[Path, typer.Argument(help="Folder to write the mirror into.")] = Path("out/sample-crawl"),
+    dump: Annotated[str, typer.Option("--dump", help="Crawl id to name the sample.")] = SAMPLE_DUMP,
+    num_warcs: Annotated[int, typer.Option("--num-warcs", help="Number of WARC files.")] = 4,
+) -> None:
+    """Write the embedded sample crawl in Common Crawl's layout (crawl-data/<dump>/warc.paths.gz, segments).
+
+        Real pages (news, blogs, several languages) plus planted cases: blocklisted URLs, near-duplicates,
+    boilerplate-heavy pages, non-HTML records, odd charsets and a malformed record.
+    """
+    from pipeline.sources.samplecrawl import build_sample_crawl
+
+    crawl = build_sample_crawl(dest, dump=dump, num_warcs=num_warcs)
+    typer.echo(f"sample crawl: {crawl.root} ({len(crawl.warc_paths)} WARC files, {crawl.num_html_responses} pages)")
+    typer.echo(f"serve it with: refinery serve-crawl {crawl.root}")
+
+
+@app.command("serve-crawl")
+def serve_crawl(
+    root: Annotated[Path, typer.Argument(help="Mirror folder (holds crawl-data/).")] = Path("out/sample-crawl"),
+    host: Annotated[str, typer.Option("--host", help="Address to bind.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", "-p", help="Port (0 picks a free one).")] = 8765,
+) -> None:
+    """Serve a Common Crawl mirror folder over HTTP (with Range support) until Ctrl-C.
+
+    Then: `refinery run --cc-base-url http://127.0.0.1:8765/ --dump CC-MAIN-2024-22`
+    """
+    from pipeline.sources.mirror import serve_forever
+
+    if not (root / "crawl-data").is_dir():
+        typer.secho(f"error: {root} has no crawl-data/ folder (build one with `refinery sample-crawl`)", err=True)
+        raise typer.Exit(2)
+    serve_forever(root, host=host, port=port)
+
+
+@app.command()
+def config(
+    config_file: ConfigOpt = None,
+) -> None:
+    """Print the run configuration as YAML (defaults, or a file after validation), to start a config file from."""
+    cfg = _load(config_file, {})
+    typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+"""Local engine: datatrove's ``LocalPipelineExecutor`` spreads work units over tasks x workers.
+
+datatrove does what it is good at (process pool, task ranks, per-task logs); our one step runs the
+units of its rank. Resume is by our per-part markers, finer than datatrove's per-task completions,
+so datatrove's own task skipping is off (it would be wrong if the number of tasks changes between runs).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from pathlib import Path
+
+from datatrove.executor import LocalPipelineExecutor
+from datatrove.pipeline.base import PipelineStep
+from loguru import logger as datatrove_logger
+from tqdm.auto import tqdm
+
+from pipeline.engines.base import PROGRESS, PassResult, RunIncomplete, UnitProcessor, WorkUnit, collect_result, run_unit
+from pipeline.shards import MARKERS, STATS, is_done
+
+log = logging.getLogger(__name__)
+
+
+class UnitsStep(PipelineStep):
+    """The datatrove step of a pass: runs the units ``units[rank::world_size]``."""
+
+    name = "cc-refinery units"
+    type = "pass"
+
+    def __init__(self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, quiet: bool) -> None:
+        super().__init__()
+        self.units = units
+        self.processor = processor
+        self.out_dir = Path(out_dir)
+        self.quiet = quiet
+
+    def run(self, data: object = None, rank: int = 0, world_size: int = 1) -> None:
+        if self.quiet:
+            datatrove_logger.disable("datatrove")
+        for unit in self.units[rank::world_size]:
+            with self.track_time():
+                outcome = run_unit(self.processor, unit, self.out_dir)
+            self.stat_update(outcome)
+
+
+def default_tasks(num_units: int, workers: int) -> int:
+    """One task per unit: the finest split, so a slow WARC file never holds others back."""
+    return max(1, num_units) if workers > 1 else 1
+
+
+def run_local(
+    units: list[WorkUnit],
+    processor: UnitProcessor,
+    out_dir: Path,
+    *,
+    workers: int = 1,
+    tasks: int | None = None,
+    progress: bool = True,
+    description: str = "parts",
+) -> PassResult:
+    """Run every unit not yet done; raise :class:`RunIncomplete` if any failed (after all others ran)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped = {u.part for u in units if is_done(out_dir, u.part)}
+    todo = [u for u in units if u.part not in skipped]
+    if skipped:
+        log.info("%d of %d parts already done, skipping them", len(skipped), len(units))
+    if todo:
+        tasks = tasks or default_tasks(len(todo), workers)
+        executor = LocalPipelineExecutor(
+            pipeline=[UnitsStep(todo, processor, out_dir, quiet=progress)],
+            tasks=tasks,
+            workers=min(workers, tasks),
+            logging_dir=str(out_dir / "logs"),
+            skip_completed=False,
+        )
+        if progress:
+            datatrove_logger.disable("datatrove")
+        with _ProgressMonitor(out_dir, units, enabled=progress, description=description):
+            executor.run()
+    result = collect_result(out_dir, units, skipped)
+    if result.failed:
+        details = "\n".join(f"  {part}: {error}" for part, error in sorted(result.failed.items()))
+        raise RunIncomplete(
+            f"{len(result.failed)} of {len(units)} parts failed (details in {out_dir / 'failures'}); "
+            f"rerun the same command to retry them:\n{details}"
+        )
+    return result
+
+
+class _ProgressMonitor:
+    """A progress bar over parts, fed by polling markers and live counters on disk (works for any worker)."""
+
+    def __init__(self, out_dir: Path, units: list[WorkUnit], enabled: bool, description: str) -> None:
+        self.out_dir = out_dir
+        self.parts = [u.part for u in units]
+        self.enabled = enabled
+        self.description = description
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._bar: tqdm | None = None
+
+    def __enter__(self) -> _ProgressMonitor:
+        if self.enabled:
+            self._bar = tqdm(total=len(self.parts), desc=self.description, unit="part", dynamic_ncols=True)
+            self._thread = threading.Thread(target=self._loop, daemon=True)
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._thread is not None:
+            self._stop.set()
+            self._thread.join()
+            self._refresh()
+        if self._bar is not None:
+            self._bar.close()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(0.5):
+            self._refresh()
+
+    def _refresh(self) -> None:
+        assert self._bar is not None
+        done = read = kept = 0
+        for part in self.parts:
+            if (self.out_dir / MARKERS / f"{part}.done").exists():
+                done += 1
+                kept += _json_int(self.out_dir / STATS / f"{part}.json", "docs_out")
+                read += _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
+            else:
+                read += _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
+        self._bar.n = done
+        self._bar.set_postfix_str(f"docs read {read:,}, kept {kept:,}", refresh=False)
+        self._bar.refresh()
+
+
+def _json_int(path: Path, key: str) -> int:
+    try:
+        return int(json.loads(path.read_text()).get(key, 0))
+    except (OSError, ValueError):
+        return 0

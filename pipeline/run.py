@@ -1,0 +1,149 @@
+"""The pipeline so far as one pass per WARC file: download -> read -> URL filter -> extract -> language ID.
+
+Each selected WARC file becomes one part (``part-NNNNN`` by its position in the selection), so a
+rerun maps the same file to the same part and skips it once its marker exists.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+from filters.url import UrlFilterStage
+
+from pipeline.config import RunConfig
+from pipeline.engines.base import PassResult, WorkUnit, write_progress
+from pipeline.extraction import ExtractStage
+from pipeline.langid import LangIdStage
+from pipeline.shards import PartWriter, part_name, total_stats
+from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
+from pipeline.sources.download import fetch_warc
+from pipeline.sources.warc import read_warc
+from pipeline.stage import Stage, run_chain
+from pipeline.stats import PartStats
+
+log = logging.getLogger(__name__)
+
+STAGE_NAMES = ("url_filter", "extract", "langid")
+"""Stages of the WARC pass, in order; ``refinery stage NAME`` runs one of them."""
+
+
+def build_stage(name: str, config: RunConfig) -> Stage:
+    """The configured stage called ``name``."""
+    if name == "url_filter":
+        return UrlFilterStage(config.url_filter)
+    if name == "extract":
+        return ExtractStage(config.extraction)
+    if name == "langid":
+        return LangIdStage(config.langid)
+    raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+
+
+def warc_stages(config: RunConfig) -> list[Stage]:
+    """The chain a WARC pass runs on every batch of records."""
+    names = [n for n in STAGE_NAMES if n != "url_filter" or config.url_filter.enabled]
+    return [build_stage(n, config) for n in names]
+
+
+def process_records(
+    local_path: Path,
+    warc_path: str,
+    stages: list[Stage],
+    writer: PartWriter,
+    stats: PartStats,
+    *,
+    dump: str,
+    batch_size: int,
+    limit: int | None = None,
+    on_batch: object = None,
+) -> None:
+    """Read one WARC file in batches, run the chain, stream kept/dropped rows to ``writer``."""
+    seen = 0
+    for batch in read_warc(local_path, dump=dump, warc_path=warc_path, counters=stats.source, batch_size=batch_size):
+        if limit is not None:
+            if seen >= limit:
+                break
+            batch = batch.slice(0, limit - seen)
+        seen += batch.num_rows
+        kept, rejected = run_chain(stages, batch, stats)
+        writer.write(kept, rejected)
+        if callable(on_batch):
+            on_batch(seen)
+
+
+@dataclass
+class WarcPass:
+    """Turns one WARC file (a work unit) into one part: picklable, so any worker can run it."""
+
+    config: RunConfig
+
+    def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
+        (warc_path,) = unit.inputs
+        source = self.config.source
+        start = time.perf_counter()
+        local = fetch_warc(
+            source.cc_base_url,
+            warc_path,
+            download_dir(self.config),
+            retries=source.retries,
+            timeout_s=source.timeout_s,
+        )
+        stats = PartStats(part=unit.part, inputs=[warc_path])
+        with PartWriter(out_dir, unit.part, keep_rejected=self.config.keep_rejected) as writer:
+            process_records(
+                local,
+                warc_path,
+                warc_stages(self.config),
+                writer,
+                stats,
+                dump=source.dump,
+                batch_size=self.config.engine.batch_size,
+                on_batch=lambda n: write_progress(out_dir, unit.part, n),
+            )
+            stats.seconds = time.perf_counter() - start
+            writer.commit(stats)
+        if not source.keep_warcs and local.is_relative_to(download_dir(self.config)):
+            local.unlink(missing_ok=True)
+
+
+def download_dir(config: RunConfig) -> Path:
+    return config.source.download_dir or config.output_dir / "warc-cache"
+
+
+def plan_units(config: RunConfig) -> list[WorkUnit]:
+    """The WARC files of the dump this run processes, one unit each, in listing order."""
+    source = config.source
+    paths = list_warc_paths(source.cc_base_url, source.dump, retries=source.retries, timeout_s=source.timeout_s)
+    selected = select_warc_paths(paths, limit=source.limit_warcs)
+    return [WorkUnit(part=part_name(i), inputs=(p,)) for i, p in enumerate(selected)]
+
+
+@dataclass
+class RunSummary:
+    run_dir: Path
+    result: PassResult
+    stats: PartStats
+
+
+def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunSummary:
+    """Run the pipeline for ``config`` on its engine; resumes whatever an earlier attempt finished."""
+    from pipeline.engines.local import run_local
+
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    units = plan_units(config)
+    log.info("run %s: %d WARC files from %s", run_dir, len(units), config.source.cc_base_url)
+    result = run_local(
+        units,
+        WarcPass(config),
+        run_dir,
+        workers=config.engine.workers,
+        tasks=config.engine.tasks,
+        progress=progress,
+        description="WARC files",
+    )
+    return RunSummary(run_dir=run_dir, result=result, stats=total_stats(run_dir))

@@ -1,0 +1,126 @@
+"""``refinery stage NAME``: one stage on local files, for tuning on samples.
+
+Inputs are WARC files (read into raw records) or Parquet document files; each input file becomes one
+output part, so the output has the same layout, stats and resume behaviour as a full run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.config import RunConfig
+from pipeline.engines.base import PassResult, WorkUnit, write_progress
+from pipeline.run import STAGE_NAMES, build_stage, process_records
+from pipeline.shards import PartWriter, part_name
+from pipeline.stage import run_chain
+from pipeline.stats import PartStats
+
+log = logging.getLogger(__name__)
+
+WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz")
+NEEDS_HTML = {"extract"}
+NEEDS_TEXT = {"langid"}
+
+
+def is_warc(path: Path) -> bool:
+    return path.name.endswith(WARC_SUFFIXES)
+
+
+def expand_inputs(inputs: list[Path]) -> list[Path]:
+    """Files given directly, plus the WARC and Parquet files inside given folders, sorted."""
+    files: list[Path] = []
+    for p in inputs:
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and (is_warc(f) or f.suffix == ".parquet"))
+            if not found:
+                raise FileNotFoundError(f"no .warc(.gz) or .parquet files under {p}")
+            files.extend(found)
+        elif p.is_file():
+            files.append(p)
+        else:
+            raise FileNotFoundError(f"input not found: {p}")
+    kinds = {is_warc(f) for f in files}
+    if len(kinds) > 1:
+        raise ValueError("inputs mix WARC and Parquet files; run them separately")
+    return files
+
+
+def stage_chain(name: str, warc_input: bool) -> list[str]:
+    """Stage names to run for ``name`` on this kind of input (WARC input gets extraction first if needed)."""
+    if name not in STAGE_NAMES:
+        raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+    if name in NEEDS_HTML and not warc_input:
+        raise ValueError(f"stage {name!r} needs HTML: give it WARC files, not Parquet documents")
+    if name in NEEDS_TEXT and warc_input:
+        log.info("input is WARC: running 'extract' before %r", name)
+        return ["extract", name]
+    return [name]
+
+
+@dataclass
+class StagePass:
+    """One input file -> one part through the named stages; picklable for worker processes."""
+
+    config: RunConfig
+    stage_names: tuple[str, ...]
+    limit: int | None = None
+
+    def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
+        (input_path,) = unit.inputs
+        path = Path(input_path)
+        stages = [build_stage(n, self.config) for n in self.stage_names]
+        stats = PartStats(part=unit.part, inputs=[input_path])
+        start = time.perf_counter()
+        with PartWriter(out_dir, unit.part, keep_rejected=self.config.keep_rejected) as writer:
+            if is_warc(path):
+                process_records(
+                    path,
+                    path.name,
+                    stages,
+                    writer,
+                    stats,
+                    dump=self.config.source.dump,
+                    batch_size=self.config.engine.batch_size,
+                    limit=self.limit,
+                    on_batch=lambda n: write_progress(out_dir, unit.part, n),
+                )
+            else:
+                seen = 0
+                for batch in pq.ParquetFile(path).iter_batches(batch_size=self.config.engine.batch_size):
+                    if self.limit is not None and seen >= self.limit:
+                        break
+                    table = pa.Table.from_batches([batch])
+                    if self.limit is not None:
+                        table = table.slice(0, self.limit - seen)
+                    seen += table.num_rows
+                    kept, rejected = run_chain(stages, table, stats)
+                    writer.write(kept, rejected)
+                    write_progress(out_dir, unit.part, seen)
+            stats.seconds = time.perf_counter() - start
+            writer.commit(stats)
+
+
+def run_stage(
+    name: str, inputs: list[Path], output: Path, config: RunConfig, *, limit: int | None = None, progress: bool = True
+) -> PassResult:
+    """Run stage ``name`` on ``inputs`` into ``output`` (documents/, stats/, markers/, rejected/)."""
+    from pipeline.engines.local import run_local
+
+    files = expand_inputs(inputs)
+    names = stage_chain(name, warc_input=is_warc(files[0]))
+    units = [WorkUnit(part=part_name(i), inputs=(str(f.resolve()),)) for i, f in enumerate(files)]
+    return run_local(
+        units,
+        StagePass(config, tuple(names), limit),
+        output,
+        workers=config.engine.workers,
+        tasks=config.engine.tasks,
+        progress=progress,
+        description=f"stage {name}",
+    )

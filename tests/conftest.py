@@ -1,0 +1,39 @@
+"""Shared fixtures: where the real-world data lives, and one sample crawl + mirror per test session."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def realdata_dir() -> Path:
+    return Path(os.environ.get("CC_REFINERY_REALDATA", REPO.parent / "shared" / "realdata"))
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    path = realdata_dir()
+    if not path.is_dir():
+        pytest.skip(f"real-world data not found at {path} (set CC_REFINERY_REALDATA)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def sample_crawl(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - SampleCrawl
+    from pipeline.sources.samplecrawl import build_sample_crawl
+
+    return build_sample_crawl(tmp_path_factory.mktemp("mirror"))
+
+
+@pytest.fixture(scope="session")
+def mirror_url(sample_crawl) -> Iterator[str]:  # noqa: ANN001
+    """The sample crawl served over real HTTP on 127.0.0.1 for the whole session."""
+    from pipeline.sources.mirror import serve_directory
+
+    with serve_directory(sample_crawl.root) as url:
+        yield url
