@@ -107,6 +107,7 @@ class WarcPass:
             writer.commit(stats)
         if not source.keep_warcs and local.is_relative_to(download_dir(self.config)):
             local.unlink(missing_ok=True)
+            local.with_name(local.name + ".complete").unlink(missing_ok=True)
 
 
 def download_dir(config: RunConfig) -> Path:

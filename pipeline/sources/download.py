@@ -1,0 +1,466 @@
+"""Fetch WARC files over HTTP so that a caller only ever sees complete, verified files.
+
+Common Crawl files are about 1 GB and served by a CDN that throttles (503, 429) and
+resets connections, so a download resumes with Range requests, backs off with jitter,
+and proves the result is a complete gzip stream before it gets its final name. A
+``<name>.complete`` sidecar lets a rerun skip verified files without any request.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import json
+import logging
+import os
+import random
+import time
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from urllib.parse import quote, urlparse
+from urllib.request import url2pathname
+
+import requests
+import urllib3
+from tqdm import tqdm
+
+from pipeline import __version__
+
+logger = logging.getLogger(__name__)
+
+USER_AGENT = f"cc-refinery/{__version__} (Common Crawl pretraining data pipeline)"
+CHUNK_BYTES = 1 << 20
+MAX_BACKOFF_S = 60.0
+MAX_RETRY_AFTER_S = 300.0
+_GZIP_MAGIC = b"\x1f\x8b"
+# a malformed URL or an unsupported scheme will not get better by waiting
+_BAD_REQUEST_ERRORS = (
+    requests.exceptions.InvalidURL,
+    requests.exceptions.InvalidSchema,
+    requests.exceptions.MissingSchema,
+    requests.exceptions.InvalidHeader,
+)
+_TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+
+
+class DownloadError(RuntimeError):
+    """A file could not be fetched completely; ``url`` and ``status`` say what failed when known."""
+
+    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.url = url
+        self.status = status
+
+
+class TruncatedGzipError(DownloadError):
+    """The file is not a complete gzip stream (clipped last member, corrupt data or empty)."""
+
+
+class NotGzipError(TruncatedGzipError):
+    """The file does not start like gzip at all (e.g. an HTML error page); refetching will not help."""
+
+
+class _Retryable(Exception):
+    """An attempt failed for a reason that may go away (5xx, 429, short read, bad partial)."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+        super().__init__(reason)
+        self.retry_after_s = retry_after_s
+
+
+# --- locations ---------------------------------------------------------------------------------------------------
+
+
+def is_local(base_url: str) -> bool:
+    """True for a plain directory path or a file:// URL (a one-letter scheme is a Windows drive)."""
+    scheme = urlparse(base_url).scheme
+    return scheme in ("", "file") or len(scheme) == 1
+
+
+def local_dir(base_url: str) -> Path:
+    """The directory a local base (plain path or file:// URL) points at."""
+    parsed = urlparse(base_url)
+    if parsed.scheme == "file":
+        return Path(url2pathname(parsed.path))
+    return Path(base_url)
+
+
+def safe_rel_path(rel_path: str) -> PurePosixPath:
+    """A listing entry as a relative path that cannot escape the download directory."""
+    rel = PurePosixPath(rel_path.strip().lstrip("/"))
+    if not rel.parts or any(part in ("..", ".") for part in rel.parts) or "\\" in rel_path:
+        raise DownloadError(f"unsafe or empty relative path in listing: {rel_path!r}")
+    return rel
+
+
+def join_url(base_url: str, rel_path: str) -> str:
+    """``base_url`` + ``rel_path`` with exactly one slash between (urljoin would drop a last segment)."""
+    rel = safe_rel_path(rel_path)
+    if is_local(base_url):
+        return str(local_dir(base_url) / rel)
+    return base_url.rstrip("/") + "/" + quote(str(rel), safe="/")
+
+
+def new_session() -> requests.Session:
+    """A Session that names the project and asks for the bytes as stored (no transfer decoding)."""
+    session = requests.Session()
+    session.headers.update({"User-Agent": USER_AGENT, "Accept-Encoding": "identity"})
+    return session
+
+
+# --- integrity ---------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GzipCheck:
+    """What a full pass over a verified gzip file measured."""
+
+    size: int
+    sha256: str
+    members: int
+    uncompressed: int
+
+
+def check_gzip(path: Path) -> GzipCheck:
+    """Decompress every member to its end in constant memory; raise TruncatedGzipError on any defect."""
+    digest = hashlib.sha256()
+    size = members = uncompressed = member_start = 0
+    inflater: zlib._Decompress | None = None
+    with open(path, "rb") as f:
+        head = f.read(2)
+        if not head:
+            raise TruncatedGzipError(f"truncated gzip: {path} is empty")
+        if head != _GZIP_MAGIC[: len(head)] or len(head) < 2:
+            raise NotGzipError(f"{path} is not a gzip file (starts with {head!r})")
+        f.seek(0)
+        while chunk := f.read(CHUNK_BYTES):
+            digest.update(chunk)
+            data = chunk
+            while data:
+                if inflater is None:
+                    inflater = zlib.decompressobj(31)
+                    member_start = size + len(chunk) - len(data)
+                try:
+                    while True:
+                        out = inflater.decompress(data, CHUNK_BYTES)
+                        uncompressed += len(out)
+                        data = inflater.unconsumed_tail
+                        if inflater.eof or (not data and len(out) < CHUNK_BYTES):
+                            break
+                except zlib.error as e:
+                    raise TruncatedGzipError(
+                        f"corrupt gzip: {path}, member starting at byte {member_start}: {e}"
+                    ) from None
+                if inflater.eof:
+                    data = inflater.unused_data
+                    members += 1
+                    inflater = None
+            size += len(chunk)
+    if inflater is not None:
+        raise TruncatedGzipError(
+            f"truncated gzip: {path} ends at byte {size} inside member {members + 1} (starts at byte {member_start})"
+        )
+    return GzipCheck(size=size, sha256=digest.hexdigest(), members=members, uncompressed=uncompressed)
+
+
+def verify_gzip(path: Path) -> None:
+    """Raise TruncatedGzipError unless ``path`` is a complete gzip stream (all members, CRCs checked)."""
+    check_gzip(path)
+
+
+# --- sidecars ----------------------------------------------------------------------------------------------------
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".complete")
+
+
+def _read_sidecar(path: Path) -> dict | None:
+    try:
+        return json.loads(_sidecar(path).read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _write_sidecar(path: Path, info: dict) -> None:
+    side = _sidecar(path)
+    tmp = side.with_name(side.name + ".tmp")
+    tmp.write_text(json.dumps(info, sort_keys=True))
+    os.replace(tmp, side)
+
+
+def _is_recorded_complete(path: Path, info: dict | None) -> bool:
+    return info is not None and path.is_file() and info.get("size") == path.stat().st_size
+
+
+# --- fetching ----------------------------------------------------------------------------------------------------
+
+
+def fetch_warc(
+    base_url: str,
+    rel_path: str,
+    dest_dir: Path,
+    *,
+    retries: int = 5,
+    timeout_s: float = 60.0,
+    backoff_s: float = 1.0,
+    progress: bool = False,
+) -> Path:
+    """Return the local path of a complete, verified copy of ``base_url/rel_path``.
+
+    A local base is verified in place (never copied). Otherwise the file streams to
+    ``dest_dir/<rel_path>.partial``, resumes with Range after a failure, and is renamed to its
+    final name only once it is a complete gzip stream of the announced length.
+    """
+    rel = safe_rel_path(rel_path)
+    if is_local(base_url):
+        return _use_local(local_dir(base_url) / rel)
+    final = Path(dest_dir) / rel
+    if _is_recorded_complete(final, _read_sidecar(final)):
+        logger.debug("already complete: %s", final)
+        return final
+    final.parent.mkdir(parents=True, exist_ok=True)
+    partial = final.with_name(final.name + ".partial")
+    if final.exists():  # a final name without a matching sidecar is not trusted: check it like a partial
+        os.replace(final, partial)
+    url = join_url(base_url, rel_path)
+    with new_session() as session:
+        return _Fetch(session, url, partial, final, retries, timeout_s, backoff_s, progress).run()
+
+
+def _use_local(path: Path) -> Path:
+    if not path.is_file():
+        raise DownloadError(f"not found: {path}", url=str(path), status=404)
+    verify_gzip(path)
+    return path
+
+
+@dataclass
+class _Attempt:
+    """What one HTTP attempt left behind."""
+
+    total: int | None = None  # full file size, when the server said
+    etag: str | None = None
+
+
+class _Fetch:
+    """One file's download: attempts, resume state and the two retry budgets."""
+
+    def __init__(
+        self,
+        session: requests.Session,
+        url: str,
+        partial: Path,
+        final: Path,
+        retries: int,
+        timeout_s: float,
+        backoff_s: float,
+        progress: bool,
+    ) -> None:
+        self.session = session
+        self.url = url
+        self.partial = partial
+        self.final = final
+        self.retries = retries
+        self.timeout_s = timeout_s
+        self.backoff_s = backoff_s
+        self.etag: str | None = None
+        self.high_water = 0
+        self.bar = tqdm(desc=final.name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress)
+
+    def run(self) -> Path:
+        transport_failures = 0  # reset whenever an attempt grows the file: a 1 GB file may need many resumes
+        integrity_failures = 0  # never reset: a consistently bad file must end in an error
+        self.high_water = self._partial_size()
+        try:
+            while True:
+                try:
+                    attempt = self._attempt()
+                    return self._finish(attempt)
+                except TruncatedGzipError as e:
+                    self._discard()
+                    if isinstance(e, NotGzipError):
+                        raise NotGzipError(f"{self.url} did not return a gzip file: {e}", url=self.url) from None
+                    integrity_failures += 1
+                    if integrity_failures > self.retries:
+                        raise TruncatedGzipError(
+                            f"truncated gzip from {self.url} after {integrity_failures} full downloads: {e}",
+                            url=self.url,
+                        ) from None
+                    self._wait(integrity_failures, str(e), None)
+                except _BAD_REQUEST_ERRORS as e:
+                    raise DownloadError(f"cannot request {self.url}: {e}", url=self.url) from None
+                except (_Retryable, *_TRANSPORT_ERRORS) as e:
+                    size = self._partial_size()
+                    if size > self.high_water:
+                        self.high_water = size
+                        transport_failures = 0
+                    transport_failures += 1
+                    reason = _describe(e)
+                    if transport_failures > self.retries:
+                        raise DownloadError(
+                            f"giving up on {self.url} after {transport_failures} failed attempts: {reason}",
+                            url=self.url,
+                            status=_status_of(reason),
+                        ) from None
+                    self._wait(transport_failures, reason, getattr(e, "retry_after_s", None))
+        finally:
+            self.bar.close()
+
+    def _partial_size(self) -> int:
+        try:
+            return self.partial.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _discard(self) -> None:
+        self.partial.unlink(missing_ok=True)
+        self.high_water = 0
+
+    def _wait(self, failures: int, reason: str, retry_after_s: float | None) -> None:
+        delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+        if retry_after_s is not None:
+            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+        logger.warning(
+            "fetch %s: attempt %d of %d failed (%s); retrying in %.2fs",
+            self.url,
+            failures,
+            self.retries + 1,
+            reason,
+            delay,
+        )
+        time.sleep(delay)
+
+    def _attempt(self) -> _Attempt:
+        offset = self._partial_size()
+        headers = {}
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            if self.etag and not self.etag.startswith("W/"):
+                headers["If-Range"] = self.etag
+        timeout = (self.timeout_s, self.timeout_s)
+        with self.session.get(self.url, headers=headers, stream=True, timeout=timeout) as resp:
+            status = resp.status_code
+            if status == 416:
+                return self._on_416(resp, offset)
+            if status == 429 or status == 408 or status >= 500:
+                raise _Retryable(f"HTTP {status} {resp.reason}", _retry_after(resp.headers.get("Retry-After")))
+            if status not in (200, 206):
+                raise DownloadError(f"HTTP {status} {resp.reason} for {self.url}", url=self.url, status=status)
+            self.etag = resp.headers.get("ETag") or self.etag
+            if status == 206:
+                start, total = _content_range(resp.headers.get("Content-Range"))
+                if start != offset:
+                    self._discard()
+                    raise _Retryable(f"server resumed at byte {start}, asked for {offset}; restarting")
+                mode = "ab"
+            else:
+                if offset:
+                    logger.warning("fetch %s: server ignored Range (HTTP 200); restarting from byte 0", self.url)
+                offset = 0
+                total = _int_or_none(resp.headers.get("Content-Length"))  # raw bytes are stored, so it applies
+                mode = "wb"
+            self._stream(resp, mode, offset, total)
+            return _Attempt(total=total, etag=self.etag)
+
+    def _on_416(self, resp: requests.Response, offset: int) -> _Attempt:
+        _, total = _content_range(resp.headers.get("Content-Range"))
+        if total is not None and total != offset:
+            self._discard()
+            raise _Retryable(f"HTTP 416: partial file has {offset} bytes but the file has {total}; restarting")
+        logger.info("fetch %s: partial file already holds all %d bytes", self.url, offset)
+        return _Attempt(total=total, etag=self.etag)
+
+    def _stream(self, resp: requests.Response, mode: str, offset: int, total: int | None) -> None:
+        self.bar.reset(total=total)
+        self.bar.update(offset)
+        written = offset
+        with open(self.partial, mode) as f:
+            for chunk in _body_chunks(resp):
+                f.write(chunk)
+                written += len(chunk)
+                self.bar.update(len(chunk))
+            f.flush()
+            os.fsync(f.fileno())
+        if total is not None and written < total:
+            raise _Retryable(f"short read: got {written} of {total} bytes")
+        if total is not None and written > total:
+            self._discard()
+            raise _Retryable(f"got {written} bytes, more than the announced {total}; restarting")
+
+    def _finish(self, attempt: _Attempt) -> Path:
+        check = check_gzip(self.partial)
+        if attempt.total is not None and check.size != attempt.total:
+            raise TruncatedGzipError(f"size mismatch: {check.size} bytes on disk, server announced {attempt.total}")
+        _write_sidecar(
+            self.final,
+            {
+                "size": check.size,
+                "sha256": check.sha256,
+                "etag": attempt.etag,
+                "gzip_members": check.members,
+                "url": self.url,
+                "verified_at": datetime.now(UTC).isoformat(timespec="seconds"),
+            },
+        )
+        os.replace(self.partial, self.final)
+        logger.info("fetched %s (%d bytes, %d gzip members)", self.final, check.size, check.members)
+        return self.final
+
+
+def _body_chunks(resp: requests.Response) -> Iterator[bytes]:
+    """The raw body as it arrives: read1 returns what the socket has, so a reset loses no received bytes."""
+    raw = resp.raw
+    if not hasattr(raw, "read1"):  # urllib3 < 2.1
+        yield from raw.stream(64 * 1024, decode_content=False)
+        return
+    while chunk := raw.read1(CHUNK_BYTES, decode_content=False):
+        yield chunk
+
+
+def _content_range(value: str | None) -> tuple[int | None, int | None]:
+    """(first byte, total size) from ``bytes a-b/N`` or ``bytes */N``; None where unknown."""
+    if not value or not value.startswith("bytes "):
+        return None, None
+    span, _, total = value[6:].partition("/")
+    start = _int_or_none(span.partition("-")[0]) if span != "*" else None
+    return start, _int_or_none(total)
+
+
+def _int_or_none(value: str | None) -> int | None:
+    try:
+        return int(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, _Retryable):
+        return str(e)
+    if isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
+        return f"timeout ({type(e).__name__})"
+    return f"{type(e).__name__}: {e}"
+
+
+def _status_of(reason: str) -> int | None:
+    if reason.startswith("HTTP "):
+        return _int_or_none(reason.split()[1])
+    return None
