@@ -76,9 +76,7 @@ def _sample_mirror(output_dir: Path) -> Iterator[str]:
     from pipeline.sources.samplecrawl import build_sample_crawl
 
     root = output_dir / "sample-crawl"
-    if not (root / "crawl-data" / SAMPLE_DUMP / "warc.paths.gz").exists():
-        typer.echo(f"building the sample crawl in {root} ...", err=True)
-        build_sample_crawl(root)
+    build_sample_crawl(root)  # deterministic and under a second: always current with the package
     with serve_directory(root) as base_url:
         typer.echo(f"serving the sample crawl at {base_url}", err=True)
         yield base_url
@@ -247,6 +245,7 @@ def serve_crawl(
     """
     from pipeline.sources.mirror import serve_forever
 
+    _setup_logging(verbose=True)
     if not (root / "crawl-data").is_dir():
         typer.secho(f"error: {root} has no crawl-data/ folder (build one with `refinery sample-crawl`)", err=True)
         raise typer.Exit(2)
