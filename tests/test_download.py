@@ -12,11 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from http_faults import Cut, Fail, FaultServer, Serve, Stall, Truncate
 
 from pipeline import __version__
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths, warc_paths_url, warc_url
 from pipeline.sources.download import DownloadError, TruncatedGzipError, fetch_warc, verify_gzip
+from tests.http_faults import Cut, Fail, FaultServer, Serve, Stall, Truncate
 
 DUMP = "CC-MAIN-2024-22"
 SEGMENT = f"crawl-data/{DUMP}/segments/1715971057216.39/warc"
