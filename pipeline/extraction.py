@@ -1,0 +1,218 @@
+"""The extraction stage: HTML -> main text with trafilatura, FineWeb's settings, a per-page time limit.
+
+A page that makes trafilatura slow must not stall a worker, but a process round-trip per page (what
+datatrove's extractor sandbox does) costs time on every page. We interrupt the extraction in-process
+instead: on the main thread a SIGALRM interval timer raises :class:`ExtractionTimeout` in the
+extracting code (the previous handler and timer are restored after the batch); on any other thread
+(a thread-pool executor, an embedded interpreter) a watchdog thread raises the same exception in the
+extracting thread with ``PyThreadState_SetAsyncExc``. Both deliver the exception between Python
+bytecodes, so one long call into C (a single huge lxml parse) finishes before it is interrupted;
+``max_html_bytes`` bounds that case, checked before parsing. ``ExtractionTimeout`` derives from
+``BaseException`` so trafilatura's own ``except Exception`` blocks cannot swallow it, and the timer
+fires again every ``_REFIRE_S`` until the page is abandoned.
+
+trafilatura's ``deduplicate`` drops text segments already seen more than twice; its default cache is
+process-global, we give each batch its own cache, so a batch's output depends on the batch only and
+a rerun of a part reproduces it.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from types import FrameType
+from typing import Any, ClassVar
+
+import pyarrow as pa
+import pyarrow.compute as pc
+from trafilatura import extract as trafilatura_extract
+from trafilatura.deduplication import LRUCache
+from trafilatura.settings import LRU_SIZE, Extractor
+
+from pipeline.config import ExtractionConfig
+from pipeline.stage import with_drop_reasons
+
+log = logging.getLogger(__name__)
+
+_REFIRE_S = 0.25
+"""After a timeout fired, fire again this often in case the extracting code swallowed the first one."""
+
+
+class ExtractionTimeout(BaseException):  # noqa: N818 - a signal-like interruption, not an error
+    """Raised inside the extracting code when a page exceeds its time limit."""
+
+
+def extract_text(html: str, options: Extractor) -> str | None:
+    """One page through trafilatura (module-level so tests can replace it)."""
+    return trafilatura_extract(html, options=options)
+
+
+class _AlarmGuard:
+    """Per-call deadline with SIGALRM (main thread only); restores the previous handler and timer on exit."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._previous_handler: Any = None
+        self._previous_timer: tuple[float, float] = (0.0, 0.0)
+        self._entered_at = 0.0
+        self._armed = False
+
+    def __enter__(self) -> _AlarmGuard:
+        self._previous_timer = signal.setitimer(signal.ITIMER_REAL, 0)
+        self._entered_at = time.monotonic()
+        self._previous_handler = signal.signal(signal.SIGALRM, self._fire)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, self._previous_handler)
+        remaining, interval = self._previous_timer
+        if remaining > 0:
+            left = remaining - (time.monotonic() - self._entered_at)
+            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), interval)
+
+    def _fire(self, signum: int, frame: FrameType | None) -> None:
+        if self._armed:  # a signal handled just after disarm() must not escape into the caller
+            raise ExtractionTimeout
+
+    def arm(self) -> None:
+        self._armed = True
+        signal.setitimer(signal.ITIMER_REAL, self.seconds, _REFIRE_S)
+
+    def disarm(self) -> None:
+        self._armed = False
+        signal.setitimer(signal.ITIMER_REAL, 0)
+
+
+def _async_raise(thread_id: int, exc: type[BaseException] | None) -> None:
+    """Raise ``exc`` in thread ``thread_id`` at its next bytecode; ``None`` cancels a pending one."""
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc) if exc else None)
+
+
+class _WatchdogGuard:
+    """Per-call deadline for threads other than the main one: a watchdog thread raises in the caller."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+        self._target = threading.get_ident()
+        self._cond = threading.Condition()
+        self._deadline: float | None = None
+        self._fired = False
+        self._stop = False
+        self._thread = threading.Thread(target=self._watch, name="extract-watchdog", daemon=True)
+
+    def __enter__(self) -> _WatchdogGuard:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        with self._cond:
+            self._stop = True
+            self._cond.notify()
+        self._thread.join()
+        self.disarm()
+
+    def _watch(self) -> None:
+        with self._cond:
+            while not self._stop:
+                if self._deadline is None:
+                    self._cond.wait()
+                    continue
+                remaining = self._deadline - time.monotonic()
+                if remaining > 0:
+                    self._cond.wait(remaining)
+                    continue
+                _async_raise(self._target, ExtractionTimeout)
+                self._fired = True
+                self._deadline = time.monotonic() + _REFIRE_S
+
+    def arm(self) -> None:
+        with self._cond:
+            self._fired = False
+            self._deadline = time.monotonic() + self.seconds
+            self._cond.notify()
+
+    def disarm(self) -> None:
+        with self._cond:
+            self._deadline = None
+            if self._fired:
+                _async_raise(self._target, None)  # drop an exception that was not delivered yet
+                self._fired = False
+
+
+def _guard(seconds: float) -> _AlarmGuard | _WatchdogGuard:
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+        return _AlarmGuard(seconds)
+    return _WatchdogGuard(seconds)
+
+
+@dataclass
+class ExtractStage:
+    """HTML -> ``text`` with trafilatura; drops ``too_large``, ``timeout``, ``error`` and ``empty`` pages.
+
+    Input is a ``RAW_SCHEMA`` batch; output has the same columns minus ``html``, plus ``text`` and
+    ``drop_reason``. Picklable and stateless between calls, so engines can ship it to workers.
+    """
+
+    config: ExtractionConfig = field(default_factory=ExtractionConfig)
+    name: ClassVar[str] = "extract"
+
+    def options(self) -> Extractor:
+        """trafilatura options for one batch (with a fresh deduplication cache)."""
+        cfg = self.config
+        return Extractor(
+            output_format="txt",
+            fast=cfg.fast,
+            precision=cfg.favor_precision,
+            comments=cfg.include_comments,
+            tables=cfg.include_tables,
+            dedup=LRUCache(maxsize=LRU_SIZE) if cfg.deduplicate else False,
+        )
+
+    def __call__(self, table: pa.Table) -> pa.Table:
+        cfg = self.config
+        html = table.column("html")
+        sizes = pc.binary_length(html).to_pylist()
+        texts: list[str | None] = []
+        reasons: list[str | None] = []
+        options = self.options()
+        errors = 0
+        with _guard(cfg.timeout_s) as guard:
+            for i, size in enumerate(sizes):
+                if size is not None and size > cfg.max_html_bytes:
+                    texts.append(None)
+                    reasons.append("too_large")
+                    continue
+                page = html[i].as_py() if size else None
+                text, reason = (None, "empty") if not page else _extract_one(page, options, guard)
+                if reason is None and (text is None or len(text) < max(cfg.min_text_chars, 1)):
+                    text, reason = None, "empty"
+                if reason == "error":
+                    errors += 1
+                texts.append(text)
+                reasons.append(reason)
+        if errors:
+            log.warning("trafilatura failed on %d of %d pages", errors, table.num_rows)
+        out = table.drop_columns(["html"])
+        out = out.append_column(pa.field("text", pa.large_string()), pa.array(texts, pa.large_string()))
+        return with_drop_reasons(out, reasons)
+
+
+def _extract_one(page: str, options: Extractor, guard: _AlarmGuard | _WatchdogGuard) -> tuple[str | None, str | None]:
+    """Extract one page under the deadline: ``(text, None)`` or ``(None, reason)``."""
+    try:
+        guard.arm()
+        try:
+            return extract_text(page, options), None
+        finally:
+            guard.disarm()
+    except ExtractionTimeout:
+        guard.disarm()  # the timer may have fired inside the finally above, before it disarmed
+        return None, "timeout"
+    except Exception as err:
+        log.debug("trafilatura raised %r", err)
+        return None, "error"
