@@ -46,6 +46,9 @@ def _setup_logging(verbose: bool) -> None:
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+    # trafilatura warns for every page it discards; the funnel counts those already
+    for noisy in ("trafilatura", "htmldate", "courlan"):
+        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
 
 
 def _overrides(**flags: object) -> dict:

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import yaml
-from filters.url import UrlFilterStage
 
+from filters.url import UrlFilterStage
 from pipeline.config import RunConfig
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
 from pipeline.extraction import ExtractStage

@@ -37,3 +37,22 @@ def mirror_url(sample_crawl) -> Iterator[str]:  # noqa: ANN001
 
     with serve_directory(sample_crawl.root) as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory: pytest.TempPathFactory, mirror_url: str):  # noqa: ANN201 - RunSummary
+    """One uninterrupted run of the pipeline over HTTP on the sample crawl, with rejected rows kept."""
+    from pipeline.config import SAMPLE_DUMP, load_config
+    from pipeline.run import run_pipeline
+
+    out = tmp_path_factory.mktemp("run")
+    config = load_config(
+        overrides={
+            "source.cc_base_url": mirror_url,
+            "source.dump": SAMPLE_DUMP,
+            "output_dir": str(out),
+            "name": "reference",
+            "keep_rejected": True,
+        }
+    )
+    return run_pipeline(config, progress=False)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import multiprocessing
 import threading
 from pathlib import Path
 
@@ -75,6 +76,8 @@ def run_local(
             workers=min(workers, tasks),
             logging_dir=str(out_dir / "logs"),
             skip_completed=False,
+            # fork: workers inherit the quiet log setup and need no __main__ guard; they never touch tqdm
+            start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "forkserver",
         )
         if progress:
             datatrove_logger.disable("datatrove")

@@ -1,0 +1,59 @@
+"""A flaky or broken mirror fails only the affected part, with a clear reason, and a rerun completes it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import SAMPLE_DUMP, load_config
+from pipeline.engines.base import RunIncomplete
+from pipeline.run import run_pipeline
+from pipeline.shards import done_parts, read_documents
+from tests.http_faults import Cut, Fail, FaultServer, Serve
+
+
+def _config(base_url: str, out: Path):  # noqa: ANN202
+    return load_config(
+        overrides={
+            "source.cc_base_url": base_url,
+            "source.dump": SAMPLE_DUMP,
+            "source.retries": 2,
+            "output_dir": str(out),
+            "name": "flaky",
+        }
+    )
+
+
+def _rows(run_dir: Path) -> list[tuple[str, str]]:
+    table = read_documents(run_dir, columns=["id", "text"])
+    return sorted(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
+
+
+def test_http_errors_fail_one_part_and_rerun_completes(tmp_path: Path, sample_crawl, sample_run) -> None:  # noqa: ANN001
+    first, second, third = sample_crawl.warc_paths[:3]
+    with FaultServer(sample_crawl.root) as server:
+        server.script(first, Fail(500), Fail(503))  # transient: retried, then served
+        server.script(second, Cut(after=20_000))  # connection reset mid-body: resumed with Range
+        server.script(third, then=Fail(404))  # permanent: this part fails, the others finish
+        config = _config(server.url, tmp_path)
+        with pytest.raises(RunIncomplete) as err:
+            run_pipeline(config, progress=False)
+        message = str(err.value)
+        assert "1 of 4 parts failed" in message and "404" in message and "part-00002" in message
+        assert done_parts(config.run_dir) == ["part-00000", "part-00001", "part-00003"]
+        assert any(r.range and r.range.startswith("bytes=20000-") for r in server.requests_for(second))
+
+        server.script(third, then=Serve())  # the mirror recovers
+        summary = run_pipeline(config, progress=False)
+    assert len(summary.result.skipped) == 3 and summary.result.done == ["part-00002"]
+    assert not (config.run_dir / "failures" / "part-00002.json").exists()
+    assert _rows(config.run_dir) == _rows(sample_run.run_dir)
+
+
+def test_missing_dump_is_a_clear_error(tmp_path: Path, mirror_url: str) -> None:
+    config = _config(mirror_url, tmp_path)
+    config.source.dump = "CC-MAIN-1999-01"
+    with pytest.raises(Exception, match="CC-MAIN-1999-01") as err:
+        run_pipeline(config, progress=False)
+    assert "404" in str(err.value) or "not found" in str(err.value).lower()

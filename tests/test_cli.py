@@ -1,0 +1,98 @@
+"""The CLI explains itself and fails clearly on bad input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from pipeline.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "Turn Common Crawl into LLM pretraining data"),
+        (["run"], "resumes"),
+        (["stage"], "url_filter, extract or langid"),
+        (["sample-crawl"], "Common Crawl's layout"),
+        (["serve-crawl"], "Range"),
+        (["config"], "YAML"),
+    ],
+)
+def test_every_command_has_help(args: list[str], expected: str) -> None:
+    result = runner.invoke(app, [*args, "--help"])
+    assert result.exit_code == 0, result.output
+    assert expected in " ".join(result.output.split())
+
+
+def test_config_prints_defaults_that_load_back(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["config"])
+    assert result.exit_code == 0
+    data = yaml.safe_load(result.output)
+    assert data["langid"] == {"languages": ["en"], "threshold": 0.65, "model_path": None}
+    path = tmp_path / "run.yaml"
+    path.write_text(result.output)
+    assert runner.invoke(app, ["config", "--config", str(path)]).exit_code == 0
+
+
+def test_invalid_config_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("source:\n  dump: latest\nengine:\n  workers: 0\n")
+    result = runner.invoke(app, ["run", "--config", str(path)])
+    assert result.exit_code == 2
+    assert "source.dump" in result.output and "engine.workers" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_stage_rejects_unknown_stage_and_wrong_input(tmp_path: Path, realdata: Path) -> None:
+    warc = realdata / "warc_samples" / "cc-main-2020-34_excerpt.warc.gz"
+    result = runner.invoke(app, ["stage", "dedupe", "-i", str(warc), "-o", str(tmp_path / "o"), "--no-progress"])
+    assert result.exit_code == 2 and "unknown stage 'dedupe'" in result.output
+    result = runner.invoke(app, ["stage", "extract", "-i", str(tmp_path / "nope"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "input not found" in result.output
+
+
+def test_stage_extract_then_langid_on_real_warc(tmp_path: Path, realdata: Path) -> None:
+    warc = realdata / "warc_samples" / "wget-sample-0000.warc.gz"
+    extracted = tmp_path / "extracted"
+    result = runner.invoke(app, ["stage", "extract", "-i", str(warc), "-o", str(extracted), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert "extract" in result.output and "documents:" in result.output
+    docs = pq.read_table(extracted / "documents")
+    assert docs.num_rows > 5
+    assert all(t.strip() for t in docs.column("text").to_pylist())
+    assert docs.column("language").null_count == docs.num_rows  # not labelled yet
+
+    labelled = tmp_path / "labelled"
+    result = runner.invoke(
+        app,
+        [
+            "stage",
+            "langid",
+            "-i",
+            str(extracted / "documents"),
+            "-o",
+            str(labelled),
+            "--languages",
+            "all",
+            "--no-progress",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    out = pq.read_table(labelled / "documents")
+    assert out.num_rows == docs.num_rows  # 'all' keeps everything, but labels it
+    assert out.column("language").null_count == 0
+    assert sorted(out.column("id").to_pylist()) == sorted(docs.column("id").to_pylist())
+
+    limited = tmp_path / "limited"
+    result = runner.invoke(
+        app, ["stage", "extract", "-i", str(warc), "-o", str(limited), "--limit", "3", "--no-progress"]
+    )
+    assert result.exit_code == 0, result.output
+    assert pq.read_table(limited / "documents").num_rows <= 3
