@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.schema import DROP_REASON
-from pipeline.stats import PartStats
+from pipeline.stats import SAMPLES_PER_RULE, PartStats, StageStats
 
 
 @runtime_checkable
@@ -76,7 +76,30 @@ def run_chain(stages: Sequence[Stage], table: pa.Table, stats: PartStats) -> tup
             counts = pc.value_counts(dropped.column(DROP_REASON)).to_pylist()
             for item in counts:
                 stage_stats.drops[f"{stage.name}:{item['values']}"] += item["counts"]
+            _sample_dropped(stage_stats, stage.name, dropped)
             rejected.append(dropped)
         stage_stats.docs_out += table.num_rows
         stage_stats.bytes_out += text_bytes(table)
     return table, rejected
+
+
+SNIPPET_CHARS = 300
+
+
+def _sample_dropped(stage_stats: StageStats, stage_name: str, dropped: pa.Table) -> None:
+    """Keep the first few dropped rows per rule as (id, url, snippet) in the stats, for the report."""
+    text_column = "text" if "text" in dropped.column_names else None
+    for rule in pc.unique(dropped.column(DROP_REASON)).to_pylist():
+        key = f"{stage_name}:{rule}"
+        have = len(stage_stats.samples.get(key, []))
+        if have >= SAMPLES_PER_RULE:
+            continue
+        rows = dropped.filter(pc.equal(dropped.column(DROP_REASON), rule)).slice(0, SAMPLES_PER_RULE - have)
+        texts = rows.column(text_column).to_pylist() if text_column else [None] * rows.num_rows
+        stage_stats.add_samples(
+            key,
+            [
+                {"id": i, "url": u or "", "snippet": (t or "")[:SNIPPET_CHARS]}
+                for i, u, t in zip(rows.column("id").to_pylist(), rows.column("url").to_pylist(), texts, strict=True)
+            ],
+        )

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+SAMPLES_PER_RULE = 5
+
 
 @dataclass
 class StageStats:
@@ -20,6 +22,12 @@ class StageStats:
     bytes_out: int = 0
     seconds: float = 0.0
     drops: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
+    """A few dropped documents per rule (id, url, snippet), so a person can judge whether the rule is right."""
+
+    def add_samples(self, rule: str, rows: list[dict[str, str]], limit: int = SAMPLES_PER_RULE) -> None:
+        kept = self.samples.setdefault(rule, [])
+        kept.extend(rows[: max(0, limit - len(kept))])
 
     def merge(self, other: StageStats) -> None:
         self.docs_in += other.docs_in
@@ -28,6 +36,8 @@ class StageStats:
         self.bytes_out += other.bytes_out
         self.seconds += other.seconds
         self.drops.update(other.drops)
+        for rule, rows in other.samples.items():
+            self.add_samples(rule, rows)
 
     @property
     def dropped(self) -> int:
@@ -65,7 +75,10 @@ class PartStats:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PartStats:
-        stages = [StageStats(**{**s, "drops": Counter(s.get("drops", {}))}) for s in d.get("stages", [])]
+        stages = [
+            StageStats(**{**s, "drops": Counter(s.get("drops", {})), "samples": s.get("samples", {})})
+            for s in d.get("stages", [])
+        ]
         return cls(
             part=d["part"],
             inputs=list(d.get("inputs", [])),
@@ -81,7 +94,7 @@ class PartStats:
 
 
 def _stage_json(s: StageStats) -> dict[str, Any]:
-    return {**{f.name: getattr(s, f.name) for f in fields(s)}, "drops": dict(s.drops)}
+    return {**{f.name: getattr(s, f.name) for f in fields(s)}, "drops": dict(s.drops), "samples": dict(s.samples)}
 
 
 def merge_parts(parts: list[PartStats], name: str = "total") -> PartStats:
