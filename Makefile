@@ -12,6 +12,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/refinery tokenizer fetch all   # GPT-2 / cl100k rank files into the local cache, verified by sha256
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
@@ -29,6 +30,7 @@ bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md
 	$(BIN)/python -m bench.bench_warc_readers
 	$(BIN)/python -m bench.bench_extraction_quality
 	$(BIN)/python -m bench.bench_pipeline
+	$(BIN)/python -m bench.bench_tokenize
 
 clean:
 	rm -rf $(OUT) .pytest_cache

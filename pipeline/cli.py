@@ -264,6 +264,16 @@ def config(
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
 
 
+def _mount_subcommands() -> None:
+    from tokenization.cli import shards_app, tokenizer_app
+
+    app.add_typer(shards_app, name="shards", help="Inspect, verify and build llm.c token shards.")
+    app.add_typer(tokenizer_app, name="tokenizer", help="Tokenizer assets (offline GPT-2 / cl100k rank files).")
+
+
+_mount_subcommands()
+
+
 def main() -> None:
     app()
 

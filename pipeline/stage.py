@@ -88,18 +88,21 @@ SNIPPET_CHARS = 300
 
 def _sample_dropped(stage_stats: StageStats, stage_name: str, dropped: pa.Table) -> None:
     """Keep the first few dropped rows per rule as (id, url, snippet) in the stats, for the report."""
-    text_column = "text" if "text" in dropped.column_names else None
     for rule in pc.unique(dropped.column(DROP_REASON)).to_pylist():
         key = f"{stage_name}:{rule}"
         have = len(stage_stats.samples.get(key, []))
         if have >= SAMPLES_PER_RULE:
             continue
         rows = dropped.filter(pc.equal(dropped.column(DROP_REASON), rule)).slice(0, SAMPLES_PER_RULE - have)
-        texts = rows.column(text_column).to_pylist() if text_column else [None] * rows.num_rows
+        n = rows.num_rows
+
+        def column(name: str, table: pa.Table = rows, n: int = n) -> list:
+            return table.column(name).to_pylist() if name in table.column_names else [None] * n
+
         stage_stats.add_samples(
             key,
             [
-                {"id": i, "url": u or "", "snippet": (t or "")[:SNIPPET_CHARS]}
-                for i, u, t in zip(rows.column("id").to_pylist(), rows.column("url").to_pylist(), texts, strict=True)
+                {"id": i or "", "url": u or "", "snippet": (t or "")[:SNIPPET_CHARS]}
+                for i, u, t in zip(column("id"), column("url"), column("text"), strict=True)
             ],
         )

@@ -1,0 +1,322 @@
+"""The tokenization pass: ``documents/part-*.parquet`` -> llm.c token shards, in parallel, resumable.
+
+Two steps, so that the output does not depend on the number of processes or on interruptions:
+
+1. Each finished input part is tokenized on its own (any process, any order) into
+   ``<out>/parts/part-NNNNN.tokens`` (llm.c shard format: every document prefixed by end-of-text),
+   ``<out>/token_counts/part-NNNNN.parquet`` (``id``, ``token_count``: the text's tokens, end-of-text not
+   counted), ``<out>/stats/part-NNNNN.json`` (the usual PartStats with one ``tokenize`` stage, so
+   ``pipeline.shards.load_stats(<out>)`` reads its funnel like any pass's) and, last, the marker
+   ``<out>/markers/part-NNNNN.done`` (a JSON summary). All are written under temporary names and renamed.
+   A part with a marker matching its input file (size, mtime) and tokenizer is not redone; anything else is.
+2. The part files are concatenated in part order and cut into shards of ``shard_size_tokens``
+   (``val_000000.bin``, ``train_000001.bin``, ...), then ``manifest.json`` is written (see manifest.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts
+from pipeline.stage import text_bytes
+from pipeline.stats import PartStats
+from tokenization.encoders import Tokenizer, TokenizerConfig, fetch_rank_file, load_tokenizer
+from tokenization.manifest import PartTokens, assemble_shards
+from tokenization.shards import ShardError, ShardWriter, read_header, read_manifest
+
+log = logging.getLogger(__name__)
+
+PARTS = "parts"
+TOKEN_COUNTS = "token_counts"
+STAGE = "tokenize"
+TOKEN_COUNTS_SCHEMA = pa.schema([pa.field("id", pa.string(), nullable=False), pa.field("token_count", pa.int32())])
+
+
+class TokenizeError(RuntimeError):
+    """Some parts could not be tokenized; the finished ones are kept for the rerun."""
+
+
+@dataclass(frozen=True)
+class PartJob:
+    part: str
+    input_file: Path
+    output_dir: Path
+    tokenizer: str
+    rank_file: Path
+    batch_size: int
+    threads: int
+
+
+def part_tokens_path(output_dir: Path, part: str) -> Path:
+    return Path(output_dir) / PARTS / f"{part}.tokens"
+
+
+def token_counts_path(output_dir: Path, part: str) -> Path:
+    return Path(output_dir) / TOKEN_COUNTS / f"{part}.parquet"
+
+
+def part_stats_path(output_dir: Path, part: str) -> Path:
+    return Path(output_dir) / STATS / f"{part}.json"
+
+
+def part_marker_path(output_dir: Path, part: str) -> Path:
+    return Path(output_dir) / MARKERS / f"{part}.done"
+
+
+def _atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _clear_part(output_dir: Path, part: str) -> None:
+    """Remove whatever an unfinished (or outdated) attempt at ``part`` left."""
+    for path in (
+        part_marker_path(output_dir, part),
+        part_tokens_path(output_dir, part),
+        token_counts_path(output_dir, part),
+    ):
+        path.unlink(missing_ok=True)
+        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+def _encode_batch(tokenizer: Tokenizer, texts: list[str | None], threads: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tokens of the batch, each non-empty document prefixed by end-of-text; per-document text token counts)."""
+    present = [i for i, text in enumerate(texts) if text]
+    arrays = tokenizer.encode_arrays([texts[i] for i in present], threads=threads)
+    counts = np.zeros(len(texts), dtype=np.int64)
+    if not arrays:
+        return np.zeros(0, dtype=np.uint32), counts
+    counts[present] = [a.size for a in arrays]
+    eot = np.array([tokenizer.eot_token], dtype=np.uint32)
+    pieces: list[np.ndarray] = []
+    for array in arrays:
+        pieces.append(eot)
+        pieces.append(array)
+    return np.concatenate(pieces), counts
+
+
+def tokenize_part(job: PartJob) -> PartTokens:
+    """Tokenize one input part into its token file, token counts and marker (in that order)."""
+    start = time.perf_counter()
+    out = job.output_dir
+    _clear_part(out, job.part)
+    tokenizer = load_tokenizer(job.tokenizer, job.rank_file)
+    stat = job.input_file.stat()
+    try:
+        parquet = pq.ParquetFile(job.input_file)
+    except (OSError, pa.ArrowException) as e:
+        raise TokenizeError(f"{job.part}: cannot read {job.input_file}: {e}") from e
+    missing = {"id", "text"} - set(parquet.schema_arrow.names)
+    if missing:
+        raise TokenizeError(f"{job.part}: {job.input_file} lacks column(s) {sorted(missing)}")
+
+    writer = ShardWriter(part_tokens_path(out, job.part), tokenizer.vocab_size)
+    ids: list[pa.Array] = []
+    counts: list[np.ndarray] = []
+    documents = skipped = 0
+    stats = PartStats(part=job.part, inputs=[str(job.input_file)])
+    stage = stats.stage(STAGE)
+    try:
+        for batch in parquet.iter_batches(batch_size=job.batch_size, columns=["id", "text"]):
+            stage.bytes_in += text_bytes(pa.table(batch))
+            texts = batch.column("text").to_pylist()
+            tokens, batch_counts = _encode_batch(tokenizer, texts, job.threads)
+            writer.write(tokens)
+            nonempty = sum(1 for text in texts if text)
+            documents += nonempty
+            skipped += len(texts) - nonempty
+            ids.append(batch.column("id"))
+            counts.append(batch_counts)
+        header, sha = writer.commit()
+    except BaseException as e:
+        writer.abort()
+        if isinstance(e, pa.ArrowException | OSError):
+            raise TokenizeError(f"{job.part}: error reading {job.input_file}: {e}") from e
+        raise
+
+    all_counts = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
+    table = pa.table(
+        {
+            "id": pa.concat_arrays([a.cast(pa.string()) for a in ids]) if ids else pa.array([], pa.string()),
+            "token_count": pa.array(np.minimum(all_counts, 2**31 - 1).astype(np.int32)),
+        },
+        schema=TOKEN_COUNTS_SCHEMA,
+    )
+    counts_path = token_counts_path(out, job.part)
+    counts_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = counts_path.with_name(f".{counts_path.name}.{os.getpid()}.tmp")
+    pq.write_table(table, tmp, compression="zstd")
+    os.replace(tmp, counts_path)
+
+    stage.docs_in = documents + skipped
+    stage.docs_out = stats.docs_out = documents
+    stage.bytes_out = stage.bytes_in  # empty texts have no bytes: every byte in was tokenized
+    if skipped:
+        stage.drops[f"{STAGE}:empty_text"] = skipped
+    stage.seconds = stats.seconds = time.perf_counter() - start
+    _atomic_write_text(part_stats_path(out, job.part), json.dumps(stats.to_json(), indent=1))
+
+    info = PartTokens(
+        part=job.part,
+        num_documents=documents,
+        num_tokens=header.num_tokens,
+        skipped_empty=skipped,
+        sha256=sha,
+        input_bytes=stat.st_size,
+        input_mtime_ns=stat.st_mtime_ns,
+        tokenizer=tokenizer.name,
+        tokenizer_sha256=tokenizer.rank_sha256,
+        seconds=round(time.perf_counter() - start, 3),
+    )
+    _atomic_write_text(part_marker_path(out, job.part), json.dumps(info.to_json(), indent=1))
+    return info
+
+
+def finished_part(output_dir: Path, part: str, input_file: Path, tokenizer: Tokenizer) -> PartTokens | None:
+    """The part's summary if it was tokenized from this very input with this tokenizer, else None."""
+    try:
+        info = PartTokens.from_json(json.loads(part_marker_path(output_dir, part).read_text()))
+        stat = input_file.stat()
+        header = read_header(part_tokens_path(output_dir, part))
+    except (OSError, ValueError, TypeError, ShardError):
+        return None
+    current = (
+        info.input_bytes == stat.st_size
+        and info.input_mtime_ns == stat.st_mtime_ns
+        and info.tokenizer == tokenizer.name
+        and info.tokenizer_sha256 == tokenizer.rank_sha256
+        and header.num_tokens == info.num_tokens
+        and token_counts_path(output_dir, part).is_file()
+        and part_stats_path(output_dir, part).is_file()
+    )
+    return info if current else None
+
+
+def input_parts(input_dir: Path) -> list[tuple[str, Path]]:
+    """Finished parts of a pass (per its markers), in part order."""
+    parts = [(name, Path(input_dir) / DOCUMENTS / f"{name}.parquet") for name in done_parts(input_dir)]
+    missing = [str(path) for _, path in parts if not path.is_file()]
+    if missing:
+        raise TokenizeError(f"parts marked done but missing: {missing[:5]}")
+    return parts
+
+
+def _run_jobs(jobs: list[PartJob], workers: int, progress: bool) -> tuple[dict[str, PartTokens], list[str]]:
+    results: dict[str, PartTokens] = {}
+    failures: list[str] = []
+    bar = None
+    if progress and jobs:
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs), desc="tokenize", unit="part")
+
+    def record(job: PartJob, outcome: PartTokens | BaseException) -> None:
+        if isinstance(outcome, BaseException):
+            log.error("tokenizing %s failed: %s", job.part, outcome)
+            failures.append(f"{job.part}: {outcome}")
+        else:
+            results[job.part] = outcome
+        if bar is not None:
+            bar.update(1)
+
+    if workers <= 1 or len(jobs) <= 1:
+        for job in jobs:
+            try:
+                record(job, tokenize_part(job))
+            except Exception as e:  # as in the parallel branch: report, finish the other parts, raise at the end
+                record(job, e)
+    else:
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
+            futures = {pool.submit(tokenize_part, job): job for job in jobs}
+            for future in as_completed(futures):
+                error = future.exception()
+                record(futures[future], error if error is not None else future.result())
+    if bar is not None:
+        bar.close()
+    return results, failures
+
+
+def run_tokenize(
+    input_dir: Path,
+    output_dir: Path,
+    config: TokenizerConfig | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Tokenize a pass's finished parts into shards + manifest in ``output_dir``; resumable and deterministic.
+
+    Returns ``{"manifest": ..., "parts_tokenized": n, "parts_reused": m, "seconds": s, ...}``; raises
+    TokenizeError (after finishing every other part) if some parts fail.
+    """
+    start = time.perf_counter()
+    config = config or TokenizerConfig()
+    workers = workers if workers is not None else config.workers
+    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    parts = input_parts(input_dir)
+    if not parts:
+        raise TokenizeError(f"no finished parts in {input_dir} (expected {DOCUMENTS}/part-*.parquet with markers)")
+    rank_file = fetch_rank_file(config.name)  # once, in this process: workers only read it
+    tokenizer = load_tokenizer(config.name, rank_file)
+    output_dir.mkdir(parents=True, exist_ok=True)
+
+    finished: dict[str, PartTokens] = {}
+    jobs: list[PartJob] = []
+    for name, path in parts:
+        info = finished_part(output_dir, name, path, tokenizer)
+        if info is not None:
+            finished[name] = info
+        else:
+            jobs.append(PartJob(name, path, output_dir, config.name, rank_file, config.batch_size, config.threads))
+    log.info("tokenizing %d parts (%d already done) with %d workers", len(jobs), len(finished), workers)
+    results, failures = _run_jobs(jobs, workers, progress)
+    finished.update(results)
+    if failures:
+        raise TokenizeError(f"{len(failures)} of {len(parts)} parts failed (rerun to retry): " + "; ".join(failures))
+
+    ordered = [(finished[name], part_tokens_path(output_dir, name)) for name, _ in parts]
+    manifest = assemble_shards(output_dir, ordered, tokenizer, config, source=str(input_dir))
+    seconds = time.perf_counter() - start
+    return {
+        "output_dir": str(output_dir),
+        "manifest": manifest,
+        "parts_tokenized": len(jobs),
+        "parts_reused": len(parts) - len(jobs),
+        "num_tokens": manifest["totals"]["num_tokens"],
+        "num_documents": manifest["totals"]["num_documents"],
+        "seconds": seconds,
+        "tokens_per_second": manifest["totals"]["num_tokens"] / seconds if seconds > 0 else 0.0,
+    }
+
+
+def read_token_counts(output_dir: Path) -> pa.Table:
+    """``id`` -> ``token_count`` for every tokenized document (end-of-text not counted), in part order.
+
+    Only the parts of the current manifest (when there is one): counts of parts no longer in the input are stale.
+    """
+    output_dir = Path(output_dir)
+    try:
+        names = [p["part"] for p in read_manifest(output_dir)["source"]["parts"]]
+        files = [token_counts_path(output_dir, name) for name in names]
+    except (ShardError, KeyError):
+        files = sorted((output_dir / TOKEN_COUNTS).glob("part-*.parquet"))
+    if not files:
+        return TOKEN_COUNTS_SCHEMA.empty_table()
+    return pa.concat_tables(pq.read_table(f, schema=TOKEN_COUNTS_SCHEMA) for f in files)
