@@ -265,7 +265,10 @@ def config(
 
 
 def _mount_subcommands() -> None:
+    from pipeline.report.cli import report_command
     from tokenization.cli import shards_app, tokenizer_app
+
+    app.command("report")(report_command)
 
     app.add_typer(shards_app, name="shards", help="Inspect, verify and build llm.c token shards.")
     app.add_typer(tokenizer_app, name="tokenizer", help="Tokenizer assets (offline GPT-2 / cl100k rank files).")

@@ -21,6 +21,7 @@ import numpy as np
 import pyarrow as pa
 
 from pipeline.config import LangIdConfig
+from pipeline.profile import SCORE_EDGES, SignalSpec
 from pipeline.stage import with_drop_reasons
 
 log = logging.getLogger(__name__)
@@ -127,6 +128,11 @@ class LangIdStage:
 
     config: LangIdConfig = field(default_factory=LangIdConfig)
     name: str = field(default="langid", init=False)
+
+    @property
+    def signal_columns(self) -> dict[str, SignalSpec]:
+        """The report draws the score of every document this stage saw, with the threshold on it."""
+        return {"language_score": SignalSpec(SCORE_EDGES, {"threshold": self.config.threshold}, stage=self.name)}
 
     def __call__(self, table: pa.Table) -> pa.Table:
         if "text" not in table.column_names:

@@ -19,6 +19,7 @@ from types import TracebackType
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.profile import DocumentProfile, profile_documents
 from pipeline.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, conform
 from pipeline.stats import PartStats, merge_parts
 
@@ -106,15 +107,19 @@ class PartWriter:
             _AtomicParquet(self.out_dir / REJECTED / f"{name}.parquet", REJECTED_SCHEMA) if keep_rejected else None
         )
         self.committed = False
+        self.profile = DocumentProfile()
 
     def write(self, kept: pa.Table, rejected: list[pa.Table] | None = None) -> None:
         self.documents.write(kept)
+        if kept.num_rows:
+            self.profile.merge(profile_documents(kept))
         if self.rejected is not None:
             for table in rejected or []:
                 self.rejected.write(table)
 
     def commit(self, stats: PartStats) -> None:
         stats.docs_out = self.documents.rows
+        stats.profile.merge(self.profile)
         self.documents.commit()
         if self.rejected is not None:
             self.rejected.commit()

@@ -16,6 +16,7 @@ from typing import Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipeline.profile import stage_signal_histograms
 from pipeline.schema import DROP_REASON
 from pipeline.stats import SAMPLES_PER_RULE, PartStats, StageStats
 
@@ -71,6 +72,8 @@ def run_chain(stages: Sequence[Stage], table: pa.Table, stats: PartStats) -> tup
         start = time.perf_counter()
         out = stage(table)
         stage_stats.seconds += time.perf_counter() - start
+        # quality signals over every row the stage judged, kept and dropped, with its thresholds (report)
+        stats.profile.add_signals(stage_signal_histograms(stage, table, out))
         table, dropped = split_dropped(out, stage.name)
         if dropped is not None:
             counts = pc.value_counts(dropped.column(DROP_REASON)).to_pylist()

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from pipeline.profile import DocumentProfile
+
 SAMPLES_PER_RULE = 5
 
 
@@ -54,6 +56,8 @@ class PartStats:
     stages: list[StageStats] = field(default_factory=list)
     docs_out: int = 0
     seconds: float = 0.0
+    profile: DocumentProfile = field(default_factory=DocumentProfile)
+    """Distributions of the documents this part kept (languages, lengths, domains) and stages' quality signals."""
 
     def stage(self, name: str) -> StageStats:
         for s in self.stages:
@@ -71,6 +75,7 @@ class PartStats:
             "stages": [_stage_json(s) for s in self.stages],
             "docs_out": self.docs_out,
             "seconds": self.seconds,
+            "profile": self.profile.to_json(),
         }
 
     @classmethod
@@ -86,6 +91,7 @@ class PartStats:
             stages=stages,
             docs_out=int(d.get("docs_out", 0)),
             seconds=float(d.get("seconds", 0.0)),
+            profile=DocumentProfile.from_json(d["profile"]) if "profile" in d else DocumentProfile(),
         )
 
     @classmethod
@@ -105,6 +111,7 @@ def merge_parts(parts: list[PartStats], name: str = "total") -> PartStats:
         total.source.update(p.source)
         total.docs_out += p.docs_out
         total.seconds += p.seconds
+        total.profile.merge(p.profile)
         for s in p.stages:
             total.stage(s.name).merge(s)
     return total

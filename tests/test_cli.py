@@ -23,6 +23,7 @@ runner = CliRunner()
         (["sample-crawl"], "Common Crawl's layout"),
         (["serve-crawl"], "Range"),
         (["config"], "YAML"),
+        (["report"], "self-contained"),
     ],
 )
 def test_every_command_has_help(args: list[str], expected: str) -> None:

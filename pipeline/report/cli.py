@@ -1,0 +1,82 @@
+"""``refinery report RUN_DIR [--compare RUN_B] [--open]``: write the dataset report (and a comparison).
+
+Mounted by the main CLI with ``app.command("report")(report_command)``.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import webbrowser
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.report.build import ReportConfig, ReportError, write_report
+
+log = logging.getLogger(__name__)
+
+
+def report_command(
+    run_dir: Annotated[Path, typer.Argument(help="Run folder (holds config.yaml, stats/, documents/).")],
+    compare: Annotated[
+        Path | None, typer.Option("--compare", help="Second run folder: also write what changed from RUN_DIR to it.")
+    ] = None,
+    output: Annotated[
+        Path | None, typer.Option("--output", "-o", help="Folder for index.html and report.json (RUN_DIR/report).")
+    ] = None,
+    dedup_clusters: Annotated[
+        str | None, typer.Option("--dedup-clusters", help="Cluster summary, relative to RUN_DIR.")
+    ] = None,
+    token_manifest: Annotated[str | None, typer.Option("--token-manifest", help="Shard manifest, relative.")] = None,
+    validation: Annotated[str | None, typer.Option("--validation", help="Validation result, relative.")] = None,
+    open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details to stderr.")] = False,
+) -> None:
+    """Write the dataset report: the funnel, drop reasons with examples, languages, lengths, domains, duplicates,
+    tokens and validation, as one self-contained HTML page plus report.json.
+
+        Built from the stats every pass writes and a few sampled documents, so it takes seconds on any run.
+
+    Examples:
+
+    * `refinery report out/sample --open`
+
+    * `refinery report out/run-a --compare out/run-b`
+    """
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    overrides = {"dedup_clusters": dedup_clusters, "token_manifest": token_manifest, "validation": validation}
+    config = ReportConfig(**{k: v for k, v in overrides.items() if v is not None})
+    try:
+        files = write_report(run_dir, config, out_dir=output)
+        comparison = None
+        if compare is not None:
+            from pipeline.report.compare import write_comparison
+
+            comparison = write_comparison(run_dir, compare, out_dir=files.html_path.parent, config=config)
+    except (ReportError, FileNotFoundError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    funnel = files.report["funnel"]
+    typer.echo(f"{funnel['docs_in']:,} documents in, {funnel['docs_out']:,} kept")
+    for warning in files.report["warnings"]:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    typer.echo(f"report: {files.html_path}")
+    typer.echo(f"json:   {files.json_path}")
+    page = files.html_path
+    if comparison is not None:
+        typer.echo(comparison.result["summary"])
+        typer.echo(f"comparison: {comparison.html_path}")
+        page = comparison.html_path
+    if open_browser and not webbrowser.open(page.resolve().as_uri()):
+        typer.echo("no browser found; open the file above by hand", err=True)
+
+
+def main() -> None:
+    """Run the command on its own (``python -m pipeline.report.cli``), e.g. before it is mounted."""
+    typer.run(report_command)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,259 @@
+"""Compare two runs: which stage and which rule changed the output, and by how much.
+
+A stage is the *cause* of a change when it received the same documents in both runs but dropped a
+different number of them; stages after it see a different input and change as a consequence. Both
+runs are read through :func:`build_report`, so a comparison costs two reports, not two corpora.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pipeline.report.build import ReportConfig, build_report, dumps, write_text_atomic
+
+COMPARE_VERSION = 1
+
+
+def compare_runs(run_a: Path, run_b: Path, config: ReportConfig | None = None) -> dict[str, Any]:
+    """Differences between run A (the baseline) and run B, as a JSON-ready dict (see SCHEMA.md)."""
+    return compare_reports(build_report(Path(run_a), config), build_report(Path(run_b), config))
+
+
+def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """The comparison of two already built reports."""
+    stages = _stage_changes(a["funnel"]["stages"], b["funnel"]["stages"])
+    rules = _rule_changes(a["drops"], b["drops"])
+    causes = [s for s in stages if s["cause"]]
+    output = {
+        key: _delta(a["funnel"].get(key), b["funnel"].get(key))
+        for key in ("docs_in", "docs_out", "bytes_out", "tokens_out")
+    }
+    config_changes = _config_changes(a["run"].get("config") or {}, b["run"].get("config") or {})
+    result = {
+        "compare_version": COMPARE_VERSION,
+        "a": _run_ref(a),
+        "b": _run_ref(b),
+        "identical": not any(s["changed"] for s in stages) and not any(r["changed"] for r in rules),
+        "config_changes": config_changes,
+        "output": output,
+        "stages": stages,
+        "rules": rules,
+        "causes": [s["key"] for s in causes],
+        "first_changed_stage": next((s["key"] for s in stages if s["changed"]), None),
+        "languages": _count_changes(a, b, "languages", "language"),
+        "domains": _count_changes(a, b, "domains", "domain"),
+    }
+    result["summary"] = summarise(result)
+    return result
+
+
+def _run_ref(report: dict[str, Any]) -> dict[str, Any]:
+    run = report["run"]
+    return {"name": run.get("name"), "run_dir": run.get("run_dir"), "dump": run.get("dump")}
+
+
+def _delta(a: float | None, b: float | None) -> dict[str, Any]:
+    delta = None if a is None or b is None else b - a
+    return {"a": a, "b": b, "delta": delta, "relative": round(delta / a, 6) if delta is not None and a else None}
+
+
+def _stage_changes(rows_a: list[dict[str, Any]], rows_b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    by_b = {(r["pass"], r["stage"]): r for r in rows_b}
+    keys = [(r["pass"], r["stage"]) for r in rows_a] + [
+        k for k in ((r["pass"], r["stage"]) for r in rows_b) if k not in {(r["pass"], r["stage"]) for r in rows_a}
+    ]
+    by_a = {(r["pass"], r["stage"]): r for r in rows_a}
+    out = []
+    for key in keys:
+        ra, rb = by_a.get(key), by_b.get(key)
+        row = {
+            "key": key[1] if key[0] == "main" else f"{key[0]}:{key[1]}",
+            "pass": key[0],
+            "stage": key[1],
+            "present": "both" if ra and rb else ("a" if ra else "b"),
+        }
+        for field in ("docs_in", "docs_out", "docs_dropped", "bytes_out", "drop_rate"):
+            row[field] = _delta(ra.get(field) if ra else None, rb.get(field) if rb else None)
+        input_changed = row["docs_in"]["delta"] != 0
+        dropped_changed = row["docs_dropped"]["delta"] != 0 or row["bytes_out"]["delta"] != 0
+        row["input_changed"] = input_changed
+        row["changed"] = row["present"] != "both" or input_changed or dropped_changed
+        row["cause"] = row["present"] != "both" or (not input_changed and dropped_changed)
+        out.append(row)
+    return out
+
+
+def _rule_changes(drops_a: list[dict[str, Any]], drops_b: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    a = {(d["pass"], d["key"]): d for d in drops_a}
+    b = {(d["pass"], d["key"]): d for d in drops_b}
+    rows = []
+    for key in list(a) + [k for k in b if k not in a]:
+        da, db = a.get(key), b.get(key)
+        count = _delta(da["count"] if da else 0, db["count"] if db else 0)
+        share = _delta(
+            da["share_of_stage_input"] if da else 0.0,
+            db["share_of_stage_input"] if db else 0.0,
+        )
+        if share["delta"] is not None:
+            share["delta"] = round(share["delta"], 6)
+        rows.append(
+            {
+                "pass": key[0],
+                "key": key[1],
+                "stage": (da or db)["stage"],
+                "rule": (da or db)["rule"],
+                "count": count,
+                "share_of_stage_input": share,
+                "changed": count["delta"] != 0,
+            }
+        )
+    rows.sort(key=lambda r: (-abs(r["count"]["delta"]), r["key"]))
+    return rows
+
+
+def _count_changes(a: dict[str, Any], b: dict[str, Any], section: str, key: str) -> list[dict[str, Any]]:
+    """Per-value document counts that differ (languages, domains), largest change first."""
+    da, db = a.get("documents"), b.get("documents")
+    if not da or not db:
+        return []
+    items_a = da[section] if isinstance(da[section], list) else da[section]["top"]
+    items_b = db[section] if isinstance(db[section], list) else db[section]["top"]
+    ca = {i[key]: i["docs"] for i in items_a}
+    cb = {i[key]: i["docs"] for i in items_b}
+    rows = [{key: k, **_delta(ca.get(k, 0), cb.get(k, 0))} for k in dict.fromkeys([*ca, *cb])]
+    rows = [r for r in rows if r["delta"]]
+    rows.sort(key=lambda r: (-abs(r["delta"]), r[key]))
+    return rows[:30]
+
+
+def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(d, dict):
+        return {prefix: d}
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        out.update(_flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+    return out
+
+
+IGNORED_CONFIG_KEYS = ("name", "output_dir", "source.cc_base_url", "source.download_dir")
+"""Config keys that name where a run went, not what it did."""
+
+
+def _config_changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
+    fa, fb = _flatten(a), _flatten(b)
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if k not in IGNORED_CONFIG_KEYS]
+    return [{"key": k, "a": fa.get(k), "b": fb.get(k)} for k in keys if fa.get(k) != fb.get(k)]
+
+
+def summarise(result: dict[str, Any]) -> str:
+    """One or two plain sentences: what changed first and what it did to the output."""
+    if result["identical"]:
+        return "No stage and no rule changed: both runs kept and dropped the same number of documents."
+    parts = []
+    for key in result["causes"]:
+        stage = next(s for s in result["stages"] if s["key"] == key)
+        rules = [
+            r for r in result["rules"] if r["changed"] and (r["stage"] == stage["stage"]) and r["pass"] == stage["pass"]
+        ]
+        detail = ", ".join(f"{r['key']} {r['count']['a']:,} -> {r['count']['b']:,}" for r in rules[:3])
+        dd = stage["docs_dropped"]
+        parts.append(f"{key} dropped {_signed(dd['delta'])} documents ({detail or 'bytes changed'})")
+    out = result["output"]["docs_out"]
+    text = "; ".join(parts) if parts else "Stage inputs differ"
+    if out["delta"] is not None:
+        rel = f" ({out['relative']:+.1%})" if out["relative"] is not None else ""
+        text += f". Output: {out['a']:,} -> {out['b']:,} documents{rel}."
+    return text
+
+
+def _signed(n: int | None) -> str:
+    return "?" if n is None else f"{n:+,}"
+
+
+# ---------------------------------------------------------------- HTML
+
+
+def stages_figure(result: dict[str, Any]) -> str | None:
+    """Documents out of every stage in A and B, side by side."""
+    import matplotlib
+
+    from pipeline.report.html import KEPT, PALETTE, RC, new_figure, svg_data_uri
+
+    stages = result["stages"]
+    if not stages:
+        return None
+    with matplotlib.rc_context(RC):
+        fig, (ax,) = new_figure(9, 0.5 * len(stages) + 1.2)
+        y = list(range(len(stages)))
+        ax.barh(
+            [i - 0.2 for i in y], [s["docs_out"]["a"] or 0 for s in stages], height=0.4, color=PALETTE[6], label="A"
+        )
+        ax.barh([i + 0.2 for i in y], [s["docs_out"]["b"] or 0 for s in stages], height=0.4, color=KEPT, label="B")
+        ax.set_yticks(y, [s["key"] for s in stages])
+        ax.invert_yaxis()
+        ax.set_title("documents out of each stage")
+        ax.legend(frameon=False, fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+    return svg_data_uri(fig)
+
+
+def rules_figure(result: dict[str, Any]) -> str | None:
+    """Change in documents dropped per rule (B - A): positive drops more in B."""
+    import matplotlib
+
+    from pipeline.report.html import DROPPED, KEPT, RC, hbar, new_figure, svg_data_uri
+
+    rules = [r for r in result["rules"] if r["changed"]][:25]
+    if not rules:
+        return None
+    with matplotlib.rc_context(RC):
+        fig, (ax,) = new_figure(9, 0.32 * len(rules) + 1.0)
+        deltas = [r["count"]["delta"] for r in rules]
+        hbar(ax, [r["key"] for r in rules], deltas, [DROPPED if d > 0 else KEPT for d in deltas], min_rows=3)
+        ax.axvline(0, color="#333333", linewidth=0.8)
+        for i, d in enumerate(deltas):
+            ax.annotate(f" {d:+,}", (d, i), va="center", fontsize=8)
+        ax.set_title("documents dropped per rule, B minus A")
+    return svg_data_uri(fig)
+
+
+def render_compare_html(result: dict[str, Any]) -> str:
+    """One self-contained page for a comparison (same rules as the report page: no external fetch)."""
+    from pipeline.report.html import environment
+    from pipeline.report.templates import COMPARE_PAGE, CSS
+
+    env = environment()
+    env.filters.update(signed=_signed, spct=_signed_pct)
+    figs = {"stages": stages_figure(result), "rules": rules_figure(result)}
+    return env.from_string(COMPARE_PAGE).render(c=result, fig=figs, css=CSS)
+
+
+def _signed_pct(value: float | None) -> str:
+    return "\u2013" if value is None else f"{value:+.1%}"
+
+
+@dataclass
+class ComparisonFiles:
+    json_path: Path
+    html_path: Path
+    result: dict[str, Any]
+
+
+def write_comparison(
+    run_a: Path, run_b: Path, out_dir: Path | None = None, config: ReportConfig | None = None
+) -> ComparisonFiles:
+    """Compare two runs and write ``compare-<B>.json`` and ``compare-<B>.html`` into A's report folder."""
+    config = config or ReportConfig()
+    result = compare_runs(run_a, run_b, config)
+    out = Path(out_dir) if out_dir is not None else Path(run_a) / config.output_dir
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"compare-{_safe_name(Path(run_b).resolve().name)}"
+    json_path = write_text_atomic(out / f"{stem}.json", dumps(result))
+    html_path = write_text_atomic(out / f"{stem}.html", render_compare_html(result))
+    return ComparisonFiles(json_path, html_path, result)
+
+
+def _safe_name(name: str) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "run"
