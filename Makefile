@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 
-.PHONY: install demo test lint bench clean
+.PHONY: install browser demo test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cc-refinery needs Python >= 3.11")'
@@ -17,10 +17,17 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install the project with its dev tools
 
+browser:  ## headless Chromium for the browser tests (Debian package, where this user may install it)
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ]; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium) >/dev/null 2>&1 \
+	      || echo "note: could not install chromium; browser tests will skip"; \
+	  else echo "note: chromium not found and not installable here; browser tests will skip"; fi; }
+
 demo: install  ## run the whole pipeline on the embedded sample crawl
 	$(BIN)/refinery run --sample --output $(OUT) --keep-rejected
 
-test: install  ## run the test suite (fails if no test is collected)
+test: install browser  ## run the test suite (fails if no test is collected)
 	$(BIN)/python -m pytest -q
 
 lint: install
