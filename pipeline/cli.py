@@ -163,7 +163,13 @@ def run(
 
 @app.command()
 def stage(
-    name: Annotated[str, typer.Argument(help="Stage to run: url_filter, extract or langid.")],
+    name: Annotated[
+        str,
+        typer.Argument(
+            help="Stage to run: url_filter, extract, langid, or a quality filter (gopher_repetition, gopher_quality, "
+            "c4, fineweb_quality, or one registered by a plugin)."
+        ),
+    ],
     inputs: Annotated[
         list[Path], typer.Option("--input", "-i", help="WARC or Parquet file, or a folder of them (repeatable).")
     ],

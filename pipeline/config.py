@@ -9,6 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from filters.config import QualityConfig
+
 COMMON_CRAWL_BASE_URL = "https://data.commoncrawl.org/"
 SAMPLE_DUMP = "CC-MAIN-2024-22"
 _DUMP_RE = re.compile(r"^CC-MAIN-\d{4}-\d{2}$")
@@ -103,6 +105,7 @@ class RunConfig(_Model):
     url_filter: UrlFilterConfig = Field(default_factory=UrlFilterConfig)
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @property

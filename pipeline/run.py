@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
 from pipeline.config import RunConfig
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
@@ -27,8 +28,13 @@ from pipeline.stats import PartStats
 
 log = logging.getLogger(__name__)
 
-STAGE_NAMES = ("url_filter", "extract", "langid")
-"""Stages of the WARC pass, in order; ``refinery stage NAME`` runs one of them."""
+BASE_STAGES = ("url_filter", "extract", "langid")
+"""Stages every WARC pass starts with; the configured quality filters follow (FineWeb's order)."""
+
+
+def stage_names() -> tuple[str, ...]:
+    """Every stage ``refinery stage NAME`` can run: the base stages, then every registered quality filter."""
+    return BASE_STAGES + registered_filters()
 
 
 def build_stage(name: str, config: RunConfig) -> Stage:
@@ -39,13 +45,15 @@ def build_stage(name: str, config: RunConfig) -> Stage:
         return ExtractStage(config.extraction)
     if name == "langid":
         return LangIdStage(config.langid)
-    raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+    if name in registered_filters():
+        return build_filter(name, config.quality)
+    raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(stage_names())}")
 
 
 def warc_stages(config: RunConfig) -> list[Stage]:
     """The chain a WARC pass runs on every batch of records."""
-    names = [n for n in STAGE_NAMES if n != "url_filter" or config.url_filter.enabled]
-    return [build_stage(n, config) for n in names]
+    names = [n for n in BASE_STAGES if n != "url_filter" or config.url_filter.enabled]
+    return [build_stage(n, config) for n in names] + quality_stages(config.quality)
 
 
 def process_records(

@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
-from pipeline.run import STAGE_NAMES, build_stage, process_records
+from pipeline.run import build_stage, process_records, stage_names
 from pipeline.shards import PartWriter, part_name
 from pipeline.stage import run_chain
 from pipeline.stats import PartStats
@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz")
 NEEDS_HTML = {"extract"}
-NEEDS_TEXT = {"langid"}
+NEEDS_HTML_ONLY = {"url_filter"}
 
 
 def is_warc(path: Path) -> bool:
@@ -53,11 +53,11 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
 
 def stage_chain(name: str, warc_input: bool) -> list[str]:
     """Stage names to run for ``name`` on this kind of input (WARC input gets extraction first if needed)."""
-    if name not in STAGE_NAMES:
-        raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(STAGE_NAMES)}")
+    if name not in stage_names():
+        raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(stage_names())}")
     if name in NEEDS_HTML and not warc_input:
         raise ValueError(f"stage {name!r} needs HTML: give it WARC files, not Parquet documents")
-    if name in NEEDS_TEXT and warc_input:
+    if warc_input and name not in NEEDS_HTML | NEEDS_HTML_ONLY:
         log.info("input is WARC: running 'extract' before %r", name)
         return ["extract", name]
     return [name]

@@ -123,11 +123,12 @@ def format_funnel(stats: PartStats) -> str:
     if stats.source:
         source = ", ".join(f"{k} {v:,}" for k, v in sorted(stats.source.items()))
         lines.append(f"source: {source}")
-    header = f"{'stage':<12} {'docs in':>9} {'docs out':>9} {'dropped':>8} {'MB in':>8} {'MB out':>8} {'sec':>7}"
+    w = max([12, *(len(s.name) for s in stats.stages)])
+    header = f"{'stage':<{w}} {'docs in':>9} {'docs out':>9} {'dropped':>8} {'MB in':>8} {'MB out':>8} {'sec':>7}"
     lines.append(header)
     for s in stats.stages:
         lines.append(
-            f"{s.name:<12} {s.docs_in:>9,} {s.docs_out:>9,} {s.dropped:>8,} "
+            f"{s.name:<{w}} {s.docs_in:>9,} {s.docs_out:>9,} {s.dropped:>8,} "
             f"{s.bytes_in / 1e6:>8.1f} {s.bytes_out / 1e6:>8.1f} {s.seconds:>7.1f}"
         )
     drops = Counter()

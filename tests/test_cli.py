@@ -19,7 +19,7 @@ runner = CliRunner()
     [
         ([], "Turn Common Crawl into LLM pretraining data"),
         (["run"], "resumes"),
-        (["stage"], "url_filter, extract or langid"),
+        (["stage"], "Run one stage on local files"),
         (["sample-crawl"], "Common Crawl's layout"),
         (["serve-crawl"], "Range"),
         (["config"], "YAML"),
