@@ -155,10 +155,14 @@ def run(
             typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
             raise typer.Exit(1) from None
     typer.echo(format_funnel(summary.stats))
-    typer.echo(f"\ndocuments: {summary.run_dir / 'documents'} ({summary.stats.docs_out:,} documents)")
-    typer.echo(f"stats:     {summary.run_dir / 'stats'}")
+    typer.echo(f"\ndocuments: {summary.documents_dir} ({summary.stats.docs_out:,} documents)")
+    if summary.tokens_dir is not None:
+        typer.echo(f"tokens:    {summary.tokens_dir} (inspect: refinery shards inspect {summary.tokens_dir})")
+    if summary.report_path is not None:
+        typer.echo(f"report:    {summary.report_path}")
+    typer.echo(f"stats:     {summary.run_dir}/**/stats (one JSON per part and pass)")
     if config.keep_rejected:
-        typer.echo(f"rejected:  {summary.run_dir / 'rejected'}")
+        typer.echo(f"rejected:  {summary.run_dir}/**/rejected (dropped documents with stage and rule)")
 
 
 @app.command()
@@ -222,6 +226,52 @@ def stage(
     typer.echo(f"\ndocuments: {output / 'documents'} ({stats.docs_out:,} documents)")
     if config.keep_rejected:
         typer.echo(f"rejected:  {output / 'rejected'}")
+
+
+@app.command()
+def dedup(
+    input_dir: Annotated[Path, typer.Argument(help="A pass's output folder (documents/ + markers/), e.g. out/sample.")],
+    output_dir: Annotated[Path, typer.Argument(help="Where the deduplicated parts go, e.g. out/sample/dedup.")],
+    scope: Annotated[
+        str, typer.Option("--scope", help="dump (FineWeb) or run: where duplicates are looked for.")
+    ] = "dump",
+    no_exact: Annotated[bool, typer.Option("--no-exact", help="Skip exact (normalised text) dedup.")] = False,
+    threshold: Annotated[
+        float | None, typer.Option("--threshold", help="Target Jaccard; picks bands x rows for it (default 14 x 8).")
+    ] = None,
+    workers: WorkersOpt = None,
+    keep_rejected: KeepRejectedOpt = False,
+    no_progress: NoProgressOpt = False,
+    verbose: VerboseOpt = False,
+) -> None:
+    """Exact + MinHash near-duplicate dedup of a pass's documents, as its own resumable pass.
+
+    Keeps the document with the smallest id in each cluster (independent of input order and workers),
+    and writes dup_cluster_id / dup_cluster_size and dedup_clusters.json.
+    """
+    _setup_logging(verbose)
+    from pipeline.dedup.config import DedupConfig, MinHashConfig
+    from pipeline.dedup.dedup_pass import run_dedup
+    from pipeline.shards import total_stats
+
+    try:
+        minhash = MinHashConfig.for_threshold(threshold) if threshold is not None else MinHashConfig()
+        config = DedupConfig(scope=scope, exact=not no_exact, minhash=minhash)
+    except ValueError as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    try:
+        run_dedup(input_dir, output_dir, config, workers=workers or 1, progress=not no_progress,
+                  keep_rejected=keep_rejected)  # fmt: skip
+    except RunIncomplete as e:
+        typer.secho(str(e), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    except (ValueError, FileNotFoundError) as e:
+        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_funnel(total_stats(output_dir)))
+    typer.echo(f"\ndocuments: {output_dir / 'documents'}")
+    typer.echo(f"clusters:  {output_dir / 'dedup_clusters.json'}")
 
 
 @app.command("sample-crawl")

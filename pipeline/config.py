@@ -10,6 +10,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from filters.config import QualityConfig
+from pipeline.dedup.config import DedupConfig
+from tokenization.encoders import TokenizerConfig
 
 COMMON_CRAWL_BASE_URL = "https://data.commoncrawl.org/"
 SAMPLE_DUMP = "CC-MAIN-2024-22"
@@ -106,6 +108,10 @@ class RunConfig(_Model):
     extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    tokenize: bool = Field(True, description="Tokenize the final documents into llm.c shards (<run>/tokens).")
+    report: bool = Field(True, description="Write the dataset report (<run>/report/index.html) at the end.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @property

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
@@ -130,15 +130,35 @@ def plan_units(config: RunConfig) -> list[WorkUnit]:
     return [WorkUnit(part=part_name(i), inputs=(p,)) for i, p in enumerate(selected)]
 
 
+DEDUP_DIR = "dedup"
+TOKENS_DIR = "tokens"
+REPORT_DIR = "report"
+
+
+def dedup_enabled(config: RunConfig) -> bool:
+    return config.dedup.exact or config.dedup.minhash.enabled
+
+
 @dataclass
 class RunSummary:
+    """Where a run's outputs are and what its passes counted."""
+
     run_dir: Path
     result: PassResult
     stats: PartStats
+    documents_dir: Path
+    pass_stats: list[PartStats] = field(default_factory=list)
+    tokens_dir: Path | None = None
+    report_path: Path | None = None
 
 
 def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunSummary:
-    """Run the pipeline for ``config`` on its engine; resumes whatever an earlier attempt finished."""
+    """Run every pass for ``config``; each resumes whatever an earlier attempt finished.
+
+    Passes, each in its own folder: the WARC pass (``<run>``: download -> filters -> documents), dedup
+    (``<run>/dedup``: exact + MinHash), tokenization (``<run>/tokens``), then the report (``<run>/report``).
+    The final corpus is the last document pass's ``documents/``.
+    """
     from pipeline.engines.local import run_local
 
     run_dir = config.run_dir
@@ -146,13 +166,49 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunSummary:
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     units = plan_units(config)
     log.info("run %s: %d WARC files from %s", run_dir, len(units), config.source.cc_base_url)
+    workers = config.engine.workers
     result = run_local(
-        units,
-        WarcPass(config),
-        run_dir,
-        workers=config.engine.workers,
-        tasks=config.engine.tasks,
-        progress=progress,
+        units, WarcPass(config), run_dir, workers=workers, tasks=config.engine.tasks, progress=progress,
         description="WARC files",
+    )  # fmt: skip
+    pass_dirs = [run_dir]
+    if dedup_enabled(config):
+        from pipeline.dedup.dedup_pass import run_dedup
+
+        run_dedup(
+            run_dir, run_dir / DEDUP_DIR, config.dedup, workers=workers, progress=progress,
+            keep_rejected=config.keep_rejected,
+        )  # fmt: skip
+        pass_dirs.append(run_dir / DEDUP_DIR)
+    documents_dir = pass_dirs[-1]
+    tokens_dir = None
+    if config.tokenize:
+        from tokenization.tokenize_pass import run_tokenize
+
+        tokens_dir = run_dir / TOKENS_DIR
+        run_tokenize(documents_dir, tokens_dir, config.tokenizer, workers=workers, progress=progress)
+    report_path = None
+    if config.report:
+        from pipeline.report.build import write_report
+
+        report_path = write_report(run_dir).html_path
+    pass_stats = [total_stats(d) for d in pass_dirs]
+    return RunSummary(
+        run_dir=run_dir,
+        result=result,
+        stats=merge_passes(pass_stats),
+        documents_dir=documents_dir / "documents",
+        pass_stats=pass_stats,
+        tokens_dir=tokens_dir,
+        report_path=report_path,
     )
-    return RunSummary(run_dir=run_dir, result=result, stats=total_stats(run_dir))
+
+
+def merge_passes(passes: list[PartStats]) -> PartStats:
+    """One funnel over consecutive passes: the first pass's source counters, every pass's stages in order."""
+    total = PartStats(part="run", inputs=list(passes[0].inputs), source=passes[0].source.copy())
+    for p in passes:
+        total.stages.extend(p.stages)
+    total.docs_out = passes[-1].docs_out
+    total.seconds = sum(p.seconds for p in passes)
+    return total

@@ -24,6 +24,7 @@ runner = CliRunner()
         (["serve-crawl"], "Range"),
         (["config"], "YAML"),
         (["report"], "self-contained"),
+        (["dedup"], "MinHash near-duplicate"),
     ],
 )
 def test_every_command_has_help(args: list[str], expected: str) -> None:

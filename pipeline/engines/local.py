@@ -71,7 +71,7 @@ def run_local(
     if todo:
         tasks = tasks or default_tasks(len(todo), workers)
         executor = LocalPipelineExecutor(
-            pipeline=[UnitsStep(todo, processor, out_dir, quiet=progress)],
+            pipeline=[UnitsStep(todo, processor, out_dir, quiet=True)],
             tasks=tasks,
             workers=min(workers, tasks),
             logging_dir=str(out_dir / "logs"),
@@ -79,8 +79,7 @@ def run_local(
             # fork: workers inherit the quiet log setup and need no __main__ guard; they never touch tqdm
             start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "forkserver",
         )
-        if progress:
-            datatrove_logger.disable("datatrove")
+        datatrove_logger.disable("datatrove")  # its per-task banners; our funnel and logs say what happened
         with _ProgressMonitor(out_dir, units, enabled=progress, description=description):
             executor.run()
     result = collect_result(out_dir, units, skipped)
