@@ -4,6 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
+TORCH  ?= torch==2.13.0
 
 .PHONY: install browser demo test lint bench clean
 
@@ -11,7 +12,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cc-refinery needs Python >= 3.11")'
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet '$(TORCH)'   # first, so [train] does not pull a larger CUDA build
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	$(BIN)/refinery tokenizer fetch all   # GPT-2 / cl100k rank files into the local cache, verified by sha256
 	touch $(STAMP)
 
@@ -25,7 +27,7 @@ browser:  ## headless Chromium for the browser tests (Debian package, where this
 	  else echo "note: chromium not found and not installable here; browser tests will skip"; fi; }
 
 demo: install  ## run the whole pipeline on the embedded sample crawl
-	$(BIN)/refinery run --sample --output $(OUT) --keep-rejected
+	$(BIN)/refinery run --sample --output $(OUT) --keep-rejected --workers 2 --validate
 
 test: install browser  ## run the test suite (fails if no test is collected)
 	$(BIN)/python -m pytest -q

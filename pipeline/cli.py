@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import sys
 from collections.abc import Iterator
@@ -103,6 +104,9 @@ def run(
     sample: Annotated[
         bool, typer.Option("--sample", help="Build and serve the embedded sample crawl, and run on it.")
     ] = False,
+    validate: Annotated[
+        bool, typer.Option("--validate", help="After tokenizing, train a small GPT on the shards (needs torch).")
+    ] = False,
     no_progress: NoProgressOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -132,6 +136,7 @@ def run(
             "engine.tasks": tasks,
             "langid.threshold": lang_threshold,
             "keep_rejected": True if keep_rejected else None,
+            "validate_shards": True if validate else None,
         }
     )
     if langs != "unset":
@@ -145,6 +150,8 @@ def run(
             config.source = config.source.model_copy(update={"cc_base_url": base_url, "dump": SAMPLE_DUMP})
             if config.name is None:
                 config.name = "sample"
+            if config.tokenizer.val_shard_tokens is None:  # a sample is small: keep train shards besides val
+                config.tokenizer.val_shard_tokens = 8_192
         try:
             summary = run_pipeline(config, progress=not no_progress)
         except RunIncomplete as e:
@@ -158,6 +165,10 @@ def run(
     typer.echo(f"\ndocuments: {summary.documents_dir} ({summary.stats.docs_out:,} documents)")
     if summary.tokens_dir is not None:
         typer.echo(f"tokens:    {summary.tokens_dir} (inspect: refinery shards inspect {summary.tokens_dir})")
+    validation = summary.run_dir / "validation" / "validation.json"
+    if config.validate_shards and validation.exists():
+        verdict = json.loads(validation.read_text()).get("verdict", "?")
+        typer.echo(f"validate:  {validation} (verdict: {verdict})")
     if summary.report_path is not None:
         typer.echo(f"report:    {summary.report_path}")
     typer.echo(f"stats:     {summary.run_dir}/**/stats (one JSON per part and pass)")
@@ -272,6 +283,24 @@ def dedup(
     typer.echo(format_funnel(total_stats(output_dir)))
     typer.echo(f"\ndocuments: {output_dir / 'documents'}")
     typer.echo(f"clusters:  {output_dir / 'dedup_clusters.json'}")
+
+
+@app.command(
+    "validate-shards",
+    add_help_option=False,
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    help="Check token shards and train a small GPT on them: PASS when they train (needs the train extra; "
+    "--help for options).",
+)
+def validate_shards_cmd(ctx: typer.Context) -> None:
+    try:
+        from tokenization.train.validate import main as validate_main
+    except ImportError as e:
+        typer.secho(
+            f"validate-shards needs torch: pip install 'cc-refinery[train]' ({e})", fg=typer.colors.RED, err=True
+        )
+        raise typer.Exit(2) from None
+    raise typer.Exit(validate_main(ctx.args))
 
 
 @app.command("sample-crawl")

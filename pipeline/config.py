@@ -111,6 +111,10 @@ class RunConfig(_Model):
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
     tokenize: bool = Field(True, description="Tokenize the final documents into llm.c shards (<run>/tokens).")
+    validate_shards: bool = Field(
+        False, description="Train a small GPT on the shards (needs torch, the train extra); result in <run>/validation."
+    )
+    validation_preset: str = Field("auto", description="Validation model: tiny, small, gpt2-124m or auto.")
     report: bool = Field(True, description="Write the dataset report (<run>/report/index.html) at the end.")
     engine: EngineConfig = Field(default_factory=EngineConfig)
 

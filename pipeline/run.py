@@ -7,6 +7,8 @@ rerun maps the same file to the same part and skips it once its marker exists.
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -133,6 +135,20 @@ def plan_units(config: RunConfig) -> list[WorkUnit]:
 DEDUP_DIR = "dedup"
 TOKENS_DIR = "tokens"
 REPORT_DIR = "report"
+VALIDATION_DIR = "validation"
+
+
+def validate_shards_subprocess(tokens_dir: Path, out_dir: Path, preset: str) -> bool:
+    """The GPU hand-off, run locally: the training job in its own process, as on a training node.
+
+    Returns whether the shards passed; the job's report is ``out_dir/validation.json`` either way.
+    """
+    cmd = [sys.executable, "-m", "tokenization.train.validate", str(tokens_dir), "-o", str(out_dir), "--preset", preset]
+    log.info("validating shards: %s", " ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"shard validation could not run (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.returncode == 0
 
 
 def dedup_enabled(config: RunConfig) -> bool:
@@ -187,6 +203,8 @@ def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunSummary:
 
         tokens_dir = run_dir / TOKENS_DIR
         run_tokenize(documents_dir, tokens_dir, config.tokenizer, workers=workers, progress=progress)
+        if config.validate_shards:
+            validate_shards_subprocess(tokens_dir, run_dir / VALIDATION_DIR, config.validation_preset)
     report_path = None
     if config.report:
         from pipeline.report.build import write_report

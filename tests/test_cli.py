@@ -25,6 +25,7 @@ runner = CliRunner()
         (["config"], "YAML"),
         (["report"], "self-contained"),
         (["dedup"], "MinHash near-duplicate"),
+        (["validate-shards"], "unigram entropy"),
     ],
 )
 def test_every_command_has_help(args: list[str], expected: str) -> None:
