@@ -3,18 +3,21 @@
 Default mode (``--workers 1``): in one process, alternating ours and datatrove's passes over the same local WARC
 files, single process each.
 
-- ours: ``read_warc`` -> ``run_chain(warc_stages(RunConfig()))`` (URL filter, trafilatura, lid.176 en >= 0.65),
-  as a WARC pass runs it, minus the Parquet writing;
+- ours: ``read_warc`` -> ``run_chain(warc_stages(RunConfig()))``: URL filter, trafilatura, lid.176 en > 0.65 and
+  the quality filters (Gopher repetition and quality, C4, FineWeb), as a WARC pass runs it, minus Parquet writing;
 - datatrove: ``WarcReader`` -> ``URLFilter`` -> ``Trafilatura(favour_precision=True)`` -> ``LanguageFilter(["en"],
-  0.65)`` with the same local lid.176.ftz, run by calling the steps' ``run()`` generators in a chain (what
-  ``LocalPipelineExecutor`` does inside one task, without its per-task logging and stats files), consumed by a sink;
+  0.65)`` with the same local lid.176.ftz -> ``GopherRepetitionFilter`` -> ``GopherQualityFilter`` ->
+  ``C4QualityFilter(filter_no_terminal_punct=False)`` -> ``FineWebQualityFilter``, i.e. FineWeb's chain, run by
+  calling the steps' ``run()`` generators in a chain (what ``LocalPipelineExecutor`` does inside one task, without
+  its per-task logging and stats files), consumed by a sink;
 - datatrove, like for like: the same chain fed only the records both readers select (they select differently),
   with our per-page extraction time limit instead of datatrove's 1 s, so both sides do the same work.
 
 Nothing touches the network (tldextract uses its bundled suffix snapshot, Hugging Face Hub is offline).
 Both sides get the same files, build their steps once (timed apart as setup), write nothing, and start every pass
-with trafilatura's process-global caches cleared: its ``deduplicate`` LRU would otherwise remember the previous
-pass's paragraphs (and datatrove's extraction subprocess, forked per pass, would inherit them).
+with process-global caches cleared: trafilatura's ``deduplicate`` LRU would otherwise remember the previous pass's
+paragraphs (and datatrove's extraction subprocess, forked per pass, would inherit them), and our quality filters'
+word-chunk cache would hold every chunk of the identical texts.
 Files with a truncated gzip stream are left out of the throughput passes (datatrove's ``WarcReader`` aborts the
 whole task on them) and run separately on both sides.
 
@@ -117,17 +120,24 @@ def offline_environment(tmp: Path) -> None:
     os.environ["TLDEXTRACT_CACHE"] = str(tmp / "tldextract")
 
 
-def reset_extraction_caches() -> None:
-    """Clear trafilatura's process-global caches (its dedup LRU above all) so every pass starts alike."""
-    from trafilatura.meta import reset_caches
+def reset_caches() -> None:
+    """Clear process-global caches so every pass starts alike, as a fresh process would.
+
+    trafilatura's (its ``deduplicate`` LRU above all: it would remember the previous pass's paragraphs) and our
+    quality filters' word-chunk cache (it would hold every chunk of the previous pass's identical texts).
+    """
+    from trafilatura.meta import reset_caches as reset_trafilatura
+
+    from filters.text import clear_caches
 
     htmldate_log = logging.getLogger("htmldate")
     level = htmldate_log.level
     htmldate_log.setLevel(logging.CRITICAL)  # htmldate logs an error for each of its caches it cannot clear
     try:
-        reset_caches()
+        reset_trafilatura()
     finally:
         htmldate_log.setLevel(level)
+    clear_caches()
     gc.collect()
 
 
@@ -169,9 +179,10 @@ def run_ours(files: list[Path], config: Any, stages: list[Any]) -> SideRun:
     from pipeline.stage import run_chain
     from pipeline.stats import PartStats
 
-    reset_extraction_caches()
+    reset_caches()
     stats = PartStats(part="bench", inputs=[str(f) for f in files])
     records = 0
+    read_s = 0.0
     kept_tables = []
     cpu0, t0 = cpu_seconds(), time.perf_counter()
     for path in files:
@@ -182,13 +193,18 @@ def run_ours(files: list[Path], config: Any, stages: list[Any]) -> SideRun:
             counters=stats.source,
             batch_size=config.engine.batch_size,
         )
-        for batch in batches:
+        while True:
+            start = time.perf_counter()
+            batch = next(batches, None)
+            read_s += time.perf_counter() - start
+            if batch is None:
+                break
             records += batch.num_rows
             kept, _rejected = run_chain(stages, batch, stats)
             if kept.num_rows:
                 kept_tables.append(kept.select(["url", "text"]))
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-    stage_seconds = {s.name: s.seconds for s in stats.stages}
+    stage_seconds = {"read WARC (read_warc batches)": read_s, **{s.name: s.seconds for s in stats.stages}}
     kept_docs: dict[str, str] = {}
     docs_out = 0
     for table in kept_tables:
@@ -201,7 +217,10 @@ def run_ours(files: list[Path], config: Any, stages: list[Any]) -> SideRun:
         cpu_s=cpu,
         records_in=records,
         docs_out=docs_out,
-        stage_seconds={"read WARC (rest of wall)": max(0.0, wall - sum(stage_seconds.values())), **stage_seconds},
+        stage_seconds={
+            **stage_seconds,
+            "run_chain bookkeeping (rest of wall)": max(0.0, wall - sum(stage_seconds.values())),
+        },
         stage_docs={s.name: (s.docs_in, s.docs_out) for s in stats.stages},
         notes=Counter({f"source:{k}": v for k, v in stats.source.items()}),
         kept=kept_docs,
@@ -215,13 +234,39 @@ class DatatroveSteps:
     url_filter: Any
     extractor: Any
     language: Any
+    quality: dict[str, Any]
+
+    def named(self) -> dict[str, Any]:
+        return {"url_filter": self.url_filter, "extract": self.extractor, "langid": self.language, **self.quality}
 
     def chain(self) -> list[Any]:
-        return [self.url_filter, self.extractor, self.language]
+        return list(self.named().values())
 
 
-def build_datatrove(model_path: Path) -> DatatroveSteps:
-    """URLFilter with the bundled public-suffix snapshot, Trafilatura as FineWeb, LanguageFilter on ``model_path``."""
+def datatrove_quality_filters(names: list[str]) -> dict[str, Any]:
+    """datatrove's filters as FineWeb runs them, for the names of our quality stages (whose defaults are FineWeb's)."""
+    from datatrove.pipeline.filters import (
+        C4QualityFilter,
+        FineWebQualityFilter,
+        GopherQualityFilter,
+        GopherRepetitionFilter,
+    )
+
+    factories = {
+        "gopher_repetition": GopherRepetitionFilter,
+        "gopher_quality": GopherQualityFilter,
+        "c4": lambda: C4QualityFilter(filter_no_terminal_punct=False),
+        "fineweb_quality": FineWebQualityFilter,
+    }
+    missing = [n for n in names if n not in factories]
+    if missing:
+        raise ValueError(f"no datatrove equivalent for our stages {missing}; the chains would not compare")
+    return {name: factories[name]() for name in names}
+
+
+def build_datatrove(model_path: Path, quality: list[str]) -> DatatroveSteps:
+    """URLFilter with the bundled public-suffix snapshot, Trafilatura as FineWeb, LanguageFilter on ``model_path``,
+    then the quality filters named in ``quality``, in that order."""
     import tldextract
     from datatrove.pipeline.filters import LanguageFilter, URLFilter
     from datatrove.utils.lid import FT176LID
@@ -247,7 +292,7 @@ def build_datatrove(model_path: Path) -> DatatroveSteps:
     language = LanguageFilter(languages=["en"], language_threshold=0.65)
     language.model = LocalFT176LID(["en"], model_path)
     _ = language.model.model
-    return DatatroveSteps(url_filter, datatrove_extractor(), language)
+    return DatatroveSteps(url_filter, datatrove_extractor(), language, datatrove_quality_filters(quality))
 
 
 def datatrove_extractor(timeout_s: float | None = None) -> Any:
@@ -270,7 +315,7 @@ def run_datatrove(
     from datatrove.pipeline.readers import WarcReader
     from datatrove.utils.stats import Stats
 
-    reset_extraction_caches()
+    reset_caches()
     reader = WarcReader(str(folder))
     for step in steps.chain():
         step.stats = Stats(str(step))
@@ -286,7 +331,7 @@ def run_datatrove(
         docs_out += 1
         kept.setdefault(doc.metadata.get("url") or "", doc.text or "")
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
-    names = {"reader": reader, "url_filter": steps.url_filter, "extract": steps.extractor, "langid": steps.language}
+    names = {"reader": reader, **steps.named()}
     timed = {name: step.stats.time_stats.total for name, step in names.items()}
     stage_seconds = {
         "read WARC: iterate + gunzip (rest of wall)": max(0.0, wall - sum(timed.values())),
@@ -544,7 +589,8 @@ def throughput_report(m: Measured) -> str:
         "",
         "### Where the time goes (median pass)",
         "",
-        "ours (per-stage seconds from `PartStats`; reading is the wall time outside the stages):",
+        "ours (per-stage seconds from `PartStats`; the rest of the wall time is `run_chain`'s own work between "
+        "stages: the quality-signal histograms it measures for the report, drop counts and samples, byte counts):",
         "",
         *stage_table(median_run(m.ours)),
         "",
@@ -611,7 +657,10 @@ def throughput(repeat: int | None, command: str) -> str:
     config, stages = build_ours()
     setup = {"ours": time.perf_counter() - t0}
     t0 = time.perf_counter()
-    steps = build_datatrove(default_model_path())
+    base = ("url_filter", "extract", "langid")
+    if [s.name for s in stages[: len(base)]] != list(base):
+        raise ValueError(f"our WARC pass starts {[s.name for s in stages]}, not {base}: update the datatrove chain")
+    steps = build_datatrove(default_model_path(), [s.name for s in stages[len(base) :]])
     like_for_like = replace(steps, extractor=datatrove_extractor(config.extraction.timeout_s))
     setup["datatrove"] = time.perf_counter() - t0
     selection = read_selections(folder, files, config.source.dump)

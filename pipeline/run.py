@@ -1,4 +1,5 @@
-"""The pipeline so far as one pass per WARC file: download -> read -> URL filter -> extract -> language ID.
+"""A run: the WARC pass (download -> read -> URL filter -> extract -> language ID -> quality filters), then dedup,
+tokenization, optional shard validation and the report.
 
 Each selected WARC file becomes one part (``part-NNNNN`` by its position in the selection), so a
 rerun maps the same file to the same part and skips it once its marker exists.
