@@ -207,7 +207,7 @@ def _failures(pass_dir: Path, done: set[str]) -> list[dict[str, Any]]:
 def _final_profile(passes: list[PassData]) -> tuple[PassData, DocumentProfile] | None:
     """The last pass that profiled its documents: what the dataset finally holds."""
     for p in reversed(passes):
-        if p.profile is not None:
+        if p.profile is not None and (p.path / "documents").is_dir():  # the tokens pass writes no documents
             return p, p.profile
     return None
 
