@@ -34,7 +34,7 @@ def _kill_when(proc: subprocess.Popen, ready: callable, timeout: float = 240) ->
             proc.kill()
             pytest.fail("run never reached the kill point")
         time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
+    os.killpg(proc.pid, signal.SIGKILL)  # the whole run: its process and any helper it started
     proc.wait()
 
 
@@ -46,7 +46,9 @@ def _rows(run_dir: Path) -> list[tuple[str, str]]:
 def test_sigkill_mid_part_then_rerun_equals_uninterrupted_run(tmp_path: Path, mirror_url: str, sample_run) -> None:  # noqa: ANN001
     run_dir = tmp_path / "resumed"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(_command(mirror_url, tmp_path), cwd=REPO, env=env, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _command(mirror_url, tmp_path), cwd=REPO, env=env, stderr=subprocess.DEVNULL, start_new_session=True
+    )
 
     def mid_second_part() -> bool:
         # one part committed and the next one half-written: the worst moment to die
