@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 TORCH  ?= torch==2.13.0
 
-.PHONY: install browser demo test lint bench clean
+.PHONY: install browser demo ui test lint bench clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cc-refinery needs Python >= 3.11")'
@@ -29,6 +29,9 @@ browser:  ## headless Chromium for the browser tests (Debian package, where this
 demo: install  ## run the whole pipeline on the embedded sample crawl
 	$(BIN)/refinery run --sample --output $(OUT) --keep-rejected --workers 2 --validate
 
+ui: install  ## local Prefect server (SQLite) on 127.0.0.1 with the deployments served; prints the URL
+	$(BIN)/python -m flows.ui
+
 test: install browser  ## run the test suite (fails if no test is collected)
 	$(BIN)/python -m pytest -q
 
@@ -42,4 +45,4 @@ bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md
 	$(BIN)/python -m bench.bench_tokenize
 
 clean:
-	rm -rf $(OUT) .pytest_cache
+	rm -rf $(OUT) .pytest_cache .prefect

@@ -1,0 +1,138 @@
+"""The deployments of the ``refinery`` flow, and two ways to run them.
+
+* ``python -m flows.deployments serve``: register the deployments with the Prefect API in
+  ``PREFECT_API_URL`` and run their flow runs in subprocesses of this process (what ``make ui`` starts).
+* ``python -m flows.deployments deploy --work-pool NAME``: register them against a *process* work pool,
+  for a team server where ``prefect worker start --pool NAME`` executes them (see ``infra/prefect``).
+
+Every deployment stores a complete ``RunConfig`` as its parameters, so the UI form opens filled in
+with the real defaults, and the entrypoint is a module path, so any machine with the package
+installed can run them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+from prefect import deploy, serve
+from prefect.deployments.runner import RunnerDeployment
+from prefect.types.entrypoint import EntrypointType
+
+from flows.refinery_flow import refinery
+from pipeline.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+LOCAL = "local"
+SAMPLE = "sample"
+WEEKLY = "weekly-newest-dump"
+WEEKLY_CRON = "0 3 * * 1"
+"""Mondays 03:00 (UTC): Common Crawl publishes a dump roughly monthly, so a weekly look finds each one within days."""
+WEEKLY_LIMIT_WARCS = 8
+"""The weekly run is a canary on the newest dump (a whole dump is ~90,000 WARC files); raise it in the form."""
+EXTRA_LOGGERS = "pipeline,filters,tokenization"
+"""Our loggers whose records Prefect ships to the run's log in the UI."""
+
+
+def _config(**overrides: Any) -> dict[str, Any]:
+    """A full RunConfig (defaults from pipeline.config) with ``overrides``, as the deployment's JSON parameters."""
+    return RunConfig.model_validate(overrides).model_dump(mode="json")
+
+
+def deployment_parameters() -> dict[str, dict[str, Any]]:
+    """Parameters of each deployment, by deployment name."""
+    return {
+        LOCAL: {"config": _config(), "sample": False, "newest_dump": False},
+        SAMPLE: {"config": _config(name="sample", keep_rejected=True), "sample": True, "newest_dump": False},
+        WEEKLY: {
+            "config": _config(source={"limit_warcs": WEEKLY_LIMIT_WARCS}),
+            "sample": False,
+            "newest_dump": True,
+        },
+    }
+
+
+def build_deployments(*, work_pool: str | None = None, working_dir: Path | None = None) -> list[RunnerDeployment]:
+    """The three deployments; ``work_pool`` set means they run on that pool's workers instead of ``serve``.
+
+    ``working_dir`` is where a pool's workers run the flow (relative output folders resolve there); a served
+    deployment runs in the serve process's folder.
+    """
+    params = deployment_parameters()
+    common: dict[str, Any] = {
+        "entrypoint_type": EntrypointType.MODULE_PATH,
+        "enforce_parameter_schema": True,
+        "concurrency_limit": 1,  # two runs of one deployment would write the same output folder
+        "work_pool_name": work_pool,
+    }
+    if work_pool is not None:
+        common["job_variables"] = {"working_dir": str(Path(working_dir or Path.cwd()).resolve())}
+    return [
+        refinery.to_deployment(
+            name=LOCAL,
+            parameters=params[LOCAL],
+            description="The whole pipeline on the local engine. Set the dump, the number of WARC files "
+            "(source.limit_warcs), languages, thresholds and workers in the form, then Run.",
+            tags=["local-engine"],
+            **common,
+        ),
+        refinery.to_deployment(
+            name=SAMPLE,
+            parameters=params[SAMPLE],
+            description="A small run on the embedded sample crawl, built and served on 127.0.0.1: "
+            "no internet needed, done in seconds. Output: <output_dir>/sample.",
+            tags=["local-engine", "sample"],
+            **common,
+        ),
+        refinery.to_deployment(
+            name=WEEKLY,
+            parameters=params[WEEKLY],
+            cron=WEEKLY_CRON,
+            description=f"Every Monday 03:00 UTC: the newest Common Crawl dump (from collinfo.json), first "
+            f"{WEEKLY_LIMIT_WARCS} WARC files. Needs internet access to Common Crawl.",
+            tags=["local-engine", "scheduled"],
+            **common,
+        ),
+    ]
+
+
+def serve_deployments(*, limit: int | None = 1, poll_s: float = 2.0) -> None:
+    """Register the deployments and execute their runs here until interrupted (Ctrl-C)."""
+    os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", EXTRA_LOGGERS)  # inherited by every flow-run process
+    serve(*build_deployments(), limit=limit, query_seconds=poll_s, print_starting_message=False)
+
+
+def deploy_to_pool(work_pool: str, working_dir: Path | None = None) -> list[str]:
+    """Register the deployments against an existing process work pool; return their ids."""
+    deployments = build_deployments(work_pool=work_pool, working_dir=working_dir)
+    ids = deploy(*deployments, work_pool_name=work_pool, ignore_warnings=True)
+    return [str(i) for i in ids]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m flows.deployments", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p_serve = sub.add_parser("serve", help="register the deployments and run their flow runs in this process")
+    p_serve.add_argument("--limit", type=int, default=1, help="flow runs at the same time (default 1; 0: no limit)")
+    p_serve.add_argument("--poll", type=float, default=2.0, help="seconds between looks for runs to start")
+    p_deploy = sub.add_parser("deploy", help="register the deployments against a process work pool")
+    p_deploy.add_argument("--work-pool", required=True, help="name of an existing process work pool")
+    p_deploy.add_argument(
+        "--working-dir", type=Path, default=None, help="folder the workers run flows in (default: this folder)"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True)
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # one line per API call otherwise
+    if args.command == "serve":
+        serve_deployments(limit=args.limit or None, poll_s=args.poll)
+    else:
+        ids = deploy_to_pool(args.work_pool, args.working_dir)
+        log.info("registered %d deployments on work pool %s", len(ids), args.work_pool)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,237 @@
+"""The ``refinery`` flow: the whole pipeline as Prefect tasks, one task per pass, paths between them.
+
+Thin on purpose: every task calls one function of ``pipeline`` that takes the run configuration and
+input paths and returns output paths. Resume is the pipeline's: parts with a completion marker are
+skipped, so retrying a task or rerunning the flow only redoes what is missing. The dataset report is
+written last, from the stats every pass left behind.
+
+The passes and their order live in :data:`flows.passes.PASSES` (WARC pass, dedup, tokenization, shard
+validation); adding one is one line there.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from prefect.tasks import Task, exponential_backoff
+
+from flows import dumps
+from flows.artifacts import RunOutputs, artifact_key, publish_run_artifacts
+from flows.passes import PASSES, Pass, run_stats
+from flows.progress import ProgressReporter, read_progress
+from pipeline.config import SAMPLE_DUMP, RunConfig
+from pipeline.run import plan_units
+from pipeline.shards import document_files
+from pipeline.sources.download import DownloadError, NotGzipError
+from pipeline.stats import format_funnel
+
+log = logging.getLogger(__name__)
+
+DEFAULT_CONFIG = RunConfig()
+"""The form's defaults in the UI: exactly ``RunConfig``'s, the one source of defaults and descriptions."""
+
+PASS_RETRIES = 2
+PASS_BACKOFF_S = 30.0
+"""A failed pass is retried twice, after ~30 s then ~60 s; each retry redoes only the parts without a marker."""
+
+OUR_LOGGERS = ("pipeline", "filters", "tokenization")
+QUIET_LOGGERS = ("trafilatura", "htmldate", "courlan")
+"""trafilatura warns for every page it discards; the funnel counts those already (as the CLI does)."""
+
+
+def worth_retrying(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry what waiting can fix (network, throttling, a crashed worker), not a wrong dump or bad settings."""
+    exc = state.result(raise_on_failure=False)
+    if isinstance(exc, ValueError | TypeError | FileNotFoundError | NotGzipError):
+        return False
+    return not (isinstance(exc, DownloadError) and exc.status is not None and exc.status in (400, 401, 403, 404, 410))
+
+
+def _task_options(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "retries": PASS_RETRIES,
+        "retry_delay_seconds": exponential_backoff(PASS_BACKOFF_S),
+        "retry_jitter_factor": 0.2,
+        "retry_condition_fn": worth_retrying,
+        # resume is by the pipeline's part markers; a Prefect cache could skip work whose output was deleted
+        "cache_policy": NO_CACHE,
+        "persist_result": False,
+    }
+
+
+def _plan(config: RunConfig) -> list[str]:
+    """The WARC files this run reads (the dump's listing, cut to ``limit_warcs``)."""
+    logger = get_run_logger()
+    paths = [unit.inputs[0] for unit in plan_units(config)]
+    logger.info("%s: %d WARC files from %s", config.source.dump, len(paths), config.source.cc_base_url)
+    return paths
+
+
+def _report(config: RunConfig) -> str:
+    """The dataset report (``report/index.html`` + ``report.json``) from the stats every pass wrote."""
+    from pipeline.report import write_report
+
+    files = write_report(config.run_dir)
+    get_run_logger().info("report: %s", files.html_path.resolve())
+    return str(files.html_path.resolve())
+
+
+def _resolve_dump(base_url: str, timeout_s: float) -> str:
+    dump = dumps.newest_dump(base_url, timeout_s=timeout_s)
+    get_run_logger().info("newest dump at %s: %s", base_url, dump)
+    return dump
+
+
+def _run_pass(spec: Pass, config: RunConfig, inputs: list[str]) -> list[str]:
+    """Run one pass with live progress; log its start and end; return its output paths."""
+    logger = get_run_logger()
+    logger.info("%s pass started: %d inputs", spec.name, len(inputs))
+    if spec.parts is None:
+        outputs = spec.run(config, inputs)
+        logger.info("%s pass finished: %s", spec.name, ", ".join(str(p) for p in outputs))
+        return [str(p) for p in outputs]
+    out_dir, parts = spec.parts(config, inputs)
+    key = artifact_key(config.name or config.source.dump, f"{spec.name}-progress")
+    with ProgressReporter(f"{spec.name} pass", out_dir, parts, key=key, logger=logger) as reporter:
+        outputs = spec.run(config, inputs)
+    finished = reporter.last or read_progress(out_dir, parts)
+    logger.info("%s -> %s", finished.describe(f"{spec.name} pass finished"), ", ".join(str(p) for p in outputs))
+    return [str(p) for p in outputs]
+
+
+plan_task = task(_plan, **{**_task_options("plan"), "task_run_name": "plan"})
+resolve_dump_task = task(_resolve_dump, **{**_task_options("newest-dump"), "task_run_name": "newest dump"})
+report_task = task(_report, **{**_task_options("report"), "task_run_name": "report"})
+
+
+def pass_task(spec: Pass) -> Task[..., list[str]]:
+    """The Prefect task of one pass (built at call time, so tests and operators can tune the retry policy)."""
+    return task(_run_pass, **{**_task_options(f"{spec.name}-pass"), "task_run_name": f"{spec.name} pass"})
+
+
+_FORK_HOOK_INSTALLED = False
+
+
+def _forked_children_die_on_sigterm() -> None:
+    """Give processes forked from the flow process the default SIGTERM action back.
+
+    Prefect's flow engine turns SIGTERM into an exception; forked engine workers inherit that handler,
+    and datatrove's process pool stops idle workers with SIGTERM at the end of a pass, which then
+    sometimes leaves a worker alive and the pass waiting for it forever.
+    """
+    global _FORK_HOOK_INSTALLED
+    if not _FORK_HOOK_INSTALLED and hasattr(os, "register_at_fork"):
+        os.register_at_fork(after_in_child=_default_sigterm)
+        _FORK_HOOK_INSTALLED = True
+
+
+def _default_sigterm() -> None:
+    with contextlib.suppress(ValueError):  # only the main thread may set handlers; a forked child's thread is main
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _follow_pipeline_logs() -> None:
+    """Let our INFO records through (Prefect ships them to the UI when they are PREFECT_LOGGING_EXTRA_LOGGERS)."""
+    for name in OUR_LOGGERS:
+        if logging.getLogger(name).level == logging.NOTSET:
+            logging.getLogger(name).setLevel(logging.INFO)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)
+
+
+@contextlib.contextmanager
+def _sample_source(config: RunConfig, newest: bool) -> Iterator[RunConfig]:
+    """Build the embedded sample crawl under ``output_dir`` and serve it on 127.0.0.1 while the run lasts."""
+    from pipeline.sources.mirror import serve_directory
+    from pipeline.sources.samplecrawl import build_sample_crawl
+
+    root = config.output_dir / "sample-crawl"
+    crawl = build_sample_crawl(root)
+    dump = dumps.newest_dump(str(root)) if newest else SAMPLE_DUMP
+    with serve_directory(crawl.root) as base_url:
+        get_run_logger().info("serving the sample crawl (%d WARC files) at %s", len(crawl.warc_paths), base_url)
+        source = config.source.model_copy(update={"cc_base_url": base_url, "dump": dump})
+        yield config.model_copy(update={"source": source, "name": config.name or "sample"})
+
+
+@flow(
+    name="refinery",
+    description="Common Crawl -> clean documents (Parquet) and a dataset report: download, URL filter, "
+    "extraction, language ID, quality filters; then the report (funnel, drop reasons, languages, lengths).",
+    validate_parameters=True,
+)
+def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_dump: bool = False) -> dict[str, Any]:
+    """Run the pipeline; rerunning with the same settings resumes (finished parts are skipped).
+
+    Args:
+        config: The run configuration: source dump and mirror, filters, language ID, engine, output folder.
+        sample: Build and serve the embedded sample crawl on 127.0.0.1 and run on it (replaces the source's
+            base URL and dump; the run is named "sample" unless a name is given).
+        newest_dump: Replace the configured dump with the newest one the source offers (Common Crawl's
+            collinfo.json, or the newest crawl-data/ folder of a mirror).
+    """
+    logger = get_run_logger()
+    _follow_pipeline_logs()
+    _forked_children_die_on_sigterm()
+    with contextlib.ExitStack() as stack:
+        if sample:
+            config = stack.enter_context(_sample_source(config, newest_dump))
+        elif newest_dump:
+            dump = resolve_dump_task(config.source.cc_base_url, config.source.timeout_s)
+            config = config.model_copy(update={"source": config.source.model_copy(update={"dump": dump})})
+        run_name = config.name or config.source.dump
+        logger.info("run %s -> %s", run_name, config.run_dir.resolve())
+        paths = plan_task(config)
+        outputs: dict[str, list[str]] = {}
+        for spec in PASSES:
+            if spec.enabled(config):
+                paths = outputs[spec.name] = pass_task(spec)(spec, config, paths)
+    report = Path(report_task(config)) if config.report else None
+    document_dirs = [Path(outputs[p.name][0]) for p in PASSES if p.documents and p.name in outputs]
+    stats = run_stats(document_dirs)
+    documents_dir = document_dirs[-1]
+    result = RunOutputs(
+        run_dir=config.run_dir.resolve(),
+        documents_dir=documents_dir.resolve(),
+        documents=[p.resolve() for p in document_files(documents_dir)],
+        tokens=Path(outputs["tokenize"][0]).resolve() if "tokenize" in outputs else None,
+        report=report,
+    )
+    publish_run_artifacts(run_name, result, stats)
+    logger.info("run %s finished: %d documents\n%s", run_name, stats.docs_out, format_funnel(stats))
+    return result.to_json()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m flows.refinery_flow``: one run of the flow; without PREFECT_API_URL Prefect runs it ephemerally."""
+    import argparse
+
+    from pipeline.config import ConfigError, load_config
+
+    parser = argparse.ArgumentParser(prog="python -m flows.refinery_flow", description=main.__doc__)
+    parser.add_argument("--config", "-c", type=Path, help="YAML run config (see `refinery config`)")
+    parser.add_argument("--output", "-o", help="root folder for runs (config output_dir)")
+    parser.add_argument("--sample", action="store_true", help="run on the embedded sample crawl")
+    parser.add_argument("--newest-dump", action="store_true", help="use the newest dump the source offers")
+    args = parser.parse_args(argv)
+    try:
+        config = load_config(args.config, {"output_dir": args.output} if args.output else None)
+    except ConfigError as e:
+        parser.error(str(e))
+    state = refinery(config=config, sample=args.sample, newest_dump=args.newest_dump, return_state=True)
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,171 @@
+"""Drive a headless Chromium (the Debian package) over the DevTools protocol: open pages, read the rendered text.
+
+Only what the UI tests need: navigate, wait until text appears after the page's JavaScript ran, click by text,
+evaluate JavaScript, take a screenshot. Every wait has a timeout; the browser runs in its own process group
+and is killed with it.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from websockets.sync.client import connect
+
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-dev-shm-usage",
+]
+
+
+def find_chromium() -> str | None:
+    """The browser binary: $CC_REFINERY_CHROMIUM, else chromium / chromium-browser / google-chrome on PATH."""
+    if os.environ.get("CC_REFINERY_CHROMIUM"):
+        return os.environ["CC_REFINERY_CHROMIUM"]
+    for name in ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable"):
+        if path := shutil.which(name):
+            return path
+    return None
+
+
+def visible_text(raw: str) -> str:
+    """Rendered text with runs of whitespace (table cells, line breaks) collapsed to one space."""
+    return re.sub(r"\s+", " ", raw).strip()
+
+
+class Chromium:
+    """One headless browser with one page."""
+
+    def __init__(self, binary: str, width: int = 1400, height: int = 2000) -> None:
+        self.profile = Path(tempfile.mkdtemp(prefix="cc-refinery-chromium-"))
+        cmd = [binary, *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0"]
+        cmd += [f"--window-size={width},{height}", "about:blank"]
+        self.process = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+        self._id = 0
+        try:
+            port = self._devtools_port(timeout_s=30)
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
+                targets = json.load(resp)
+            page = next(t for t in targets if t["type"] == "page")
+            self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=10)
+            self.call("Page.enable")
+        except BaseException:
+            self.close()
+            raise
+
+    def _devtools_port(self, timeout_s: float) -> int:
+        marker = self.profile / "DevToolsActivePort"
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"chromium exited with {self.process.returncode}")
+            if marker.exists() and marker.read_text().strip():
+                return int(marker.read_text().split()[0])
+            time.sleep(0.1)
+        raise TimeoutError(f"chromium did not open its DevTools port within {timeout_s} s")
+
+    def call(self, method: str, timeout_s: float = 30.0, **params: Any) -> dict[str, Any]:
+        """Send one DevTools command and return its result (events in between are dropped)."""
+        self._id += 1
+        self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
+        deadline = time.monotonic() + timeout_s
+        while True:
+            message = json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic())))
+            if message.get("id") == self._id:
+                if "error" in message:
+                    raise RuntimeError(f"{method}: {message['error']}")
+                return message.get("result", {})
+
+    def evaluate(self, expression: str) -> Any:
+        result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
+        if "exceptionDetails" in result:
+            raise RuntimeError(f"javascript failed: {result['exceptionDetails'].get('text')}")
+        return result["result"].get("value")
+
+    def goto(self, url: str, timeout_s: float = 30.0) -> None:
+        """Open ``url`` in a fresh document (via about:blank, so no text of the previous page can match a wait)."""
+        self.call("Page.navigate", url="about:blank")
+        deadline = time.monotonic() + timeout_s
+        while self.evaluate("location.href") != "about:blank":
+            if time.monotonic() > deadline:
+                raise TimeoutError("the page did not go blank")
+            time.sleep(0.05)
+        self.call("Page.navigate", url=url)
+
+    def text(self) -> str:
+        return visible_text(self.evaluate("document.body ? document.body.innerText : ''") or "")
+
+    def wait_for_text(self, *needles: str, timeout_s: float = 45.0) -> str:
+        """The page's rendered text once it contains every needle; AssertionError with what it showed instead."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            text = self.text()
+            missing = [n for n in needles if n not in text]
+            if not missing:
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"page never showed {missing}; it showed: {text[:3000]}")
+            time.sleep(0.5)
+
+    def wait_for(self, expression: str, timeout_s: float = 45.0) -> Any:
+        """The value of a JavaScript expression once it is truthy (polled)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            value = self.evaluate(expression)
+            if value:
+                return value
+            if time.monotonic() > deadline:
+                raise AssertionError(f"never true on {self.evaluate('location.href')}: {expression}")
+            time.sleep(0.25)
+
+    def click_text(self, text: str, selector: str = "*") -> None:
+        """Click the innermost element matching ``selector`` whose whole visible text is ``text``."""
+        found = self.evaluate(
+            f"""(() => {{
+                const els = [...document.querySelectorAll({json.dumps(selector)})]
+                    .filter(e => e.innerText && e.innerText.trim() === {json.dumps(text)});
+                const el = els[els.length - 1];
+                if (!el) return false;
+                el.click();
+                return true;
+            }})()"""
+        )
+        if not found:
+            raise AssertionError(f"no {selector} element with text {text!r} on {self.evaluate('location.href')}")
+
+    def screenshot(self, path: Path) -> Path:
+        data = self.call("Page.captureScreenshot", format="png")["data"]
+        Path(path).write_bytes(base64.b64decode(data))
+        return Path(path)
+
+    def close(self) -> None:
+        ws = getattr(self, "ws", None)
+        if ws is not None:
+            ws.close()
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait(timeout=10)
+        shutil.rmtree(self.profile, ignore_errors=True)
