@@ -35,8 +35,6 @@ from pipeline.shards import document_files
 from pipeline.sources.download import DownloadError, NotGzipError
 from pipeline.stats import format_funnel
 
-log = logging.getLogger(__name__)
-
 DEFAULT_CONFIG = RunConfig()
 """The form's defaults in the UI: exactly ``RunConfig``'s, the one source of defaults and descriptions."""
 
@@ -167,8 +165,8 @@ def _sample_source(config: RunConfig, newest: bool) -> Iterator[RunConfig]:
 
 @flow(
     name="refinery",
-    description="Common Crawl -> clean documents (Parquet) and a dataset report: download, URL filter, "
-    "extraction, language ID, quality filters; then the report (funnel, drop reasons, languages, lengths).",
+    description="Common Crawl -> clean documents (Parquet), llm.c token shards and a dataset report. Passes: "
+    "WARC (download, URL filter, extraction, language ID, quality filters), dedup, tokenization, then the report.",
     validate_parameters=True,
 )
 def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_dump: bool = False) -> dict[str, Any]:
