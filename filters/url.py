@@ -33,6 +33,7 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
+from pipeline.cache import cache_root
 from pipeline.config import UrlFilterConfig
 from pipeline.stage import with_drop_reasons
 
@@ -65,15 +66,6 @@ def assets_dir() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise FileNotFoundError("datatrove is not installed; the URL filter's block lists ship with it")
     return Path(next(iter(spec.submodule_search_locations))) / "assets"
-
-
-def cache_root() -> Path:
-    """``$CC_REFINERY_CACHE_DIR``, else ``$XDG_CACHE_HOME/cc-refinery``, else ``~/.cache/cc-refinery``."""
-    explicit = os.environ.get("CC_REFINERY_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "cc-refinery"
 
 
 def hash_domain(domain: str) -> int:

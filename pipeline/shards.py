@@ -56,7 +56,9 @@ def clear_part(out_dir: Path, name: str) -> None:
     marker_path(out_dir, name).unlink(missing_ok=True)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write under a temporary name, fsync, rename: readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
         f.write(data)
@@ -125,10 +127,10 @@ class PartWriter:
             self.rejected.commit()
         stats_path = self.out_dir / STATS / f"{self.name}.json"
         stats_path.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(stats_path, json.dumps(stats.to_json(), indent=1).encode())
+        write_bytes_atomic(stats_path, json.dumps(stats.to_json(), indent=1).encode())
         marker = marker_path(self.out_dir, self.name)
         marker.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_bytes(marker, json.dumps({"rows": self.documents.rows}).encode())
+        write_bytes_atomic(marker, json.dumps({"rows": self.documents.rows}).encode())
         self.committed = True
 
     def abort(self) -> None:

@@ -39,6 +39,8 @@ import numpy as np
 import tiktoken
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from pipeline.cache import cache_root
+
 log = logging.getLogger(__name__)
 
 ENDOFTEXT = "<|endoftext|>"
@@ -134,15 +136,6 @@ def spec_for(name: str) -> TokenizerSpec:
         return SPECS[ALIASES.get(name, name)]
     except KeyError:
         raise ValueError(f"unknown tokenizer {name!r}; choose one of {sorted(SPECS)}") from None
-
-
-def cache_root() -> Path:
-    """``$CC_REFINERY_CACHE_DIR``, else ``$XDG_CACHE_HOME/cc-refinery``, else ``~/.cache/cc-refinery``."""
-    explicit = os.environ.get("CC_REFINERY_CACHE_DIR")
-    if explicit:
-        return Path(explicit)
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg) if xdg else Path.home() / ".cache") / "cc-refinery"
 
 
 def cached_rank_path(name: str) -> Path:

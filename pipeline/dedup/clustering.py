@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.dedup.minhash import estimated_jaccard
+from pipeline.shards import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -39,17 +40,6 @@ SignatureGather = Callable[[np.ndarray], np.ndarray]
 BYTES_PER_BAND_ENTRY = 64
 """Working memory per document while grouping one band: hash, index, scope, sort order and copies."""
 _HASH_SPACE = 1 << 64
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write under a temporary name, fsync, rename: readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 def write_json_atomic(path: Path, data: object) -> None:

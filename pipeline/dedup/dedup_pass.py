@@ -38,12 +38,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.dedup.clustering import near_duplicate_clusters, write_bytes_atomic, write_json_atomic
+from pipeline.dedup.clustering import near_duplicate_clusters, write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
 from pipeline.dedup.exact import content_hashes_from_normalized, exact_representatives
 from pipeline.dedup.minhash import band_hashes, normalize_texts, shingle_hashes, signatures_from_shingles
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
-from pipeline.shards import DOCUMENTS, PartWriter, done_parts, is_done, marker_path
+from pipeline.shards import DOCUMENTS, PartWriter, done_parts, is_done, marker_path, write_bytes_atomic
 from pipeline.stage import run_chain, with_drop_reasons
 from pipeline.stats import PartStats
 
