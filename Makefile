@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet '$(TORCH)'   # first, so [train] does not pull a larger CUDA build
-	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train,spark]'
 	$(BIN)/refinery tokenizer fetch all   # GPT-2 / cl100k rank files into the local cache, verified by sha256
 	touch $(STAMP)
 

@@ -1,8 +1,8 @@
 """The passes of a run as ``(config, inputs) -> outputs`` functions over paths, in run order, for the flow's tasks.
 
-No Prefect here. Each adapter calls the one pipeline function that :func:`pipeline.run.run_pipeline` calls for
-that pass, with the same arguments, so a flow run and ``refinery run`` write the same folders; once
-``run_pipeline`` is split into per-pass functions these adapters become plain references to them.
+No Prefect here. Each adapter calls the per-pass function of :mod:`pipeline.run` that
+:func:`pipeline.run.run_pipeline` calls, on the run's configured engine (local or Spark), so a flow run and
+``refinery run`` write the same folders.
 
 Inputs and outputs are folders (or, for the WARC pass, the WARC paths of the listing): a pass's outputs are
 the next enabled pass's inputs. ``parts`` says where a pass writes ``markers/``, ``stats/`` and
@@ -16,19 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
+from pipeline import run
 from pipeline.config import RunConfig
+from pipeline.engines import Engine, make_engine
 from pipeline.engines.base import WorkUnit
-from pipeline.run import (
-    DEDUP_DIR,
-    TOKENS_DIR,
-    VALIDATION_DIR,
-    WarcPass,
-    dedup_enabled,
-    merge_passes,
-    validate_shards_subprocess,
-)
+from pipeline.run import DEDUP_DIR, TOKENS_DIR, VALIDATION_DIR, dedup_enabled, merge_passes, validate_shards_subprocess
 from pipeline.shards import MARKERS, done_parts, part_name, total_stats
 from pipeline.stats import PartStats
 
@@ -54,20 +46,16 @@ class Pass:
     """Its output folder holds ``documents/`` parts (the last such pass holds the run's corpus)."""
 
 
+def _engine(config: RunConfig) -> Engine:
+    """The run's engine, without progress bars (the flow shows progress as artifacts); Spark joins its session."""
+    return make_engine(config.engine, progress=False)
+
+
 def warc_pass(config: RunConfig, warc_paths: list[str]) -> list[Path]:
     """WARC files -> documents (download, URL filter, extraction, language ID, quality filters), a part per file."""
-    from pipeline.engines.local import run_local
-
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     units = [WorkUnit(part=part_name(i), inputs=(path,)) for i, path in enumerate(warc_paths)]
-    engine = config.engine
-    run_local(
-        units, WarcPass(config), run_dir, workers=engine.workers, tasks=engine.tasks, progress=False,
-        description="WARC files",
-    )  # fmt: skip
-    return [run_dir]
+    run.warc_pass(config, units, _engine(config))
+    return [config.run_dir]
 
 
 def warc_parts(config: RunConfig, warc_paths: list[str]) -> tuple[Path, list[str]]:
@@ -76,15 +64,8 @@ def warc_parts(config: RunConfig, warc_paths: list[str]) -> tuple[Path, list[str
 
 def dedup_pass(config: RunConfig, inputs: list[str]) -> list[Path]:
     """Exact + MinHash dedup of the previous document pass into ``<run>/dedup`` (same part names)."""
-    from pipeline.dedup.dedup_pass import run_dedup
-
     (input_dir,) = inputs
-    out = config.run_dir / DEDUP_DIR
-    run_dedup(
-        Path(input_dir), out, config.dedup, workers=config.engine.workers, progress=False,
-        keep_rejected=config.keep_rejected,
-    )  # fmt: skip
-    return [out]
+    return [run.dedup_pass(config, Path(input_dir), _engine(config))]
 
 
 def dedup_parts(config: RunConfig, inputs: list[str]) -> tuple[Path, list[str]]:
@@ -93,12 +74,8 @@ def dedup_parts(config: RunConfig, inputs: list[str]) -> tuple[Path, list[str]]:
 
 def tokenize_pass(config: RunConfig, inputs: list[str]) -> list[Path]:
     """The final documents -> llm.c token shards + manifest in ``<run>/tokens``."""
-    from tokenization.tokenize_pass import run_tokenize
-
     (documents_dir,) = inputs
-    out = config.run_dir / TOKENS_DIR
-    run_tokenize(Path(documents_dir), out, config.tokenizer, workers=config.engine.workers, progress=False)
-    return [out]
+    return [run.tokenize_pass(config, Path(documents_dir), _engine(config))]
 
 
 def tokenize_parts(config: RunConfig, inputs: list[str]) -> tuple[Path, list[str]]:

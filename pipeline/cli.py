@@ -39,6 +39,22 @@ LanguagesOpt = Annotated[
 ]
 ThresholdOpt = Annotated[float | None, typer.Option("--lang-threshold", help="Minimum language score (0.65).")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="Processes running at once (1).")]
+EngineOpt = Annotated[
+    str | None,
+    typer.Option("--engine", help="Where stages run: local (processes on this machine) or spark (a Spark cluster)."),
+]
+MasterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--master",
+        help="Spark master URL (implies --engine spark): spark://host:7077, k8s://https://host, local[4]. "
+        "Default: spark-submit's, else local[*].",
+    ),
+]
+SparkConfOpt = Annotated[
+    list[str] | None,
+    typer.Option("--spark-conf", help="Spark setting KEY=VALUE, e.g. spark.executor.memory=8g (repeatable)."),
+]
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -50,11 +66,31 @@ def _setup_logging(verbose: bool) -> None:
     # trafilatura warns for every page it discards; the funnel counts those already
     for noisy in ("trafilatura", "htmldate", "courlan"):
         logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
+    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # font fallbacks while drawing the report
 
 
 def _overrides(**flags: object) -> dict:
     """CLI flags that were given, as dotted config keys."""
     return {key: value for key, value in flags.items() if value is not None}
+
+
+def _engine_flags(engine: str | None, master: str | None, spark_conf: list[str] | None) -> dict:
+    """``--engine/--master/--spark-conf`` as config overrides; a master or Spark setting implies the Spark engine."""
+    flags: dict = {}
+    if spark_conf:
+        conf = {}
+        for item in spark_conf:
+            key, sep, value = item.partition("=")
+            if not sep or not key.strip():
+                typer.secho(f"--spark-conf wants KEY=VALUE, got {item!r}", fg=typer.colors.RED, err=True)
+                raise typer.Exit(2)
+            conf[key.strip()] = value.strip()
+        flags["engine.spark_conf"] = conf
+    if master:
+        flags["engine.master"] = master
+    if engine or master or spark_conf:
+        flags["engine.kind"] = engine or "spark"
+    return flags
 
 
 def _languages(value: str | None) -> list[str] | None | str:
@@ -98,6 +134,9 @@ def run(
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: the dump id).")] = None,
     workers: WorkersOpt = None,
     tasks: Annotated[int | None, typer.Option("--tasks", help="Tasks to split the WARC files into.")] = None,
+    engine: EngineOpt = None,
+    master: MasterOpt = None,
+    spark_conf: SparkConfOpt = None,
     languages: LanguagesOpt = None,
     lang_threshold: ThresholdOpt = None,
     keep_rejected: KeepRejectedOpt = False,
@@ -122,6 +161,10 @@ def run(
     * `refinery run --dump CC-MAIN-2024-22 --limit-warcs 2 --workers 2`
 
     * `refinery run --config run.yaml --keep-rejected`
+
+    * `refinery run --sample --engine spark` (Spark in this process, local[*])
+
+    * `refinery run --dump CC-MAIN-2024-22 --master spark://head:7077 --output /shared/out` (see infra/README.md)
     """
     _setup_logging(verbose)
     langs = _languages(languages)
@@ -139,6 +182,7 @@ def run(
             "validate_shards": True if validate else None,
         }
     )
+    flags.update(_engine_flags(engine, master, spark_conf))
     if langs != "unset":
         flags["langid.languages"] = langs
     config = _load(config_file, flags)
@@ -194,6 +238,9 @@ def stage(
     languages: LanguagesOpt = None,
     lang_threshold: ThresholdOpt = None,
     workers: WorkersOpt = None,
+    engine: EngineOpt = None,
+    master: MasterOpt = None,
+    spark_conf: SparkConfOpt = None,
     keep_rejected: KeepRejectedOpt = False,
     no_progress: NoProgressOpt = False,
     verbose: VerboseOpt = False,
@@ -217,6 +264,7 @@ def stage(
             "keep_rejected": True if keep_rejected else None,
         }
     )
+    flags.update(_engine_flags(engine, master, spark_conf))
     langs = _languages(languages)
     if langs != "unset":
         flags["langid.languages"] = langs
@@ -251,6 +299,9 @@ def dedup(
         float | None, typer.Option("--threshold", help="Target Jaccard; picks bands x rows for it (default 14 x 8).")
     ] = None,
     workers: WorkersOpt = None,
+    engine: EngineOpt = None,
+    master: MasterOpt = None,
+    spark_conf: SparkConfOpt = None,
     keep_rejected: KeepRejectedOpt = False,
     no_progress: NoProgressOpt = False,
     verbose: VerboseOpt = False,
@@ -271,9 +322,12 @@ def dedup(
     except ValueError as e:
         typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
+    from pipeline.engines import make_engine
+
+    run_config = _load(None, {**_overrides(**{"engine.workers": workers}), **_engine_flags(engine, master, spark_conf)})
     try:
-        run_dedup(input_dir, output_dir, config, workers=workers or 1, progress=not no_progress,
-                  keep_rejected=keep_rejected)  # fmt: skip
+        run_dedup(input_dir, output_dir, config, keep_rejected=keep_rejected,
+                  engine=make_engine(run_config.engine, progress=not no_progress))  # fmt: skip
     except RunIncomplete as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -349,6 +403,42 @@ def config(
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
 
 
+spark_app = typer.Typer(no_args_is_help=True, help="Run on a Spark cluster: package the code for spark-submit.")
+
+SPARK_ENTRY = '''"""spark-submit entry point: the ``refinery`` command line, e.g. ``refinery_main.py run ...``."""
+
+from pipeline.cli import main
+
+main()
+'''
+
+
+@spark_app.command("package")
+def spark_package(
+    output: Annotated[Path, typer.Option("--output", "-o", help="Folder for the zip and the entry script.")] = Path(
+        "dist"
+    ),
+) -> None:
+    """Write the project's code as a zip (for --py-files) and the entry script, and print the spark-submit command.
+
+        Executors import the project from the zip, so they need no copy of the source; they need its
+    third-party dependencies (`pip install 'cc-refinery[spark]'` or a packed venv, see infra/README.md).
+    """
+    from pipeline.engines.spark import build_code_archive
+    from pipeline.shards import write_bytes_atomic
+
+    archive = build_code_archive(output)
+    entry = output / "refinery_main.py"
+    write_bytes_atomic(entry, SPARK_ENTRY.encode())
+    typer.echo(f"code:  {archive}")
+    typer.echo(f"entry: {entry}")
+    typer.echo("submit with, e.g.:")
+    typer.echo(
+        f"  spark-submit --master spark://HOST:7077 --py-files {archive} {entry} "
+        "run --engine spark --dump CC-MAIN-2024-22 --limit-warcs 8 --output /shared/out"
+    )
+
+
 def _mount_subcommands() -> None:
     from pipeline.report.cli import report_command
     from tokenization.cli import shards_app, tokenizer_app
@@ -357,6 +447,7 @@ def _mount_subcommands() -> None:
 
     app.add_typer(shards_app, name="shards", help="Inspect, verify and build llm.c token shards.")
     app.add_typer(tokenizer_app, name="tokenizer", help="Tokenizer assets (offline GPT-2 / cl100k rank files).")
+    app.add_typer(spark_app, name="spark")
 
 
 _mount_subcommands()

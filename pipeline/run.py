@@ -19,6 +19,7 @@ import yaml
 from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
 from pipeline.config import RunConfig
+from pipeline.engines import Engine, make_engine
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
 from pipeline.extraction import ExtractStage
 from pipeline.langid import LangIdStage
@@ -169,41 +170,53 @@ class RunSummary:
     report_path: Path | None = None
 
 
-def run_pipeline(config: RunConfig, *, progress: bool = True) -> RunSummary:
-    """Run every pass for ``config``; each resumes whatever an earlier attempt finished.
+def warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> PassResult:
+    """The WARC pass into ``<run>``: one part per WARC file; records the config it ran with."""
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
+    return engine.run_units(units, WarcPass(config), run_dir, description="WARC files")
+
+
+def dedup_pass(config: RunConfig, input_dir: Path, engine: Engine) -> Path:
+    """Exact + MinHash dedup of ``input_dir``'s parts into ``<run>/dedup`` (same part names)."""
+    from pipeline.dedup.dedup_pass import run_dedup
+
+    out = config.run_dir / DEDUP_DIR
+    run_dedup(input_dir, out, config.dedup, keep_rejected=config.keep_rejected, engine=engine)
+    return out
+
+
+def tokenize_pass(config: RunConfig, documents_dir: Path, engine: Engine) -> Path:
+    """The final documents into llm.c token shards + manifest in ``<run>/tokens``."""
+    from tokenization.tokenize_pass import run_tokenize
+
+    out = config.run_dir / TOKENS_DIR
+    run_tokenize(documents_dir, out, config.tokenizer, workers=config.engine.workers, progress=engine.progress,
+                 engine=engine)  # fmt: skip
+    return out
+
+
+def run_pipeline(config: RunConfig, *, progress: bool = True, engine: Engine | None = None) -> RunSummary:
+    """Run every pass for ``config`` on its engine; each pass resumes whatever an earlier attempt finished.
 
     Passes, each in its own folder: the WARC pass (``<run>``: download -> filters -> documents), dedup
     (``<run>/dedup``: exact + MinHash), tokenization (``<run>/tokens``), then the report (``<run>/report``).
     The final corpus is the last document pass's ``documents/``.
     """
-    from pipeline.engines.local import run_local
-
+    engine = engine or make_engine(config.engine, progress=progress)
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
     units = plan_units(config)
-    log.info("run %s: %d WARC files from %s", run_dir, len(units), config.source.cc_base_url)
-    workers = config.engine.workers
-    result = run_local(
-        units, WarcPass(config), run_dir, workers=workers, tasks=config.engine.tasks, progress=progress,
-        description="WARC files",
-    )  # fmt: skip
+    log.info("run %s: %d WARC files from %s on the %s engine", run_dir, len(units), config.source.cc_base_url,
+             engine.kind)  # fmt: skip
+    result = warc_pass(config, units, engine)
     pass_dirs = [run_dir]
     if dedup_enabled(config):
-        from pipeline.dedup.dedup_pass import run_dedup
-
-        run_dedup(
-            run_dir, run_dir / DEDUP_DIR, config.dedup, workers=workers, progress=progress,
-            keep_rejected=config.keep_rejected,
-        )  # fmt: skip
-        pass_dirs.append(run_dir / DEDUP_DIR)
+        pass_dirs.append(dedup_pass(config, run_dir, engine))
     documents_dir = pass_dirs[-1]
     tokens_dir = None
     if config.tokenize:
-        from tokenization.tokenize_pass import run_tokenize
-
-        tokens_dir = run_dir / TOKENS_DIR
-        run_tokenize(documents_dir, tokens_dir, config.tokenizer, workers=workers, progress=progress)
+        tokens_dir = tokenize_pass(config, documents_dir, engine)
         if config.validate_shards:
             validate_shards_subprocess(tokens_dir, run_dir / VALIDATION_DIR, config.validation_preset)
     report_path = None

@@ -109,18 +109,11 @@ class StagePass:
 def run_stage(
     name: str, inputs: list[Path], output: Path, config: RunConfig, *, limit: int | None = None, progress: bool = True
 ) -> PassResult:
-    """Run stage ``name`` on ``inputs`` into ``output`` (documents/, stats/, markers/, rejected/)."""
-    from pipeline.engines.local import run_local
+    """Run stage ``name`` on ``inputs`` into ``output`` (documents/, stats/, markers/, rejected/) on its engine."""
+    from pipeline.engines import make_engine
 
     files = expand_inputs(inputs)
     names = stage_chain(name, warc_input=is_warc(files[0]))
     units = [WorkUnit(part=part_name(i), inputs=(str(f.resolve()),)) for i, f in enumerate(files)]
-    return run_local(
-        units,
-        StagePass(config, tuple(names), limit),
-        output,
-        workers=config.engine.workers,
-        tasks=config.engine.tasks,
-        progress=progress,
-        description=f"stage {name}",
-    )
+    engine = make_engine(config.engine, progress=progress)
+    return engine.run_units(units, StagePass(config, tuple(names), limit), output, description=f"stage {name}")

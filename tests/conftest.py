@@ -56,3 +56,13 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, mirror_url: str):  # no
         }
     )
     return run_pipeline(config, progress=False)
+
+
+@pytest.fixture(scope="session")
+def spark():  # noqa: ANN201 - SparkSession
+    """One local[2] Spark session for the whole test session (starting one takes ~8 s)."""
+    from pipeline.engines.spark import spark_session
+
+    session = spark_session("local[2]", app_name="cc-refinery-tests", conf={"spark.sql.shuffle.partitions": "4"})
+    yield session
+    session.stop()

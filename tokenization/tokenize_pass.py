@@ -15,10 +15,12 @@ Two steps, so that the output does not depend on the number of processes or on i
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import multiprocessing
 import os
+import tempfile
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -29,7 +31,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts
+from pipeline.engines import Engine
+from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
 from pipeline.stage import text_bytes
 from pipeline.stats import PartStats
 from tokenization.encoders import Tokenizer, TokenizerConfig, fetch_rank_file, load_tokenizer
@@ -216,7 +219,30 @@ def input_parts(input_dir: Path) -> list[tuple[str, Path]]:
     return parts
 
 
-def _run_jobs(jobs: list[PartJob], workers: int, progress: bool) -> tuple[dict[str, PartTokens], list[str]]:
+@dataclass(frozen=True)
+class _SparkJobs:
+    """Tokenize job ``i`` on a Spark executor; a failure comes back as its message (picklable either way)."""
+
+    jobs: tuple[PartJob, ...]
+    rank_bytes: bytes
+    """The BPE rank file travels with the tasks: executors need not have the driver's cache."""
+
+    def __call__(self, index: int) -> PartTokens | str:
+        job = self.jobs[index]
+        try:
+            if not job.rank_file.is_file():
+                local = Path(tempfile.gettempdir()) / "cc-refinery-ranks" / job.rank_file.name
+                if not local.is_file():
+                    write_bytes_atomic(local, self.rank_bytes)
+                job = dataclasses.replace(job, rank_file=local)
+            return tokenize_part(job)
+        except Exception as e:  # reported with the others, as in the local branch
+            return f"{type(e).__name__}: {e}"
+
+
+def _run_jobs(
+    jobs: list[PartJob], workers: int, progress: bool, engine: Engine | None = None
+) -> tuple[dict[str, PartTokens], list[str]]:
     results: dict[str, PartTokens] = {}
     failures: list[str] = []
     bar = None
@@ -234,7 +260,12 @@ def _run_jobs(jobs: list[PartJob], workers: int, progress: bool) -> tuple[dict[s
         if bar is not None:
             bar.update(1)
 
-    if workers <= 1 or len(jobs) <= 1:
+    if getattr(engine, "spark", None) is not None and jobs:
+        task = _SparkJobs(tuple(jobs), jobs[0].rank_file.read_bytes())
+        outcomes = engine.map_items(task, len(jobs), description="cc-refinery: tokenize")
+        for job, outcome in zip(jobs, outcomes, strict=True):
+            record(job, RuntimeError(outcome) if isinstance(outcome, str) else outcome)
+    elif workers <= 1 or len(jobs) <= 1:
         for job in jobs:
             try:
                 record(job, tokenize_part(job))
@@ -260,8 +291,12 @@ def run_tokenize(
     *,
     workers: int | None = None,
     progress: bool = False,
+    engine: Engine | None = None,
 ) -> dict[str, Any]:
     """Tokenize a pass's finished parts into shards + manifest in ``output_dir``; resumable and deterministic.
+
+    Parts are tokenized by ``workers`` local processes, or as Spark tasks on a Spark ``engine``; the shards
+    are assembled here, in part order, so both give the same bytes.
 
     Returns ``{"manifest": ..., "parts_tokenized": n, "parts_reused": m, "seconds": s, ...}``; raises
     TokenizeError (after finishing every other part) if some parts fail.
@@ -286,7 +321,7 @@ def run_tokenize(
         else:
             jobs.append(PartJob(name, path, output_dir, config.name, rank_file, config.batch_size, config.threads))
     log.info("tokenizing %d parts (%d already done) with %d workers", len(jobs), len(finished), workers)
-    results, failures = _run_jobs(jobs, workers, progress)
+    results, failures = _run_jobs(jobs, workers, progress, engine)
     finished.update(results)
     if failures:
         raise TokenizeError(f"{len(failures)} of {len(parts)} parts failed (rerun to retry): " + "; ".join(failures))

@@ -42,6 +42,7 @@ from pipeline.dedup.clustering import near_duplicate_clusters, write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
 from pipeline.dedup.exact import content_hashes_from_normalized, exact_representatives
 from pipeline.dedup.minhash import band_hashes, normalize_texts, shingle_hashes, signatures_from_shingles
+from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
 from pipeline.shards import DOCUMENTS, PartWriter, done_parts, is_done, marker_path, write_bytes_atomic
 from pipeline.stage import run_chain, with_drop_reasons
@@ -570,31 +571,48 @@ def _with_cluster_columns(table: pa.Table) -> pa.Table:
 # ---------------------------------------------------------------- the pass
 
 
-def sign_parts(units: list[WorkUnit], output_dir: Path, config: DedupConfig, *, workers: int, progress: bool) -> None:
-    from pipeline.engines.local import run_local
+def _engine(engine: Engine | None, workers: int, progress: bool) -> Engine:
+    from pipeline.engines.local import LocalEngine
 
-    run_local(
-        units,
-        SignPart(config),
-        Path(output_dir) / WORK / SIGNATURES,
-        workers=workers,
-        progress=progress,
-        description="dedup: signatures",
+    return engine if engine is not None else LocalEngine(workers=workers, progress=progress)
+
+
+def sign_parts(
+    units: list[WorkUnit],
+    output_dir: Path,
+    config: DedupConfig,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    engine: Engine | None = None,
+) -> None:
+    _engine(engine, workers, progress).run_units(
+        units, SignPart(config), Path(output_dir) / WORK / SIGNATURES, description="dedup: signatures"
     )
 
 
-def apply_parts(
-    units: list[WorkUnit], output_dir: Path, config: DedupConfig, *, workers: int, progress: bool, keep_rejected: bool
-) -> PassResult:
-    from pipeline.engines.local import run_local
+def cluster_parts(output_dir: Path, names: list[str], config: DedupConfig, engine: Engine | None = None) -> dict:
+    """Step 2 on the engine's machinery: Spark SQL on a Spark engine, numpy on this machine otherwise."""
+    spark = getattr(engine, "spark", None)
+    if spark is not None:
+        from pipeline.dedup.spark_clustering import cluster_spark
 
-    return run_local(
-        units,
-        ApplyPart(config, Path(output_dir) / WORK, keep_rejected),
-        output_dir,
-        workers=workers,
-        progress=progress,
-        description="dedup: write parts",
+        return cluster_spark(spark, output_dir, names, config)
+    return cluster(output_dir, names, config)
+
+
+def apply_parts(
+    units: list[WorkUnit],
+    output_dir: Path,
+    config: DedupConfig,
+    *,
+    workers: int = 1,
+    progress: bool = False,
+    keep_rejected: bool = False,
+    engine: Engine | None = None,
+) -> PassResult:
+    return _engine(engine, workers, progress).run_units(
+        units, ApplyPart(config, Path(output_dir) / WORK, keep_rejected), output_dir, description="dedup: write parts"
     )
 
 
@@ -606,17 +624,23 @@ def run_dedup(
     workers: int = 1,
     progress: bool = False,
     keep_rejected: bool = False,
+    engine: Engine | None = None,
 ) -> PassResult:
-    """Deduplicate the finished parts of ``input_dir`` into ``output_dir`` (same part names); resumable."""
+    """Deduplicate the finished parts of ``input_dir`` into ``output_dir`` (same part names); resumable.
+
+    ``engine`` runs the per-part steps (default: the local engine with ``workers`` processes); a Spark
+    engine also clusters with Spark SQL.
+    """
     output_dir = Path(output_dir)
+    engine = _engine(engine, workers, progress)
     units = input_units(input_dir)
     work = output_dir / WORK
     check_fingerprint(work, fingerprint(units, config))
     if not all(is_done(output_dir, u.part) for u in units):
         start = time.perf_counter()
-        sign_parts(units, output_dir, config, workers=workers, progress=progress)
+        sign_parts(units, output_dir, config, engine=engine)
         log.info("dedup signatures: %.1f s", time.perf_counter() - start)
         start = time.perf_counter()
-        cluster(output_dir, [u.part for u in units], config)
+        cluster_parts(output_dir, [u.part for u in units], config, engine)
         log.info("dedup clustering: %.1f s", time.perf_counter() - start)
-    return apply_parts(units, output_dir, config, workers=workers, progress=progress, keep_rejected=keep_rejected)
+    return apply_parts(units, output_dir, config, keep_rejected=keep_rejected, engine=engine)

@@ -41,6 +41,14 @@ class UnitProcessor(Protocol):
 class RunIncomplete(RuntimeError):
     """Some units failed; their parts are not written, and a rerun retries exactly those."""
 
+    @classmethod
+    def for_parts(cls, result: PassResult, total: int, out_dir: Path) -> RunIncomplete:
+        details = "\n".join(f"  {part}: {error}" for part, error in sorted(result.failed.items()))
+        return cls(
+            f"{len(result.failed)} of {total} parts failed (details in {Path(out_dir) / FAILURES}); "
+            f"rerun the same command to retry them:\n{details}"
+        )
+
 
 @dataclass
 class PassResult:

@@ -11,6 +11,7 @@ import json
 import logging
 import multiprocessing
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 
 from datatrove.executor import LocalPipelineExecutor
@@ -80,19 +81,38 @@ def run_local(
             start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "forkserver",
         )
         datatrove_logger.disable("datatrove")  # its per-task banners; our funnel and logs say what happened
-        with _ProgressMonitor(out_dir, units, enabled=progress, description=description):
+        with ProgressMonitor(out_dir, units, enabled=progress, description=description):
             executor.run()
     result = collect_result(out_dir, units, skipped)
     if result.failed:
-        details = "\n".join(f"  {part}: {error}" for part, error in sorted(result.failed.items()))
-        raise RunIncomplete(
-            f"{len(result.failed)} of {len(units)} parts failed (details in {out_dir / 'failures'}); "
-            f"rerun the same command to retry them:\n{details}"
-        )
+        raise RunIncomplete.for_parts(result, len(units), out_dir)
     return result
 
 
-class _ProgressMonitor:
+@dataclass
+class LocalEngine:
+    """One machine: datatrove's process pool, ``workers`` processes at once."""
+
+    workers: int = 1
+    tasks: int | None = None
+    progress: bool = True
+
+    kind = "local"
+
+    @property
+    def parallelism(self) -> int:
+        return self.workers
+
+    def run_units(
+        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, *, description: str = "parts"
+    ) -> PassResult:
+        return run_local(
+            units, processor, out_dir, workers=self.workers, tasks=self.tasks, progress=self.progress,
+            description=description,
+        )  # fmt: skip
+
+
+class ProgressMonitor:
     """A progress bar over parts, fed by polling markers and live counters on disk (works for any worker)."""
 
     def __init__(self, out_dir: Path, units: list[WorkUnit], enabled: bool, description: str) -> None:
@@ -104,7 +124,7 @@ class _ProgressMonitor:
         self._thread: threading.Thread | None = None
         self._bar: tqdm | None = None
 
-    def __enter__(self) -> _ProgressMonitor:
+    def __enter__(self) -> ProgressMonitor:
         if self.enabled:
             self._bar = tqdm(total=len(self.parts), desc=self.description, unit="part", dynamic_ncols=True)
             self._thread = threading.Thread(target=self._loop, daemon=True)

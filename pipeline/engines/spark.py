@@ -1,0 +1,208 @@
+"""Spark engine: the same work units as the local engine, one Spark task per unit, through ``mapInArrow``.
+
+A pass is a DataFrame of unit indices with one row per partition (``spark.range(n, numPartitions=n)``);
+``mapInArrow`` runs the unit's processor (the very same picklable object the local engine runs) on an
+executor and yields one status row. Parts are written by the executors with the shared
+:class:`pipeline.shards.PartWriter` protocol (temporary file, rename, marker), so the output folder has the
+local engine's layout and schema, a retried task (lost executor, speculation) rewrites its part atomically,
+and a rerun skips finished parts. The output folder must be reachable from the driver and every executor
+(a shared or network filesystem, as for datatrove's Slurm executor); the project's code is not assumed to
+be there: it is zipped and shipped with ``addPyFile`` (or ``spark-submit --py-files``, see
+:func:`build_code_archive`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import logging
+import os
+import sys
+import zipfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pyarrow as pa
+
+from pipeline.engines.base import PassResult, RunIncomplete, UnitProcessor, WorkUnit, collect_result, run_unit
+from pipeline.shards import is_done
+
+if TYPE_CHECKING:
+    from pyspark.sql import SparkSession
+
+log = logging.getLogger(__name__)
+
+CODE_PACKAGES = ("pipeline", "filters", "tokenization")
+"""The project's packages executors import (the flows run on the driver only)."""
+ARCHIVE_PREFIX = "cc_refinery-code"
+_RESULT_SCHEMA = pa.schema([pa.field("index", pa.int64()), pa.field("result", pa.binary())])
+_SKIP_DIRS = {"__pycache__"}
+
+
+def _project_root() -> Path:
+    import pipeline
+
+    return Path(pipeline.__file__).resolve().parent.parent
+
+
+def build_code_archive(out_dir: Path) -> Path:
+    """Zip the project's packages (sources and package data) for executors; named by content, reused if present.
+
+    The zip is what ``spark-submit --py-files`` or ``SparkContext.addPyFile`` takes; third-party
+    dependencies come from the executors' Python environment (``pip install cc-refinery[spark]`` there, or
+    a packed virtualenv passed with ``--archives``, see infra/README.md).
+    """
+    root = _project_root()
+    files: list[tuple[str, Path]] = []
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*")):
+            if path.is_file() and not _SKIP_DIRS.intersection(path.parts) and path.suffix != ".pyc":
+                files.append((path.relative_to(root).as_posix(), path))
+    digest = hashlib.sha256()
+    for name, path in files:
+        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
+    out_dir = Path(out_dir)
+    target = out_dir / f"{ARCHIVE_PREFIX}-{digest.hexdigest()[:12]}.zip"
+    if target.exists():
+        return target
+    out_dir.mkdir(parents=True, exist_ok=True)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, path in files:
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), path.read_bytes())
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(buffer.getvalue())
+    tmp.replace(target)
+    return target
+
+
+def _shipped(spark: SparkSession) -> bool:
+    """Whether the project's zip already reaches executors (``spark-submit --py-files``, or an earlier call)."""
+    conf = spark.sparkContext.getConf()
+    py_files = conf.get("spark.submit.pyFiles", "") or ""
+    return ARCHIVE_PREFIX in py_files or getattr(spark.sparkContext, "_cc_refinery_shipped", False)
+
+
+def ship_code(spark: SparkSession, cache_dir: Path) -> Path | None:
+    """Make the project's code importable on every executor, unless it already is; returns the zip shipped."""
+    if _shipped(spark):
+        return None
+    archive = build_code_archive(cache_dir)
+    spark.sparkContext.addPyFile(str(archive))
+    spark.sparkContext._cc_refinery_shipped = True  # type: ignore[attr-defined]
+    log.info("shipped %s to the executors", archive.name)
+    return archive
+
+
+def spark_session(
+    master: str | None = None, *, app_name: str = "cc-refinery", conf: dict[str, str] | None = None
+) -> SparkSession:
+    """The active Spark session, or a new one on ``master`` (default: spark-submit's master, else ``local[*]``).
+
+    Executors run Python as this process does (``spark.pyspark.python``) unless ``PYSPARK_PYTHON`` or
+    ``conf`` say otherwise; on a real cluster point it at the workers' environment.
+    """
+    from pyspark.sql import SparkSession
+
+    builder = SparkSession.builder.appName(app_name)
+    if master:
+        builder = builder.master(master)
+    settings = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.ui.showConsoleProgress": "false",  # our own progress bar polls the parts
+    }
+    # the Python of executors: the driver reads PYSPARK_PYTHON when the context starts (default: python3)
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    log_config = Path(__file__).with_name("log4j2.properties")
+    settings["spark.driver.extraJavaOptions"] = f"-Dlog4j2.configurationFile=file:{log_config}"
+    settings.update(conf or {})
+    for key, value in settings.items():
+        builder = builder.config(key, value)
+    spark = builder.getOrCreate()
+    spark.sparkContext.setLogLevel(os.environ.get("REFINERY_SPARK_LOG_LEVEL", "WARN"))
+    return spark
+
+
+def _run_indexed(fn_bytes: bytes) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+    """The ``mapInArrow`` function: run ``fn(i)`` for each index ``i`` of the partition, yield pickled results."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import cloudpickle
+
+        fn = cloudpickle.loads(fn_bytes)
+        for batch in batches:
+            for index in batch.column(0).to_pylist():
+                result = cloudpickle.dumps(fn(index))
+                columns = [pa.array([index], pa.int64()), pa.array([result], pa.binary())]
+                yield pa.RecordBatch.from_arrays(columns, schema=_RESULT_SCHEMA)
+
+    return run
+
+
+@dataclass
+class _UnitTask:
+    """Runs unit ``i`` of a pass on an executor (picklable: the processor and units travel with it)."""
+
+    processor: UnitProcessor
+    units: Sequence[WorkUnit]
+    out_dir: Path
+
+    def __call__(self, index: int) -> str:
+        return run_unit(self.processor, self.units[index], self.out_dir)
+
+
+@dataclass
+class SparkEngine:
+    """Runs a pass's units as Spark tasks; holds the session (``spark``) for the passes that use Spark SQL."""
+
+    spark: SparkSession
+    progress: bool = True
+    code_cache: Path | None = None
+    shipped: Path | None = field(default=None, init=False)
+
+    kind = "spark"
+
+    def __post_init__(self) -> None:
+        from pipeline.cache import cache_root
+
+        self.shipped = ship_code(self.spark, self.code_cache or cache_root() / "spark")
+
+    @property
+    def parallelism(self) -> int:
+        return int(self.spark.sparkContext.defaultParallelism)
+
+    def map_items(self, fn: Callable[[int], Any], count: int, *, description: str = "tasks") -> list[Any]:
+        """``[fn(0), ..., fn(count - 1)]``, each call one Spark task (so one retry unit), in index order."""
+        from pyspark import cloudpickle
+
+        if count == 0:
+            return []
+        self.spark.sparkContext.setJobDescription(description)
+        frame = self.spark.range(count, numPartitions=count).toDF("index")
+        out = frame.mapInArrow(_run_indexed(cloudpickle.dumps(fn)), "index long, result binary")
+        rows = out.collect()
+        results: list[Any] = [None] * count
+        for row in rows:
+            results[row["index"]] = cloudpickle.loads(row["result"])
+        return results
+
+    def run_units(
+        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, *, description: str = "parts"
+    ) -> PassResult:
+        """Run every unit not yet done, one Spark task each; raise :class:`RunIncomplete` if any failed."""
+        from pipeline.engines.local import ProgressMonitor
+
+        out_dir = Path(out_dir).resolve()
+        out_dir.mkdir(parents=True, exist_ok=True)
+        skipped = {u.part for u in units if is_done(out_dir, u.part)}
+        todo = [u for u in units if u.part not in skipped]
+        if skipped:
+            log.info("%d of %d parts already done, skipping them", len(skipped), len(units))
+        with ProgressMonitor(out_dir, units, enabled=self.progress, description=description):
+            self.map_items(_UnitTask(processor, todo, out_dir), len(todo), description=f"cc-refinery: {description}")
+        result = collect_result(out_dir, units, skipped)
+        if result.failed:
+            raise RunIncomplete.for_parts(result, len(units), out_dir)
+        return result
