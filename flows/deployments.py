@@ -30,6 +30,9 @@ log = logging.getLogger(__name__)
 LOCAL = "local"
 SAMPLE = "sample"
 WEEKLY = "weekly-newest-dump"
+SPARK_CLUSTER = "spark-cluster"
+SPARK_MASTER_ENV = "REFINERY_SPARK_MASTER"
+"""Master URL the spark-cluster deployment's form starts with (read when the deployments are registered)."""
 WEEKLY_CRON = "0 3 * * 1"
 """Mondays 03:00 (UTC): Common Crawl publishes a dump roughly monthly, so a weekly look finds each one within days."""
 WEEKLY_LIMIT_WARCS = 8
@@ -53,11 +56,19 @@ def deployment_parameters() -> dict[str, dict[str, Any]]:
             "sample": False,
             "newest_dump": True,
         },
+        SPARK_CLUSTER: {
+            "config": _config(
+                source={"limit_warcs": WEEKLY_LIMIT_WARCS},
+                engine={"kind": "spark", "master": os.environ.get(SPARK_MASTER_ENV) or None},
+            ),
+            "sample": False,
+            "newest_dump": False,
+        },
     }
 
 
 def build_deployments(*, work_pool: str | None = None, working_dir: Path | None = None) -> list[RunnerDeployment]:
-    """The three deployments; ``work_pool`` set means they run on that pool's workers instead of ``serve``.
+    """The deployments; ``work_pool`` set means they run on that pool's workers instead of ``serve``.
 
     ``working_dir`` is where a pool's workers run the flow (relative output folders resolve there); a served
     deployment runs in the serve process's folder.
@@ -95,6 +106,16 @@ def build_deployments(*, work_pool: str | None = None, working_dir: Path | None 
             description=f"Every Monday 03:00 UTC: the newest Common Crawl dump (from collinfo.json), first "
             f"{WEEKLY_LIMIT_WARCS} WARC files. Needs internet access to Common Crawl.",
             tags=["local-engine", "scheduled"],
+            **common,
+        ),
+        refinery.to_deployment(
+            name=SPARK_CLUSTER,
+            parameters=params[SPARK_CLUSTER],
+            description="The whole pipeline on a Spark cluster: the flow run is the Spark driver and submits "
+            "every pass to engine.master (spark://host:7077, k8s://...; empty: local[*]). Spark's stage progress "
+            "and failed task attempts are logged here, part progress shows as artifacts. output_dir must be on "
+            "a filesystem the executors share (see infra/README.md).",
+            tags=["spark-engine"],
             **common,
         ),
     ]

@@ -25,7 +25,7 @@ from pipeline.extraction import ExtractStage
 from pipeline.langid import LangIdStage
 from pipeline.shards import PartWriter, part_name, total_stats
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
-from pipeline.sources.download import fetch_warc
+from pipeline.sources.download import fetch_warc, is_local, local_dir
 from pipeline.sources.warc import read_warc
 from pipeline.stage import Stage, run_chain
 from pipeline.stats import PartStats
@@ -170,8 +170,19 @@ class RunSummary:
     report_path: Path | None = None
 
 
+def with_absolute_paths(config: RunConfig) -> RunConfig:
+    """``config`` with its folders made absolute here: executors run in other working directories."""
+    source = config.source
+    if source.download_dir is not None and not source.download_dir.is_absolute():
+        source = source.model_copy(update={"download_dir": source.download_dir.resolve()})
+    if is_local(source.cc_base_url) and not local_dir(source.cc_base_url).is_absolute():
+        source = source.model_copy(update={"cc_base_url": f"{local_dir(source.cc_base_url).resolve()}/"})
+    return config.model_copy(update={"output_dir": config.output_dir.resolve(), "source": source})
+
+
 def warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> PassResult:
     """The WARC pass into ``<run>``: one part per WARC file; records the config it ran with."""
+    config = with_absolute_paths(config)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))

@@ -26,7 +26,13 @@ from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows import refinery_flow  # noqa: E402
 from flows.artifacts import artifact_key, drop_rows, funnel_rows  # noqa: E402
-from flows.deployments import WEEKLY, WEEKLY_CRON, build_deployments, deployment_parameters  # noqa: E402
+from flows.deployments import (  # noqa: E402
+    SPARK_CLUSTER,
+    WEEKLY,
+    WEEKLY_CRON,
+    build_deployments,
+    deployment_parameters,
+)
 from flows.dumps import collinfo_url_for, newest_dump, newest_of  # noqa: E402
 from flows.passes import document_pass_dirs, run_stats  # noqa: E402
 from flows.progress import read_progress  # noqa: E402
@@ -271,7 +277,7 @@ def test_progress_is_read_from_the_part_files(sample_run) -> None:  # noqa: ANN0
 
 def test_deployments_are_defined_with_full_valid_parameters() -> None:
     deployments = {d.name: d for d in build_deployments()}
-    assert set(deployments) == {"local", "sample", WEEKLY}
+    assert set(deployments) == {"local", "sample", WEEKLY, SPARK_CLUSTER}
     for d in deployments.values():
         assert d.entrypoint == "flows.refinery_flow.refinery"
         assert d.enforce_parameter_schema
@@ -282,6 +288,7 @@ def test_deployments_are_defined_with_full_valid_parameters() -> None:
     assert weekly.parameters["config"]["source"]["limit_warcs"] >= 1
     assert [s.schedule.cron for s in weekly.schedules] == [WEEKLY_CRON]
     assert not deployments["local"].schedules and not deployments["sample"].schedules
+    assert deployments[SPARK_CLUSTER].parameters["config"]["engine"]["kind"] == "spark"
     assert deployments["local"].parameters["config"] == RunConfig().model_dump(mode="json")
     schema = deployments["local"]._parameter_openapi_schema.model_dump()
     assert schema["definitions"]["RunConfig"]["properties"]["source"] == {"$ref": "#/definitions/SourceConfig"}
@@ -291,3 +298,27 @@ def test_artifact_keys_are_valid_prefect_keys() -> None:
     assert artifact_key("CC-MAIN-2024-22", "funnel") == "cc-main-2024-22-funnel"
     assert artifact_key("My run_1 (test)", "drop-reasons") == "my-run-1-test-drop-reasons"
     assert artifact_key("***", "outputs") == "run-outputs"
+
+
+def test_spark_cluster_deployment_runs_on_spark_and_logs_its_progress(
+    api_url: str,
+    spark,
+    sample_run,
+    tmp_path: Path,  # noqa: ANN001
+) -> None:
+    """The spark-cluster deployment's parameters on the sample crawl: the flow drives Spark (the test session's
+    local[2] master), writes what the local engine writes, and Spark's progress reaches the run's log."""
+    params = deployment_parameters()[SPARK_CLUSTER]
+    config = RunConfig.model_validate({**params["config"], "output_dir": str(tmp_path), "name": "spark-flow"})
+    assert config.engine.kind == "spark"
+    state = _run(config=config, sample=True)
+    assert state.is_completed(), state.message
+    run_dir = tmp_path / "spark-flow"
+    flow_docs = read_documents(run_dir / "dedup").sort_by("id")
+    cli_docs = read_documents(sample_run.documents_dir.parent).sort_by("id")
+    assert flow_docs.column("id").to_pylist() == cli_docs.column("id").to_pylist()
+    assert flow_docs.column("text").to_pylist() == cli_docs.column("text").to_pylist()
+    messages = prefect_api.wait_for_logs(
+        api_url, _flow_run_id(state), "spark engine: master local[2]", "spark: cc-refinery: WARC files: stage"
+    )
+    assert any("spark: cc-refinery: dedup: write parts finished" in m for m in messages)

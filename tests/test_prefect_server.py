@@ -142,7 +142,7 @@ def test_deployments_register_on_a_process_work_pool(live: PrefectServer) -> Non
         timeout=120,
     )
     assert done.returncode == 0, done.stderr[-2000:]
-    for name in ("local", "sample", WEEKLY):
+    for name in ("local", "sample", WEEKLY, "spark-cluster"):
         deployment = prefect_api.get(live.api_url, f"/deployments/name/refinery/{name}")
         assert deployment["work_pool_name"] == "cc-refinery"
         assert deployment["entrypoint"] == "flows.refinery_flow.refinery"

@@ -113,7 +113,9 @@ def browser_run(live: tuple[PrefectServer, Path], browser: Chromium) -> dict:
 def test_deployments_page_lists_the_deployments(live: tuple[PrefectServer, Path], browser: Chromium) -> None:
     server, _ = live
     browser.goto(f"{server.url}/deployments")
-    browser.wait_for_text("3 Deployments", "local refinery", "sample refinery", "weekly-newest-dump refinery")
+    browser.wait_for_text(
+        "4 Deployments", "local refinery", "sample refinery", "weekly-newest-dump refinery", "spark-cluster refinery"
+    )
     weekly = prefect_api.deployment_id(server.api_url, "weekly-newest-dump")
     browser.goto(f"{server.url}/deployments/deployment/{weekly}")
     browser.wait_for_text("weekly-newest-dump", "At 03:00 AM, only on Monday", "flows.refinery_flow.refinery")

@@ -304,7 +304,7 @@ def run_tokenize(
     start = time.perf_counter()
     config = config or TokenizerConfig()
     workers = workers if workers is not None else config.workers
-    input_dir, output_dir = Path(input_dir), Path(output_dir)
+    input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()  # as executors see them
     parts = input_parts(input_dir)
     if not parts:
         raise TokenizeError(f"no finished parts in {input_dir} (expected {DOCUMENTS}/part-*.parquet with markers)")

@@ -631,7 +631,7 @@ def run_dedup(
     ``engine`` runs the per-part steps (default: the local engine with ``workers`` processes); a Spark
     engine also clusters with Spark SQL.
     """
-    output_dir = Path(output_dir)
+    output_dir = Path(output_dir).resolve()  # executors may run elsewhere: every path they get is absolute
     engine = _engine(engine, workers, progress)
     units = input_units(input_dir)
     work = output_dir / WORK

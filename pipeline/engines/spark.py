@@ -18,6 +18,8 @@ import io
 import logging
 import os
 import sys
+import threading
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -141,6 +143,59 @@ def _run_indexed(fn_bytes: bytes) -> Callable[[Iterator[pa.RecordBatch]], Iterat
     return run
 
 
+class SparkStatusLog:
+    """Logs the task counts of running Spark stages while a job runs, and failed attempts as warnings.
+
+    The lines go to this module's logger: to stderr with ``-v``, and into the Prefect run's log when a flow
+    drives the engine (our loggers are shipped there), so a cluster job is followed from the UI.
+    """
+
+    def __init__(self, spark: SparkSession, description: str, interval_s: float = 5.0) -> None:
+        self.tracker = spark.sparkContext.statusTracker()
+        self.description = description
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="spark-status", daemon=True)
+        self._last: dict[int, tuple[int, int, int, int]] = {}
+        self._start = 0.0
+
+    def __enter__(self) -> SparkStatusLog:
+        self._start = time.perf_counter()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._poll()
+        log.info("spark: %s finished in %.1f s", self.description, time.perf_counter() - self._start)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._poll()
+
+    def _poll(self) -> None:
+        try:
+            stage_ids = self.tracker.getActiveStageIds()
+            infos = [self.tracker.getStageInfo(i) for i in stage_ids]
+        except Exception as e:  # the context may be stopping; progress lines are best effort
+            log.debug("spark status unavailable: %s", e)
+            return
+        for info in infos:
+            if info is None:
+                continue
+            counts = (info.numTasks, info.numCompletedTasks, info.numActiveTasks, info.numFailedTasks)
+            before = self._last.get(info.stageId)
+            if counts == before:
+                continue
+            self._last[info.stageId] = counts
+            total, done, running, failed = counts
+            stage = f"spark: {self.description}: stage {info.stageId}"
+            log.info("%s: %d/%d tasks done, %d running", stage, done, total, running)
+            if failed > (before[3] if before else 0):
+                log.warning("%s: %d task attempts failed so far; Spark retries them (see the Spark UI)", stage, failed)
+
+
 @dataclass
 class _UnitTask:
     """Runs unit ``i`` of a pass on an executor (picklable: the processor and units travel with it)."""
@@ -168,6 +223,8 @@ class SparkEngine:
         from pipeline.cache import cache_root
 
         self.shipped = ship_code(self.spark, self.code_cache or cache_root() / "spark")
+        context = self.spark.sparkContext
+        log.info("spark engine: master %s, %d cores, UI %s", context.master, self.parallelism, context.uiWebUrl)
 
     @property
     def parallelism(self) -> int:
@@ -182,7 +239,8 @@ class SparkEngine:
         self.spark.sparkContext.setJobDescription(description)
         frame = self.spark.range(count, numPartitions=count).toDF("index")
         out = frame.mapInArrow(_run_indexed(cloudpickle.dumps(fn)), "index long, result binary")
-        rows = out.collect()
+        with SparkStatusLog(self.spark, description):
+            rows = out.collect()
         results: list[Any] = [None] * count
         for row in rows:
             results[row["index"]] = cloudpickle.loads(row["result"])
