@@ -71,7 +71,9 @@ class ExtractionConfig(_Model):
     fast: bool = Field(
         False, description="trafilatura's fast mode: skip the readability/jusText fallback comparison (faster)."
     )
-    timeout_s: float = Field(5.0, gt=0, description="Per-document extraction time limit; slower pages are dropped.")
+    timeout_s: float = Field(
+        5.0, gt=0, description="Per-document extraction CPU-time limit (seconds); costlier pages are dropped."
+    )
     max_html_bytes: int = Field(
         2_000_000, ge=1_000, description="Pages larger than this are dropped before parsing (counted)."
     )

@@ -2,10 +2,13 @@
 
 A page that makes trafilatura slow must not stall a worker, but a process round-trip per page (what
 datatrove's extractor sandbox does) costs time on every page. We interrupt the extraction in-process
-instead: on the main thread a SIGALRM interval timer raises :class:`ExtractionTimeout` in the
+instead: on the main thread a SIGPROF interval timer raises :class:`ExtractionTimeout` in the
 extracting code (the previous handler and timer are restored after the batch); on any other thread
 (a thread-pool executor, an embedded interpreter) a watchdog thread raises the same exception in the
-extracting thread with ``PyThreadState_SetAsyncExc``. Both deliver the exception between Python
+extracting thread with ``PyThreadState_SetAsyncExc``. The limit is CPU time (the process's for the
+timer, the extracting thread's for the watchdog), not wall-clock time: a page is dropped for what it
+costs, not for how busy the machine is, so two runs (or two engines) on a loaded machine keep the
+same pages. Both deliver the exception between Python
 bytecodes, so one long call into C (a single huge lxml parse) finishes before it is interrupted;
 ``max_html_bytes`` bounds that case, checked before parsing. ``ExtractionTimeout`` derives from
 ``BaseException`` so trafilatura's own ``except Exception`` blocks cannot swallow it, and the timer
@@ -51,8 +54,13 @@ def extract_text(html: str, options: Extractor) -> str | None:
     return trafilatura_extract(html, options=options)
 
 
+_TIMER = signal.ITIMER_PROF
+_SIGNAL = signal.SIGPROF
+"""CPU-time interval timer (user + system time of the process) and the signal it sends."""
+
+
 class _AlarmGuard:
-    """Per-call deadline with SIGALRM (main thread only); restores the previous handler and timer on exit."""
+    """Per-call CPU-time limit with SIGPROF (main thread only); restores the previous handler and timer on exit."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
@@ -62,18 +70,18 @@ class _AlarmGuard:
         self._armed = False
 
     def __enter__(self) -> _AlarmGuard:
-        self._previous_timer = signal.setitimer(signal.ITIMER_REAL, 0)
-        self._entered_at = time.monotonic()
-        self._previous_handler = signal.signal(signal.SIGALRM, self._fire)
+        self._previous_timer = signal.setitimer(_TIMER, 0)
+        self._entered_at = time.process_time()
+        self._previous_handler = signal.signal(_SIGNAL, self._fire)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, self._previous_handler)
+        signal.setitimer(_TIMER, 0)
+        signal.signal(_SIGNAL, self._previous_handler)
         remaining, interval = self._previous_timer
         if remaining > 0:
-            left = remaining - (time.monotonic() - self._entered_at)
-            signal.setitimer(signal.ITIMER_REAL, max(left, 1e-3), interval)
+            left = remaining - (time.process_time() - self._entered_at)
+            signal.setitimer(_TIMER, max(left, 1e-3), interval)
 
     def _fire(self, signum: int, frame: FrameType | None) -> None:
         if self._armed:  # a signal handled just after disarm() must not escape into the caller
@@ -81,11 +89,11 @@ class _AlarmGuard:
 
     def arm(self) -> None:
         self._armed = True
-        signal.setitimer(signal.ITIMER_REAL, self.seconds, _REFIRE_S)
+        signal.setitimer(_TIMER, self.seconds, _REFIRE_S)
 
     def disarm(self) -> None:
         self._armed = False
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.setitimer(_TIMER, 0)
 
 
 def _async_raise(thread_id: int, exc: type[BaseException] | None) -> None:
@@ -94,11 +102,12 @@ def _async_raise(thread_id: int, exc: type[BaseException] | None) -> None:
 
 
 class _WatchdogGuard:
-    """Per-call deadline for threads other than the main one: a watchdog thread raises in the caller."""
+    """Per-call CPU-time limit for threads other than the main one: a watchdog thread raises in the caller."""
 
     def __init__(self, seconds: float) -> None:
         self.seconds = seconds
         self._target = threading.get_ident()
+        self._clock = time.pthread_getcpuclockid(self._target)
         self._cond = threading.Condition()
         self._deadline: float | None = None
         self._fired = False
@@ -122,18 +131,21 @@ class _WatchdogGuard:
                 if self._deadline is None:
                     self._cond.wait()
                     continue
-                remaining = self._deadline - time.monotonic()
+                remaining = self._deadline - self._cpu()
                 if remaining > 0:
-                    self._cond.wait(remaining)
+                    self._cond.wait(remaining)  # a thread's CPU time grows no faster than wall-clock time
                     continue
                 _async_raise(self._target, ExtractionTimeout)
                 self._fired = True
-                self._deadline = time.monotonic() + _REFIRE_S
+                self._deadline = self._cpu() + _REFIRE_S
+
+    def _cpu(self) -> float:
+        return time.clock_gettime(self._clock)
 
     def arm(self) -> None:
         with self._cond:
             self._fired = False
-            self._deadline = time.monotonic() + self.seconds
+            self._deadline = self._cpu() + self.seconds
             self._cond.notify()
 
     def disarm(self) -> None:
@@ -145,7 +157,7 @@ class _WatchdogGuard:
 
 
 def _guard(seconds: float) -> _AlarmGuard | _WatchdogGuard:
-    if threading.current_thread() is threading.main_thread() and hasattr(signal, "setitimer"):
+    if threading.current_thread() is threading.main_thread() and hasattr(signal, "SIGPROF"):
         return _AlarmGuard(seconds)
     return _WatchdogGuard(seconds)
 

@@ -128,7 +128,9 @@ def test_huge_page_is_dropped_quickly(aeb: list[tuple[str, str, str]]) -> None:
 def _slow_on_marker(real):  # noqa: ANN001, ANN202 - test double with trafilatura's signature
     def extract(html: str, options: object) -> str | None:
         if "PATHOLOGICAL" in html:
-            time.sleep(30)  # SIGALRM interrupts the sleep
+            deadline = time.monotonic() + 30  # burns CPU: the limit is CPU time (SIGPROF interrupts the loop)
+            while time.monotonic() < deadline:
+                sum(range(1000))
         return real(html, options)
 
     return extract
@@ -143,8 +145,8 @@ def test_slow_page_times_out_and_the_next_pages_extract(
     def handler(signum: int, frame: object) -> None:
         calls.append(signum)
 
-    timer_before = signal.getitimer(signal.ITIMER_REAL)[0]  # pytest-timeout may have one running
-    previous = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_PROF, 60.0)  # a profiler's timer, running before the batch
+    previous = signal.signal(signal.SIGPROF, handler)
     try:
         stage = ExtractStage(ExtractionConfig(timeout_s=0.3))
         pages = [aeb[0][1], "<html><!-- PATHOLOGICAL --><body><p>x</p></body></html>", aeb[1][1], aeb[2][1]]
@@ -154,14 +156,15 @@ def test_slow_page_times_out_and_the_next_pages_extract(
         assert out.column(DROP_REASON).to_pylist() == [None, "timeout", None, None]
         assert all(out.column("text")[i].as_py() for i in (0, 2, 3))
         # the handler and the timer in place before the batch are back
-        assert signal.getsignal(signal.SIGALRM) is handler
-        timer_after = signal.getitimer(signal.ITIMER_REAL)[0]
-        assert 0 < timer_after <= timer_before if timer_before else timer_after == 0
+        assert signal.getsignal(signal.SIGPROF) is handler
+        timer_after = signal.getitimer(signal.ITIMER_PROF)[0]
+        assert 0 < timer_after < 60.0  # resumed with the CPU time the batch used taken off
         assert calls == []
-        signal.raise_signal(signal.SIGALRM)
-        assert calls == [signal.SIGALRM]
+        signal.raise_signal(signal.SIGPROF)
+        assert calls == [signal.SIGPROF]
     finally:
-        signal.signal(signal.SIGALRM, previous)
+        signal.setitimer(signal.ITIMER_PROF, 0)
+        signal.signal(signal.SIGPROF, previous)
 
 
 def test_timeout_off_the_main_thread(aeb: list[tuple[str, str, str]], monkeypatch: pytest.MonkeyPatch) -> None:
