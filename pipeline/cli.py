@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -75,7 +76,8 @@ def _overrides(**flags: object) -> dict:
 
 
 def _engine_flags(engine: str | None, master: str | None, spark_conf: list[str] | None) -> dict:
-    """``--engine/--master/--spark-conf`` as config overrides; a master or Spark setting implies the Spark engine."""
+    """``--engine/--master/--spark-conf`` as config overrides; a master or Spark setting implies the Spark engine,
+    and so does running under spark-submit (unless ``--engine local``)."""
     flags: dict = {}
     if spark_conf:
         conf = {}
@@ -90,6 +92,8 @@ def _engine_flags(engine: str | None, master: str | None, spark_conf: list[str] 
         flags["engine.master"] = master
     if engine or master or spark_conf:
         flags["engine.kind"] = engine or "spark"
+    elif os.environ.get("PYSPARK_GATEWAY_PORT"):  # started by spark-submit: its cluster is what the user wants
+        flags["engine.kind"] = "spark"
     return flags
 
 

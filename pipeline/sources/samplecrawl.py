@@ -14,6 +14,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import html
+import importlib.resources
 import io
 import json
 import logging
@@ -38,7 +39,8 @@ from pipeline.config import SAMPLE_DUMP
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SAMPLE_DATA = Path(__file__).resolve().parents[1] / "sample_data"
+SAMPLE_DATA = importlib.resources.files("pipeline") / "sample_data"
+"""The vendored pages and WARC files: a folder, or a folder inside the zip spark-submit ships (--py-files)."""
 MANIFEST_NAME = "sample_manifest.json"
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 _DUMP_RE = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
@@ -192,7 +194,7 @@ def _warc_captures(index: dict) -> list[_Capture]:
     captures = []
     for entry in index["warcs"]:
         name = Path(entry["file"]).name
-        with open(SAMPLE_DATA / entry["file"], "rb") as fh:
+        with (SAMPLE_DATA / entry["file"]).open("rb") as fh:
             for rec in ArchiveIterator(fh):
                 if rec.rec_type != "response" or rec.http_headers is None:
                     continue
