@@ -1,0 +1,174 @@
+"""The Spark engine runs the local engine's units unchanged: same parts, same documents, same stats, same resume."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from pipeline.config import SAMPLE_DUMP, load_config
+from pipeline.engines.base import RunIncomplete, WorkUnit
+from pipeline.engines.local import LocalEngine
+from pipeline.engines.spark import SparkEngine, build_code_archive
+from pipeline.run import run_pipeline, warc_pass
+from pipeline.shards import MARKERS, STATS, load_stats
+
+pytestmark = pytest.mark.timeout(600)
+
+
+def documents_by_part(run_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """Per part file: (id, text) of every kept document, in file order."""
+    out = {}
+    for path in sorted((run_dir / "documents").glob("part-*.parquet")):
+        table = pq.read_table(path, columns=["id", "text"])
+        out[path.name] = list(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
+    return out
+
+
+def funnel(run_dir: Path) -> dict[str, list]:
+    """Per part: each stage's (name, docs in, docs out, drop reasons) and the source counters."""
+    return {
+        s.part: [s.source, s.docs_out, [(st.name, st.docs_in, st.docs_out, dict(st.drops)) for st in s.stages]]
+        for s in load_stats(run_dir)
+    }
+
+
+@pytest.fixture(scope="module")
+def spark_engine(spark) -> SparkEngine:  # noqa: ANN001
+    return SparkEngine(spark, progress=False)
+
+
+def realdata_config(realdata: Path, out: Path, name: str):  # noqa: ANN201 - RunConfig
+    return load_config(
+        overrides={
+            "source.cc_base_url": str(realdata / "warc_samples"),
+            "output_dir": str(out),
+            "name": name,
+            "keep_rejected": True,
+            "langid.languages": None,
+        }
+    )
+
+
+REAL_WARCS = [
+    "archive-org-2008_heritrix.warc.gz",
+    "bl-gov-uk-2014_heritrix-a.warc.gz",
+    "cc-main-2020-34_excerpt.warc.gz",
+    "edge-case_clipped-record.warc.gz",
+    "iana-org_liveweb.warc.gz",
+    "wget-sample-0000.warc.gz",
+]
+
+
+def test_warc_pass_on_real_warcs_same_parts_and_stats_on_both_engines(
+    realdata: Path, tmp_path: Path, spark_engine: SparkEngine
+) -> None:
+    units = [WorkUnit(part=f"part-{i:05d}", inputs=(name,)) for i, name in enumerate(REAL_WARCS)]
+    local = realdata_config(realdata, tmp_path, "local")
+    spark = realdata_config(realdata, tmp_path, "spark")
+    # the clipped file is refused the same way by both (a truncated download is an error, not a short part)
+    with pytest.raises(RunIncomplete, match="part-00003: TruncatedGzipError") as local_error:
+        warc_pass(local, units, LocalEngine(workers=2, progress=False))
+    with pytest.raises(RunIncomplete, match="part-00003: TruncatedGzipError") as spark_error:
+        warc_pass(spark, units, spark_engine)
+    assert str(spark_error.value).replace("/spark/", "/local/") == str(local_error.value)
+
+    assert sorted(p.name for p in (spark.run_dir / MARKERS).iterdir()) == [
+        f"{u.part}.done" for u in units if u.part != "part-00003"
+    ]
+    expected = documents_by_part(local.run_dir)
+    assert sum(len(docs) for docs in expected.values()) >= 30  # real pages of all languages survive the chain
+    assert documents_by_part(spark.run_dir) == expected
+    assert funnel(spark.run_dir) == funnel(local.run_dir)
+    for folder in ("rejected", MARKERS, STATS, "failures"):
+        assert sorted(p.name for p in (spark.run_dir / folder).iterdir()) == sorted(
+            p.name for p in (local.run_dir / folder).iterdir()
+        )
+    # same schema, byte for byte in what readers see
+    name = next(iter(expected))
+    assert pq.read_schema(spark.run_dir / "documents" / name) == pq.read_schema(local.run_dir / "documents" / name)
+
+
+def test_whole_run_on_the_sample_crawl_matches_the_local_engine(
+    mirror_url: str,
+    sample_run,
+    tmp_path: Path,
+    spark_engine: SparkEngine,  # noqa: ANN001
+) -> None:
+    """WARC pass, dedup (MinHash clustered with Spark SQL), tokens and report, against the session's local run."""
+    config = load_config(
+        overrides={
+            "source.cc_base_url": mirror_url,
+            "source.dump": SAMPLE_DUMP,
+            "output_dir": str(tmp_path),
+            "name": "spark",
+            "keep_rejected": True,
+            "engine.kind": "spark",
+        }
+    )
+    summary = run_pipeline(config, progress=False, engine=spark_engine)
+
+    local_dir = sample_run.run_dir
+    assert documents_by_part(summary.run_dir) == documents_by_part(local_dir)
+    assert documents_by_part(summary.run_dir / "dedup") == documents_by_part(local_dir / "dedup")
+    assert funnel(summary.run_dir / "dedup") == funnel(local_dir / "dedup")
+    assert summary.stats.docs_out == sample_run.stats.docs_out
+    local_clusters = json.loads((local_dir / "dedup" / "dedup_clusters.json").read_text())
+    spark_clusters = json.loads((summary.run_dir / "dedup" / "dedup_clusters.json").read_text())
+    for key in ("documents", "kept", "exact_duplicates", "near_duplicates", "size_histogram", "top_clusters"):
+        assert spark_clusters[key] == local_clusters[key], key
+    assert spark_clusters["near_duplicates"] > 0  # the sample crawl plants near-duplicates
+    local_manifest = json.loads((local_dir / "tokens" / "manifest.json").read_text())
+    spark_manifest = json.loads((summary.run_dir / "tokens" / "manifest.json").read_text())
+    assert [s["sha256"] for s in spark_manifest["shards"]] == [s["sha256"] for s in local_manifest["shards"]]
+    assert summary.report_path is not None and summary.report_path.stat().st_size > 10_000
+
+
+def test_rerun_redoes_only_the_unfinished_part_and_failures_are_reported(
+    realdata: Path, tmp_path: Path, spark_engine: SparkEngine
+) -> None:
+    config = realdata_config(realdata, tmp_path, "resume")
+    units = [WorkUnit(part=f"part-{i:05d}", inputs=(name,)) for i, name in enumerate(REAL_WARCS[:3])]
+    warc_pass(config, units, spark_engine)
+    run_dir = config.run_dir
+    before = {p.name: p.stat().st_mtime_ns for p in (run_dir / "documents").iterdir()}
+    reference = documents_by_part(run_dir)
+    (run_dir / MARKERS / "part-00001.done").unlink()  # as if its task died before the marker
+
+    missing = WorkUnit(part="part-00003", inputs=("no-such-file.warc.gz",))
+    with pytest.raises(RunIncomplete, match="1 of 4 parts failed"):
+        warc_pass(config, [*units, missing], spark_engine)
+
+    after = {p.name: p.stat().st_mtime_ns for p in (run_dir / "documents").iterdir()}
+    assert after["part-00000.parquet"] == before["part-00000.parquet"]
+    assert after["part-00002.parquet"] == before["part-00002.parquet"]
+    assert after["part-00001.parquet"] != before["part-00001.parquet"]
+    assert documents_by_part(run_dir) == reference
+    failure = json.loads((run_dir / "failures" / "part-00003.json").read_text())
+    assert "no-such-file" in failure["error"] + failure["traceback"]
+
+
+def test_map_items_keeps_order_and_runs_each_item_as_its_own_task(spark_engine: SparkEngine) -> None:
+    results = spark_engine.map_items(_square_with_partition, 7)
+    assert [value for value, _ in results] == [i * i for i in range(7)]
+    assert sorted(partition for _, partition in results) == list(range(7))
+
+
+def _square_with_partition(i: int) -> tuple[int, int]:
+    from pyspark import TaskContext
+
+    return i * i, TaskContext.get().partitionId()
+
+
+def test_code_archive_holds_the_packages_and_is_reproducible(tmp_path: Path) -> None:
+    first = build_code_archive(tmp_path / "a")
+    second = build_code_archive(tmp_path / "b")
+    assert first.name == second.name and first.read_bytes() == second.read_bytes()
+    names = zipfile.ZipFile(first).namelist()
+    for needed in ("pipeline/run.py", "pipeline/engines/spark.py", "filters/registry.py", "tokenization/shards.py"):
+        assert needed in names
+    assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    assert not [n for n in names if n.startswith("flows/") or n.startswith("tests/")]
