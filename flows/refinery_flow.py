@@ -139,13 +139,31 @@ def _default_sigterm() -> None:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
-def _follow_pipeline_logs() -> None:
-    """Let our INFO records through (Prefect ships them to the UI when they are PREFECT_LOGGING_EXTRA_LOGGERS)."""
+@contextlib.contextmanager
+def _pipeline_logs_to_run() -> Iterator[None]:
+    """Ship our loggers' INFO records (engine progress, Spark stages, failed attempts) to this run's log.
+
+    Prefect does it by itself for PREFECT_LOGGING_EXTRA_LOGGERS (what ``serve`` sets); otherwise an API
+    handler is attached for the length of the run, so any way of starting the flow shows them.
+    """
+    from prefect.logging.handlers import APILogHandler
+
+    added: list[tuple[logging.Logger, logging.Handler]] = []
     for name in OUR_LOGGERS:
-        if logging.getLogger(name).level == logging.NOTSET:
-            logging.getLogger(name).setLevel(logging.INFO)
+        logger = logging.getLogger(name)
+        if logger.level == logging.NOTSET:
+            logger.setLevel(logging.INFO)
+        if not any(isinstance(h, APILogHandler) for h in logger.handlers):
+            handler = APILogHandler()
+            logger.addHandler(handler)
+            added.append((logger, handler))
     for name in QUIET_LOGGERS:
         logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, handler in added:
+            logger.removeHandler(handler)
 
 
 @contextlib.contextmanager
@@ -180,9 +198,9 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
             collinfo.json, or the newest crawl-data/ folder of a mirror).
     """
     logger = get_run_logger()
-    _follow_pipeline_logs()
     _forked_children_die_on_sigterm()
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_pipeline_logs_to_run())
         if sample:
             config = stack.enter_context(_sample_source(config, newest_dump))
         elif newest_dump:

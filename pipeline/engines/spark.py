@@ -13,6 +13,7 @@ be there: it is zipped and shipped with ``addPyFile`` (or ``spark-submit --py-fi
 
 from __future__ import annotations
 
+import contextvars
 import hashlib
 import io
 import logging
@@ -155,7 +156,9 @@ class SparkStatusLog:
         self.description = description
         self.interval_s = interval_s
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="spark-status", daemon=True)
+        # the caller's context (e.g. a Prefect task run) goes with the thread, so its log lines land there too
+        context = contextvars.copy_context()
+        self._thread = threading.Thread(target=context.run, args=(self._loop,), name="spark-status", daemon=True)
         self._last: dict[int, tuple[int, int, int, int]] = {}
         self._start = 0.0
 
