@@ -20,13 +20,13 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
-import pyarrow.parquet as pq
 import pytest
 import yaml
 
 from pipeline.config import SAMPLE_DUMP
 from pipeline.engines.spark import ARCHIVE_PREFIX, CODE_PACKAGES
-from pipeline.shards import DOCUMENTS, MARKERS, STATS, load_stats
+from pipeline.shards import DOCUMENTS, MARKERS, STATS
+from tests.outputs import documents_by_part, funnel
 from tests.spark_cluster import StandaloneCluster, java_home, spark_home, standalone_cluster
 
 pytestmark = [
@@ -42,23 +42,6 @@ SMALL_SHUFFLES = {"spark.sql.shuffle.partitions": "4"}
 """A few hundred documents: Spark's default 200 shuffle partitions would only add task overhead to dedup."""
 SERIAL_TASKS = {"spark.task.cpus": "2"}
 """Each task takes both worker cores: parts finish one by one, so there is time to kill between two of them."""
-
-
-def documents_by_part(run_dir: Path) -> dict[str, list[tuple[str, str]]]:
-    """Per part file: (id, text) of every kept document, in file order."""
-    out = {}
-    for path in sorted((run_dir / DOCUMENTS).glob("part-*.parquet")):
-        table = pq.read_table(path, columns=["id", "text"])
-        out[path.name] = list(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
-    return out
-
-
-def funnel(run_dir: Path) -> dict[str, list]:
-    """Per part: source counters, documents out and each stage's (name, in, out, drop reasons)."""
-    return {
-        s.part: [s.source, s.docs_out, [(st.name, st.docs_in, st.docs_out, dict(st.drops)) for st in s.stages]]
-        for s in load_stats(run_dir)
-    }
 
 
 @pytest.fixture(scope="module")

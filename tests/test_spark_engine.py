@@ -14,26 +14,10 @@ from pipeline.engines.base import RunIncomplete, WorkUnit
 from pipeline.engines.local import LocalEngine
 from pipeline.engines.spark import SparkEngine, build_code_archive
 from pipeline.run import run_pipeline, warc_pass
-from pipeline.shards import MARKERS, STATS, load_stats
+from pipeline.shards import MARKERS, STATS
+from tests.outputs import documents_by_part, funnel
 
 pytestmark = pytest.mark.timeout(600)
-
-
-def documents_by_part(run_dir: Path) -> dict[str, list[tuple[str, str]]]:
-    """Per part file: (id, text) of every kept document, in file order."""
-    out = {}
-    for path in sorted((run_dir / "documents").glob("part-*.parquet")):
-        table = pq.read_table(path, columns=["id", "text"])
-        out[path.name] = list(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
-    return out
-
-
-def funnel(run_dir: Path) -> dict[str, list]:
-    """Per part: each stage's (name, docs in, docs out, drop reasons) and the source counters."""
-    return {
-        s.part: [s.source, s.docs_out, [(st.name, st.docs_in, st.docs_out, dict(st.drops)) for st in s.stages]]
-        for s in load_stats(run_dir)
-    }
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,26 @@
+"""Read a run folder back for comparisons between runs: documents per part and the stats funnel per part."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from pipeline.shards import DOCUMENTS, load_stats
+
+
+def documents_by_part(run_dir: Path) -> dict[str, list[tuple[str, str]]]:
+    """Per part file: (id, text) of every kept document, in file order."""
+    out = {}
+    for path in sorted((Path(run_dir) / DOCUMENTS).glob("part-*.parquet")):
+        table = pq.read_table(path, columns=["id", "text"])
+        out[path.name] = list(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
+    return out
+
+
+def funnel(run_dir: Path) -> dict[str, list]:
+    """Per part: source counters, documents out and each stage's (name, in, out, drop reasons)."""
+    return {
+        s.part: [s.source, s.docs_out, [(st.name, st.docs_in, st.docs_out, dict(st.drops)) for st in s.stages]]
+        for s in load_stats(run_dir)
+    }
