@@ -25,13 +25,13 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
-from flows import dumps
 from flows.artifacts import RunOutputs, artifact_key, publish_run_artifacts
 from flows.passes import PASSES, Pass, run_stats
 from flows.progress import ProgressReporter, read_progress
 from pipeline.config import SAMPLE_DUMP, RunConfig
 from pipeline.run import plan_units
 from pipeline.shards import document_files
+from pipeline.sources import dumps
 from pipeline.sources.download import DownloadError, NotGzipError
 from pipeline.stats import format_funnel
 

@@ -33,13 +33,13 @@ from flows.deployments import (  # noqa: E402
     build_deployments,
     deployment_parameters,
 )
-from flows.dumps import collinfo_url_for, newest_dump, newest_of  # noqa: E402
 from flows.passes import document_pass_dirs, run_stats  # noqa: E402
 from flows.progress import read_progress  # noqa: E402
 from flows.refinery_flow import refinery  # noqa: E402
 from pipeline.config import SAMPLE_DUMP, RunConfig  # noqa: E402
 from pipeline.shards import part_name, read_documents, total_stats  # noqa: E402
 from pipeline.sources.download import DownloadError  # noqa: E402
+from pipeline.sources.dumps import collinfo_url_for, newest_dump, newest_of  # noqa: E402
 from pipeline.sources.mirror import serve_directory  # noqa: E402
 from pipeline.sources.samplecrawl import build_sample_crawl, sample_manifest  # noqa: E402
 from tests import prefect_api  # noqa: E402

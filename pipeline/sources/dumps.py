@@ -1,7 +1,4 @@
-"""Which Common Crawl dump is the newest, for the scheduled "newest dump" deployment.
-
-No Prefect here: this is pipeline logic that waits in ``flows/`` until it moves to
-``pipeline/sources/commoncrawl.py`` (same names, same tests).
+"""Which Common Crawl dump is the newest (the scheduled "newest dump" deployment runs on it).
 
 Common Crawl announces finished crawls in ``collinfo.json`` on its index server, newest first;
 a local mirror folder simply holds ``crawl-data/<dump>/warc.paths.gz`` per dump.
