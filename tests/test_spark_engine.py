@@ -13,7 +13,7 @@ from pipeline.config import SAMPLE_DUMP, load_config
 from pipeline.engines.base import RunIncomplete, WorkUnit
 from pipeline.engines.local import LocalEngine
 from pipeline.engines.spark import SparkEngine, build_code_archive
-from pipeline.run import run_pipeline, warc_pass
+from pipeline.run import dedup_pass, run_pipeline, warc_pass
 from pipeline.shards import MARKERS, STATS
 from tests.outputs import documents_by_part, funnel
 
@@ -74,6 +74,12 @@ def test_warc_pass_on_real_warcs_same_parts_and_stats_on_both_engines(
     # same schema, byte for byte in what readers see
     name = next(iter(expected))
     assert pq.read_schema(spark.run_dir / "documents" / name) == pq.read_schema(local.run_dir / "documents" / name)
+
+    # dedup of the finished parts: the same documents survive (exact + MinHash clustered with Spark SQL)
+    local_dedup = dedup_pass(local, local.run_dir, LocalEngine(workers=2, progress=False))
+    spark_dedup = dedup_pass(spark, spark.run_dir, spark_engine)
+    assert documents_by_part(spark_dedup) == documents_by_part(local_dedup)
+    assert funnel(spark_dedup) == funnel(local_dedup)
 
 
 def test_whole_run_on_the_sample_crawl_matches_the_local_engine(
