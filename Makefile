@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 OUT    ?= out
 TORCH  ?= torch==2.13.0
 
-.PHONY: install browser demo ui test lint bench clean
+.PHONY: install browser demo ui test lint bench bench-spark clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "cc-refinery needs Python >= 3.11")'
@@ -43,6 +43,9 @@ bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md
 	$(BIN)/python -m bench.bench_extraction_quality
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_tokenize
+
+bench-spark: install  ## Spark engine: local[1] vs local[2] scaling, Spark vs local, dedup at 500k documents
+	$(BIN)/python -m bench.bench_spark
 
 clean:
 	rm -rf $(OUT) .pytest_cache .prefect
