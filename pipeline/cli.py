@@ -113,13 +113,16 @@ def _load(config_file: Path | None, overrides: dict) -> RunConfig:
         raise typer.Exit(2) from None
 
 
+SAMPLE_CRAWL_DIR = "sample-crawl"
+
+
 @contextlib.contextmanager
 def _sample_mirror(output_dir: Path) -> Iterator[str]:
     """Build (once) the sample crawl under ``output_dir`` and serve it on 127.0.0.1 while the run lasts."""
     from pipeline.sources.mirror import serve_directory
     from pipeline.sources.samplecrawl import build_sample_crawl
 
-    root = output_dir / "sample-crawl"
+    root = output_dir / SAMPLE_CRAWL_DIR
     build_sample_crawl(root)  # deterministic and under a second: always current with the package
     with serve_directory(root) as base_url:
         typer.echo(f"serving the sample crawl at {base_url}", err=True)
@@ -149,6 +152,14 @@ def run(
     ] = False,
     validate: Annotated[
         bool, typer.Option("--validate", help="After tokenizing, train a small GPT on the shards (needs torch).")
+    ] = False,
+    newest_dump: Annotated[
+        bool,
+        typer.Option(
+            "--newest-dump",
+            help="Run on the newest dump the source offers (Common Crawl's collinfo.json, or a mirror's newest "
+            "crawl-data/ folder) instead of --dump.",
+        ),
     ] = False,
     no_progress: NoProgressOpt = False,
     verbose: VerboseOpt = False,
@@ -201,6 +212,14 @@ def run(
             if config.tokenizer.val_shard_tokens is None:  # a sample is small: keep train shards besides val
                 config.tokenizer.val_shard_tokens = 8_192
         try:
+            if newest_dump:
+                from pipeline.sources.dumps import newest_dump as find_newest
+
+                source = config.source
+                where = str(config.output_dir / SAMPLE_CRAWL_DIR) if sample else source.cc_base_url
+                dump = find_newest(where, timeout_s=source.timeout_s)
+                typer.echo(f"newest dump: {dump}", err=True)
+                config.source = source.model_copy(update={"dump": dump})
             summary = run_pipeline(config, progress=not no_progress)
         except RunIncomplete as e:
             typer.secho(str(e), fg=typer.colors.RED, err=True)

@@ -26,6 +26,8 @@ runner = CliRunner()
         (["report"], "self-contained"),
         (["dedup"], "MinHash near-duplicate"),
         (["validate-shards"], "unigram entropy"),
+        (["spark"], "spark-submit"),
+        (["spark", "package"], "--py-files"),
     ],
 )
 def test_every_command_has_help(args: list[str], expected: str) -> None:
@@ -99,3 +101,25 @@ def test_stage_extract_then_langid_on_real_warc(tmp_path: Path, realdata: Path) 
     )
     assert result.exit_code == 0, result.output
     assert pq.read_table(limited / "documents").num_rows <= 3
+
+
+def test_run_on_the_newest_dump_of_a_mirror(tmp_path: Path) -> None:
+    from pipeline.sources.samplecrawl import build_sample_crawl
+
+    mirror = tmp_path / "mirror"
+    build_sample_crawl(mirror, dump="CC-MAIN-2024-22", num_warcs=1)
+    build_sample_crawl(mirror, dump="CC-MAIN-2025-05", num_warcs=1)
+    out = tmp_path / "out"
+    args = ["run", "--cc-base-url", str(mirror), "--newest-dump", "--output", str(out), "--no-progress"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert "newest dump: CC-MAIN-2025-05" in result.output
+    docs = pq.read_table(out / "CC-MAIN-2025-05" / "dedup" / "documents")
+    assert docs.num_rows > 0 and set(docs.column("dump").to_pylist()) == {"CC-MAIN-2025-05"}
+    assert not (out / "CC-MAIN-2024-22").exists()
+
+
+def test_spark_conf_must_be_key_value() -> None:
+    result = runner.invoke(app, ["run", "--sample", "--spark-conf", "spark.executor.memory"])
+    assert result.exit_code == 2
+    assert "KEY=VALUE" in result.output
