@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -56,15 +58,21 @@ def clear_part(out_dir: Path, name: str) -> None:
     marker_path(out_dir, name).unlink(missing_ok=True)
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write under a temporary name, fsync, rename: readers see the old file or the whole new one."""
+def write_file_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` under a temporary name, fsync, rename: readers see the old file or the whole new one."""
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with open(tmp, "wb") as f:
-        f.write(data)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """``data`` as the whole content of ``path``, atomically (see :func:`write_file_atomic`)."""
+    write_file_atomic(path, lambda f: f.write(data))
 
 
 class _AtomicParquet:

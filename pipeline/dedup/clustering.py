@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from pipeline.dedup.minhash import estimated_jaccard
-from pipeline.shards import write_bytes_atomic
+from pipeline.shards import write_bytes_atomic, write_file_atomic
 
 log = logging.getLogger(__name__)
 
@@ -47,13 +46,7 @@ def write_json_atomic(path: Path, data: object) -> None:
 
 
 def save_array_atomic(path: Path, array: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    write_file_atomic(path, lambda f: np.save(f, array))
 
 
 def bucket_pairs(keys: np.ndarray, scope: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
