@@ -55,6 +55,7 @@ from pipeline.dedup.dedup_pass import (
     band_column,
 )
 from pipeline.dedup.minhash import estimated_jaccard
+from pipeline.engines.spark import ship_code
 from pipeline.shards import write_bytes_atomic
 
 log = logging.getLogger(__name__)
@@ -344,7 +345,7 @@ def cluster_spark(spark: SparkSession, output_dir: Path, names: list[str], confi
         return json.loads(done_file.read_text())
     if not names:
         raise ValueError("no signature parts to cluster")
-    _ship_code(spark)
+    ship_code(spark)  # executors import this module's functions
     mh = config.minhash
     bands = mh.bands if mh.enabled else 0
     num_perm = mh.num_perm if mh.enabled else 0
@@ -396,14 +397,6 @@ def _phase(spark: SparkSession, name: str, seconds: dict[str, float]) -> Iterato
     finally:
         seconds[name] = time.perf_counter() - start
         spark.sparkContext.setJobDescription(None)  # type: ignore[arg-type]
-
-
-def _ship_code(spark: SparkSession) -> None:
-    """Executors import this module's functions: ship the project's code unless it already travels."""
-    from pipeline.cache import cache_root
-    from pipeline.engines.spark import ship_code
-
-    ship_code(spark, cache_root() / "spark")
 
 
 def _load_docs(

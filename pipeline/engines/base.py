@@ -12,6 +12,7 @@ import logging
 import os
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -102,6 +103,23 @@ def collect_result(out_dir: Path, units: list[WorkUnit], skipped: set[str]) -> P
             fail_file = failure_path(out_dir, unit.part)
             error = json.loads(fail_file.read_text())["error"] if fail_file.exists() else "did not finish"
             result.failed[unit.part] = error
+    return result
+
+
+def run_pass(units: list[WorkUnit], out_dir: Path, run_todo: Callable[[list[WorkUnit]], None]) -> PassResult:
+    """What every engine does around its own scheduling: skip finished parts, ``run_todo`` the others, then
+    read back the outcome and raise :class:`RunIncomplete` if any part failed (after all others ran)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    skipped = {u.part for u in units if is_done(out_dir, u.part)}
+    todo = [u for u in units if u.part not in skipped]
+    if skipped:
+        log.info("%d of %d parts already done, skipping them", len(skipped), len(units))
+    if todo:
+        run_todo(todo)
+    result = collect_result(out_dir, units, skipped)
+    if result.failed:
+        raise RunIncomplete.for_parts(result, len(units), out_dir)
     return result
 
 

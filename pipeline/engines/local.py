@@ -19,8 +19,8 @@ from datatrove.pipeline.base import PipelineStep
 from loguru import logger as datatrove_logger
 from tqdm.auto import tqdm
 
-from pipeline.engines.base import PROGRESS, PassResult, RunIncomplete, UnitProcessor, WorkUnit, collect_result, run_unit
-from pipeline.shards import MARKERS, STATS, is_done
+from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, run_pass, run_unit
+from pipeline.shards import MARKERS, STATS
 
 log = logging.getLogger(__name__)
 
@@ -64,17 +64,13 @@ def run_local(
 ) -> PassResult:
     """Run every unit not yet done; raise :class:`RunIncomplete` if any failed (after all others ran)."""
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    skipped = {u.part for u in units if is_done(out_dir, u.part)}
-    todo = [u for u in units if u.part not in skipped]
-    if skipped:
-        log.info("%d of %d parts already done, skipping them", len(skipped), len(units))
-    if todo:
-        tasks = tasks or default_tasks(len(todo), workers)
+
+    def run_todo(todo: list[WorkUnit]) -> None:
+        n_tasks = tasks or default_tasks(len(todo), workers)
         executor = LocalPipelineExecutor(
             pipeline=[UnitsStep(todo, processor, out_dir, quiet=True)],
-            tasks=tasks,
-            workers=min(workers, tasks),
+            tasks=n_tasks,
+            workers=min(workers, n_tasks),
             logging_dir=str(out_dir / "logs"),
             skip_completed=False,
             # fork: workers inherit the quiet log setup and need no __main__ guard; they never touch tqdm
@@ -83,10 +79,8 @@ def run_local(
         datatrove_logger.disable("datatrove")  # its per-task banners; our funnel and logs say what happened
         with ProgressMonitor(out_dir, units, enabled=progress, description=description):
             executor.run()
-    result = collect_result(out_dir, units, skipped)
-    if result.failed:
-        raise RunIncomplete.for_parts(result, len(units), out_dir)
-    return result
+
+    return run_pass(units, out_dir, run_todo)
 
 
 @dataclass

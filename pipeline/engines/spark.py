@@ -29,8 +29,8 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
-from pipeline.engines.base import PassResult, RunIncomplete, UnitProcessor, WorkUnit, collect_result, run_unit
-from pipeline.shards import is_done
+from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit, run_pass, run_unit
+from pipeline.shards import write_bytes_atomic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
@@ -70,14 +70,11 @@ def build_code_archive(out_dir: Path) -> Path:
     target = out_dir / f"{ARCHIVE_PREFIX}-{digest.hexdigest()[:12]}.zip"
     if target.exists():
         return target
-    out_dir.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
         for name, path in files:
             archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), path.read_bytes())
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(buffer.getvalue())
-    tmp.replace(target)
+    write_bytes_atomic(target, buffer.getvalue())
     return target
 
 
@@ -88,11 +85,16 @@ def _shipped(spark: SparkSession) -> bool:
     return ARCHIVE_PREFIX in py_files or getattr(spark.sparkContext, "_cc_refinery_shipped", False)
 
 
-def ship_code(spark: SparkSession, cache_dir: Path) -> Path | None:
-    """Make the project's code importable on every executor, unless it already is; returns the zip shipped."""
+def ship_code(spark: SparkSession, cache_dir: Path | None = None) -> Path | None:
+    """Make the project's code importable on every executor, unless it already is; returns the zip shipped.
+
+    The zip is built in ``cache_dir`` (default: the project's cache folder).
+    """
     if _shipped(spark):
         return None
-    archive = build_code_archive(cache_dir)
+    from pipeline.cache import cache_root
+
+    archive = build_code_archive(cache_dir or cache_root() / "spark")
     spark.sparkContext.addPyFile(str(archive))
     spark.sparkContext._cc_refinery_shipped = True  # type: ignore[attr-defined]
     log.info("shipped %s to the executors", archive.name)
@@ -104,8 +106,8 @@ def spark_session(
 ) -> SparkSession:
     """The active Spark session, or a new one on ``master`` (default: spark-submit's master, else ``local[*]``).
 
-    Executors run Python as this process does (``spark.pyspark.python``) unless ``PYSPARK_PYTHON`` or
-    ``conf`` say otherwise; on a real cluster point it at the workers' environment.
+    Executors run this process's Python unless ``PYSPARK_PYTHON`` (or ``spark.pyspark.python`` under
+    spark-submit) says otherwise; on a real cluster point it at the workers' environment.
     """
     from pyspark.sql import SparkSession
 
@@ -223,9 +225,7 @@ class SparkEngine:
     kind = "spark"
 
     def __post_init__(self) -> None:
-        from pipeline.cache import cache_root
-
-        self.shipped = ship_code(self.spark, self.code_cache or cache_root() / "spark")
+        self.shipped = ship_code(self.spark, self.code_cache)
         context = self.spark.sparkContext
         log.info("spark engine: master %s, %d cores, UI %s", context.master, self.parallelism, context.uiWebUrl)
 
@@ -255,15 +255,11 @@ class SparkEngine:
         """Run every unit not yet done, one Spark task each; raise :class:`RunIncomplete` if any failed."""
         from pipeline.engines.local import ProgressMonitor
 
-        out_dir = Path(out_dir).resolve()
-        out_dir.mkdir(parents=True, exist_ok=True)
-        skipped = {u.part for u in units if is_done(out_dir, u.part)}
-        todo = [u for u in units if u.part not in skipped]
-        if skipped:
-            log.info("%d of %d parts already done, skipping them", len(skipped), len(units))
-        with ProgressMonitor(out_dir, units, enabled=self.progress, description=description):
-            self.map_items(_UnitTask(processor, todo, out_dir), len(todo), description=f"cc-refinery: {description}")
-        result = collect_result(out_dir, units, skipped)
-        if result.failed:
-            raise RunIncomplete.for_parts(result, len(units), out_dir)
-        return result
+        out_dir = Path(out_dir).resolve()  # as executors in other working directories see it
+
+        def run_todo(todo: list[WorkUnit]) -> None:
+            with ProgressMonitor(out_dir, units, enabled=self.progress, description=description):
+                task = _UnitTask(processor, todo, out_dir)
+                self.map_items(task, len(todo), description=f"cc-refinery: {description}")
+
+        return run_pass(units, out_dir, run_todo)
