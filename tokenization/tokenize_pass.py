@@ -78,13 +78,6 @@ def part_marker_path(output_dir: Path, part: str) -> Path:
     return Path(output_dir) / MARKERS / f"{part}.done"
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
 def _clear_part(output_dir: Path, part: str) -> None:
     """Remove whatever an unfinished (or outdated) attempt at ``part`` left."""
     for path in (
@@ -172,7 +165,7 @@ def tokenize_part(job: PartJob) -> PartTokens:
     if skipped:
         stage.drops[f"{STAGE}:empty_text"] = skipped
     stage.seconds = stats.seconds = time.perf_counter() - start
-    _atomic_write_text(part_stats_path(out, job.part), json.dumps(stats.to_json(), indent=1))
+    write_bytes_atomic(part_stats_path(out, job.part), json.dumps(stats.to_json(), indent=1).encode())
 
     info = PartTokens(
         part=job.part,
@@ -186,7 +179,7 @@ def tokenize_part(job: PartJob) -> PartTokens:
         tokenizer_sha256=tokenizer.rank_sha256,
         seconds=round(time.perf_counter() - start, 3),
     )
-    _atomic_write_text(part_marker_path(out, job.part), json.dumps(info.to_json(), indent=1))
+    write_bytes_atomic(part_marker_path(out, job.part), json.dumps(info.to_json(), indent=1).encode())
     return info
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import platform
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from pipeline.report.inputs import (
     load_token_manifest,
     load_validation,
 )
-from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts
+from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
 from pipeline.stats import PartStats, merge_parts
 
 log = logging.getLogger(__name__)
@@ -591,9 +590,7 @@ def dumps(data: Any) -> str:
 
 
 def write_text_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_bytes(text.encode("utf-8", "replace"))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, text.encode("utf-8", "replace"))
     return path
 
 
