@@ -21,6 +21,7 @@ import os
 import sys
 import threading
 import time
+import uuid
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -153,9 +154,10 @@ class SparkStatusLog:
     drives the engine (our loggers are shipped there), so a cluster job is followed from the UI.
     """
 
-    def __init__(self, spark: SparkSession, description: str, interval_s: float = 5.0) -> None:
+    def __init__(self, spark: SparkSession, description: str, group: str, interval_s: float = 5.0) -> None:
         self.tracker = spark.sparkContext.statusTracker()
         self.description = description
+        self.group = group
         self.interval_s = interval_s
         self._stop = threading.Event()
         # the caller's context (e.g. a Prefect task run) goes with the thread, so its log lines land there too
@@ -172,16 +174,22 @@ class SparkStatusLog:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join()
-        self._poll()
+        self._poll(final=True)
         log.info("spark: %s finished in %.1f s", self.description, time.perf_counter() - self._start)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
             self._poll()
 
-    def _poll(self) -> None:
+    def _poll(self, final: bool = False) -> None:
+        """Log stages whose counts changed: the running ones, or at the end every stage of the job group (a job
+        shorter than the interval still gets its line)."""
         try:
-            stage_ids = self.tracker.getActiveStageIds()
+            if final:
+                jobs = [self.tracker.getJobInfo(j) for j in self.tracker.getJobIdsForGroup(self.group)]
+                stage_ids = [s for job in jobs if job is not None for s in job.stageIds]
+            else:
+                stage_ids = self.tracker.getActiveStageIds()
             infos = [self.tracker.getStageInfo(i) for i in stage_ids]
         except Exception as e:  # the context may be stopping; progress lines are best effort
             log.debug("spark status unavailable: %s", e)
@@ -239,10 +247,11 @@ class SparkEngine:
 
         if count == 0:
             return []
-        self.spark.sparkContext.setJobDescription(description)
+        group = f"cc-refinery-{uuid.uuid4().hex}"
+        self.spark.sparkContext.setJobGroup(group, description)
         frame = self.spark.range(count, numPartitions=count).toDF("index")
         out = frame.mapInArrow(_run_indexed(cloudpickle.dumps(fn)), "index long, result binary")
-        with SparkStatusLog(self.spark, description):
+        with SparkStatusLog(self.spark, description, group):
             rows = out.collect()
         results: list[Any] = [None] * count
         for row in rows:
