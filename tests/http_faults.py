@@ -1,10 +1,12 @@
 """An HTTP server on 127.0.0.1 that serves a directory and misbehaves on request, like a real CDN on a bad day.
 
 Each path can be given a script: a list of faults used one per request (``Fail``, ``Cut``,
-``Truncate``, ``Stall``), then a default behaviour for every later request (``Serve`` with or
-without Range support, or a ``Fail`` such as an endless 404). ``clip`` serves only the first
+``Truncate``, ``Stall``, ``Hang``, ``Trickle``), then a default behaviour for every later request
+(``Serve`` with or without Range support, or a ``Fail`` such as an endless 404). ``clip`` serves only the first
 bytes of the file, consistently, as if that were the whole file. Every request is recorded
 (method, path, Range header, User-Agent) so tests can check what the client really asked for.
+``stop()`` wakes every waiting handler (``Stall``, ``Hang``, ``Trickle``), closes every open connection
+and joins every handler thread, so no server thread outlives the ``with`` block.
 
     with FaultServer(root) as server:
         server.script("/a.warc.gz", Fail(503), Cut(after=1000))
@@ -15,6 +17,7 @@ bytes of the file, consistently, as if that were the whole file. Every request i
 from __future__ import annotations
 
 import _socket
+import contextlib
 import logging
 import socket
 import struct
@@ -59,13 +62,29 @@ class Stall:
 
 
 @dataclass(frozen=True)
+class Hang:
+    """Send the headers and ``after`` body bytes, then nothing more, keeping the connection open until stop."""
+
+    after: int = 0
+
+
+@dataclass(frozen=True)
+class Trickle:
+    """Send ``after`` body bytes at once, then ``rate`` bytes/s in small steps until done or the client leaves."""
+
+    rate: int
+    after: int = 0
+
+
+@dataclass(frozen=True)
 class Serve:
     """Serve the file; with ``ignore_range`` answer 200 with the whole body even when asked for a range."""
 
     ignore_range: bool = False
 
 
-Fault = Fail | Cut | Truncate | Stall | Serve
+Fault = Fail | Cut | Truncate | Stall | Hang | Trickle | Serve
+_TRICKLE_STEP_S = 0.02
 
 
 @dataclass(frozen=True)
@@ -92,6 +111,8 @@ class _State:
     scripts: dict[str, _Script] = field(default_factory=dict)
     requests: list[Request] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    stopping: threading.Event = field(default_factory=threading.Event)
+    connections: set[socket.socket] = field(default_factory=set)
 
     def record(self, request: Request) -> None:
         with self.lock:
@@ -128,9 +149,15 @@ class FaultServer:
         return self
 
     def stop(self) -> None:
+        self.state.stopping.set()  # wakes every Stall / Hang / Trickle handler
         self.httpd.shutdown()
-        self.httpd.server_close()
         self._thread.join(timeout=5)
+        with self.state.lock:
+            connections = list(self.state.connections)
+        for conn in connections:  # an idle keep-alive handler blocks reading the next request until this
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
+        self.httpd.server_close()  # joins every handler thread (block_on_close)
 
     def __enter__(self) -> FaultServer:
         return self.start()
@@ -159,7 +186,8 @@ class FaultServer:
 class _QuietServer(ThreadingHTTPServer):
     """Clients that drop a connection (after an error answer, a timeout) are normal here, not tracebacks."""
 
-    daemon_threads = True
+    daemon_threads = False
+    block_on_close = True
 
     def handle_error(self, request: object, client_address: tuple) -> None:
         logger.debug("fault server: connection from %s ended abruptly", client_address, exc_info=True)
@@ -168,6 +196,16 @@ class _QuietServer(ThreadingHTTPServer):
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     state: _State
+
+    def setup(self) -> None:
+        super().setup()
+        with self.state.lock:
+            self.state.connections.add(self.connection)
+
+    def finish(self) -> None:
+        with self.state.lock:
+            self.state.connections.discard(self.connection)
+        super().finish()
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
         self._handle(send_body=True)
@@ -200,7 +238,7 @@ class _Handler(BaseHTTPRequestHandler):
             self._fail(fault)
             return
         if isinstance(fault, Stall):
-            time.sleep(fault.seconds)
+            self.state.stopping.wait(fault.seconds)
         data = self._load(path, clip)
         if data is None:
             self._fail(Fail(404))
@@ -235,8 +273,28 @@ class _Handler(BaseHTTPRequestHandler):
         elif isinstance(fault, Truncate):
             self._send(body[: fault.after])
             self.close_connection = True
+        elif isinstance(fault, Hang):
+            self._send(body[: fault.after])
+            self.state.stopping.wait()
+            self.close_connection = True
+        elif isinstance(fault, Trickle):
+            self._send(body[: fault.after])
+            self._trickle(body[fault.after :], fault.rate)
+            self.close_connection = True
         else:
             self._send(body)
+
+    def _trickle(self, body: memoryview, rate: int) -> None:
+        """Send ``body`` at about ``rate`` bytes/s until it is sent, the client leaves or the server stops."""
+        step = max(1, int(rate * _TRICKLE_STEP_S))
+        for i in range(0, len(body), step):
+            if self.state.stopping.wait(_TRICKLE_STEP_S):
+                return
+            try:
+                self.wfile.write(body[i : i + step])
+                self.wfile.flush()
+            except OSError:  # the client gave up on us
+                return
 
     def _send(self, body: memoryview) -> None:
         try:

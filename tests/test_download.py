@@ -7,7 +7,9 @@ import hashlib
 import json
 import logging
 import shutil
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,8 +17,16 @@ import pytest
 
 from pipeline import __version__
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths, warc_paths_url, warc_url
-from pipeline.sources.download import DownloadError, TruncatedGzipError, fetch_warc, verify_gzip
-from tests.http_faults import Cut, Fail, FaultServer, Serve, Stall, Truncate
+from pipeline.sources.download import (
+    DownloadError,
+    NotGzipError,
+    SourceTruncatedError,
+    TruncatedGzipError,
+    fetch_warc,
+    verify_gzip,
+)
+from pipeline.sources.warc import read_warc
+from tests.http_faults import Cut, Fail, FaultServer, Hang, Serve, Stall, Trickle, Truncate
 
 DUMP = "CC-MAIN-2024-22"
 SEGMENT = f"crawl-data/{DUMP}/segments/1715971057216.39/warc"
@@ -57,6 +67,11 @@ def mirror(tmp_path: Path, warc: Path, clipped: Path) -> Path:
 def server(mirror: Path) -> Iterator[FaultServer]:
     with FaultServer(mirror) as srv:
         yield srv
+    assert not handler_threads(), "the fault server left handler threads running"
+
+
+def handler_threads() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if "process_request_thread" in t.name]
 
 
 def gets(server: FaultServer, rel: str = REL) -> list:
@@ -239,13 +254,14 @@ def test_corrupt_partial_is_refetched_from_scratch(server: FaultServer, tmp_path
 # --- integrity ---------------------------------------------------------------------------------------------------
 
 
-def test_consistently_clipped_gzip_raises_and_leaves_nothing(server: FaultServer, tmp_path: Path) -> None:
-    with pytest.raises(DownloadError, match="truncated gzip") as err:
+def test_clipped_gzip_at_the_source_fails_after_one_download(server: FaultServer, tmp_path: Path) -> None:
+    """Without salvage, a file whose bytes all arrived but end inside a member fails at once: refetching returns
+    the same bytes (it was downloaded retries + 1 times before)."""
+    with pytest.raises(DownloadError, match="truncated gzip at the source") as err:
         fetch_warc(server.url, CLIPPED_REL, tmp_path, retries=2, **FAST)
-    assert isinstance(err.value, TruncatedGzipError)
+    assert isinstance(err.value, SourceTruncatedError)
     assert server.url + CLIPPED_REL in str(err.value)
-    assert len(gets(server, CLIPPED_REL)) == 3
-    assert all(r.range is None for r in gets(server, CLIPPED_REL))  # each retry starts from scratch
+    assert len(gets(server, CLIPPED_REL)) == 1
     assert_nothing_left(tmp_path, CLIPPED_REL)
 
 
@@ -254,6 +270,7 @@ def test_complete_file_clipped_inside_a_member_is_detected(server: FaultServer, 
     server.script(REL, clip=1_200_000)
     with pytest.raises(TruncatedGzipError, match="truncated gzip"):
         fetch_warc(server.url, REL, tmp_path, retries=1, **FAST)
+    assert len(gets(server)) == 1
     assert_nothing_left(tmp_path)
     server.script(REL)  # the mirror heals: the next run gets the real file
     assert sha256(fetch_warc(server.url, REL, tmp_path, **FAST)) == sha256(warc)
@@ -318,3 +335,172 @@ def test_listing_entries_cannot_escape_the_download_dir(server: FaultServer, tmp
             fetch_warc(server.url, bad, tmp_path / "dl", **FAST)
     assert server.requests == []
     assert not (tmp_path / "dl").exists()
+
+
+# --- truncated at the source: salvaged ---------------------------------------------------------------------------
+
+
+def read_ids(path: Path) -> tuple[list[str], Counter[str]]:
+    counters: Counter[str] = Counter()
+    tables = list(read_warc(path, dump=DUMP, warc_path=REL, counters=counters))
+    return [i for t in tables for i in t.column("id").to_pylist()], counters
+
+
+def test_source_truncated_warc_is_salvaged_once_and_not_refetched(
+    mirror: Path, tmp_path: Path, warc: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A real WARC served cut at 1.2 MB (Content-Length agrees): one download, kept, its records before the cut read."""
+    with FaultServer(mirror) as srv:
+        srv.script(REL, clip=1_200_000)
+        with caplog.at_level(logging.WARNING, logger="pipeline.sources.download"):
+            path = fetch_warc(srv.url, REL, tmp_path, salvage_truncated=True, **FAST)
+        assert len(gets(srv)) == 1
+        url = srv.url
+    assert any("truncated at the source" in r.message and url + REL in r.message for r in caplog.records)
+    assert path.read_bytes() == warc.read_bytes()[:1_200_000]
+    sidecar = json.loads(path.with_name(path.name + ".complete").read_text())
+    assert sidecar["truncated_at_source"] is True and sidecar["size"] == 1_200_000
+    assert 0 < sidecar["cut_member_offset"] < 1_200_000
+    assert not path.with_name(path.name + ".partial").exists()
+
+    again = fetch_warc(url, REL, tmp_path, retries=0, salvage_truncated=True, **FAST)  # server gone: no request
+    assert again == path
+
+    salvaged, counters = read_ids(path)
+    full, _ = read_ids(warc)
+    assert counters["truncated_file"] == 1
+    assert 0 < len(salvaged) < len(full) and salvaged == full[: len(salvaged)]
+    prefix = tmp_path / "prefix.warc.gz"  # the file up to its last complete member: every record there is salvaged
+    prefix.write_bytes(warc.read_bytes()[: sidecar["cut_member_offset"]])
+    assert salvaged[: len(read_ids(prefix)[0])] == read_ids(prefix)[0]
+
+
+def test_salvage_after_a_resumed_download(server: FaultServer, tmp_path: Path, clipped: Path) -> None:
+    """All bytes arrive over two attempts (reset, then Range): the source's cut is recognised from the total."""
+    server.script(CLIPPED_REL, Cut(after=10_000))
+    path = fetch_warc(server.url, CLIPPED_REL, tmp_path, salvage_truncated=True, **FAST)
+    assert [r.range for r in gets(server, CLIPPED_REL)] == [None, "bytes=10000-"]
+    assert path.read_bytes() == clipped.read_bytes()
+    ids, counters = read_ids(path)
+    assert len(ids) == 1 and counters["truncated_record"] == 1 and counters["truncated_file"] == 1
+
+
+def test_salvage_does_not_accept_transport_cuts_corrupt_or_non_gzip(
+    server: FaultServer, mirror: Path, tmp_path: Path, warc: Path
+) -> None:
+    # a short body (fewer bytes than Content-Length) is our cut, not the source's: resumed, never salvaged
+    server.script(REL, Truncate(after=1_000_000))
+    assert sha256(fetch_warc(server.url, REL, tmp_path / "a", salvage_truncated=True, **FAST)) == sha256(warc)
+    # corrupt data may be damage on the way: fetched again, then failed (read_warc never sees it)
+    data = bytearray(warc.read_bytes())
+    data[1_000_000] ^= 0xFF
+    (mirror / REL).write_bytes(bytes(data))
+    with pytest.raises(TruncatedGzipError, match="corrupt gzip"):
+        fetch_warc(server.url, REL, tmp_path / "b", retries=1, salvage_truncated=True, **FAST)
+    assert_nothing_left(tmp_path / "b")
+    # an HTML error page is not a WARC file: fails at once with a clear message
+    (mirror / REL).write_bytes(b"<html>Access denied</html>")
+    with pytest.raises(NotGzipError, match="did not return a gzip file"):
+        fetch_warc(server.url, REL, tmp_path / "c", salvage_truncated=True, **FAST)
+    with pytest.raises(DownloadError, match="HTTP 404") as err:
+        fetch_warc(server.url, f"{SEGMENT}/missing.warc.gz", tmp_path / "d", salvage_truncated=True, **FAST)
+    assert err.value.status == 404
+
+
+def test_local_truncated_file_is_salvaged_in_place(mirror: Path, tmp_path: Path) -> None:
+    assert fetch_warc(str(mirror), CLIPPED_REL, tmp_path, salvage_truncated=True) == mirror / CLIPPED_REL
+    (mirror / REL).write_bytes(b"<html>not a WARC</html>")
+    with pytest.raises(NotGzipError):
+        fetch_warc(str(mirror), REL, tmp_path, salvage_truncated=True)
+
+
+# --- download limits: stall, too slow, deadline ------------------------------------------------------------------
+
+LIMITS = {"backoff_s": 0.01, "timeout_s": 30.0, "speed_window_s": 0.3, "min_speed_bps": 100_000.0}
+"""Tiny limits: without them a stalled or trickling server would hold these tests for 30 s per attempt."""
+
+
+def test_stall_after_headers_is_resumed_with_range(
+    server: FaultServer, tmp_path: Path, warc: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.script(REL, Hang(after=300_000))
+    start = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.download"):
+        path = fetch_warc(server.url, REL, tmp_path, **LIMITS)
+    assert time.monotonic() - start < 10
+    assert [r.range for r in gets(server)] == [None, "bytes=300000-"]
+    assert sha256(path) == sha256(warc)
+    assert any("stalled: no data" in r.message and "at byte 300000" in r.message for r in caplog.records)
+
+
+def test_endless_stall_gives_up_saying_stall(server: FaultServer, tmp_path: Path) -> None:
+    server.script(REL, then=Hang(after=1000))
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="stalled") as err:
+        fetch_warc(server.url, REL, tmp_path, retries=2, **LIMITS)
+    assert time.monotonic() - start < 10
+    assert err.value.limit == "stall" and server.url + REL in str(err.value)
+    assert [r.range for r in gets(server)] == [None, "bytes=1000-", "bytes=2000-"]
+    assert (tmp_path / (REL + ".partial")).stat().st_size == 3000  # kept: a rerun resumes
+
+
+def test_stall_before_headers_is_a_stall(server: FaultServer, tmp_path: Path) -> None:
+    server.script(REL, then=Stall(60))
+    with pytest.raises(DownloadError, match="stalled: no response headers") as err:
+        fetch_warc(server.url, REL, tmp_path, retries=1, **LIMITS)
+    assert err.value.limit == "stall"
+    assert len(gets(server)) == 2
+
+
+def test_trickle_is_too_slow_then_resumed(
+    server: FaultServer, tmp_path: Path, warc: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    server.script(REL, Trickle(rate=5_000, after=200_000))
+    with caplog.at_level(logging.WARNING, logger="pipeline.sources.download"):
+        path = fetch_warc(server.url, REL, tmp_path, **LIMITS)
+    ranges = [r.range for r in gets(server)]
+    assert ranges[0] is None and len(ranges) == 2
+    assert int(ranges[1].removeprefix("bytes=").rstrip("-")) >= 200_000
+    assert sha256(path) == sha256(warc)
+    assert any("too slow" in r.message for r in caplog.records)
+
+
+def test_endless_trickle_gives_up_saying_too_slow(server: FaultServer, tmp_path: Path) -> None:
+    """Each trickling attempt adds bytes, but too few to count as progress: the retries run out."""
+    server.script(REL, then=Trickle(rate=5_000))
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="too slow") as err:
+        fetch_warc(server.url, REL, tmp_path, retries=2, **LIMITS)
+    assert time.monotonic() - start < 10
+    assert err.value.limit == "too_slow" and server.url + REL in str(err.value)
+    assert len(gets(server)) == 3
+    assert 0 < (tmp_path / (REL + ".partial")).stat().st_size < 100_000
+
+
+def test_deadline_ends_a_slow_download_and_a_rerun_resumes(server: FaultServer, tmp_path: Path, warc: Path) -> None:
+    """Fast enough for the speed limit (200 KB/s), too slow for the deadline (2.5 MB in 1 s)."""
+    server.script(REL, then=Trickle(rate=200_000))
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="deadline") as err:
+        fetch_warc(server.url, REL, tmp_path, deadline_s=1.0, **LIMITS)
+    assert time.monotonic() - start < 5
+    assert err.value.limit == "deadline" and server.url + REL in str(err.value)
+    assert len(gets(server)) == 1
+    kept = (tmp_path / (REL + ".partial")).stat().st_size
+    assert 0 < kept < warc.stat().st_size
+
+    server.script(REL)  # the mirror recovers
+    path = fetch_warc(server.url, REL, tmp_path, deadline_s=30.0, **LIMITS)
+    assert gets(server)[-1].range == f"bytes={kept}-"
+    assert sha256(path) == sha256(warc)
+
+
+def test_deadline_is_not_overslept_in_backoff(server: FaultServer, tmp_path: Path) -> None:
+    """A Retry-After longer than the time left ends the download now instead of sleeping past the deadline."""
+    server.script(REL, then=Fail(503, retry_after="60"))
+    start = time.monotonic()
+    with pytest.raises(DownloadError, match="deadline.*HTTP 503") as err:
+        fetch_warc(server.url, REL, tmp_path, deadline_s=2.0, **LIMITS)
+    assert time.monotonic() - start < 2
+    assert err.value.limit == "deadline"
+    assert len(gets(server)) == 1

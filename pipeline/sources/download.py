@@ -4,6 +4,16 @@ Common Crawl files are about 1 GB and served by a CDN that throttles (503, 429) 
 resets connections, so a download resumes with Range requests, backs off with jitter,
 and proves the result is a complete gzip stream before it gets its final name. A
 ``<name>.complete`` sidecar lets a rerun skip verified files without any request.
+
+A connection that stalls or trickles would otherwise hold a worker for hours, so an attempt
+must keep a minimum speed over a window (else it is retried like a reset), and the whole
+download has a wall-time deadline (else it fails, keeping the partial file for a rerun).
+
+A file whose bytes all arrived (the server's Content-Length / Content-Range total) but whose
+gzip stream ends inside a member is truncated at the source: downloading it again returns the
+same bytes. With ``salvage_truncated`` it is kept (sidecar ``truncated_at_source``) so the
+reader can use the records before the cut; without, it fails at once. Corrupt data, a file
+that is not gzip at all and HTTP errors still fail.
 """
 
 from __future__ import annotations
@@ -35,6 +45,13 @@ USER_AGENT = f"cc-refinery/{__version__} (Common Crawl pretraining data pipeline
 CHUNK_BYTES = 1 << 20
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 300.0
+MIN_SPEED_BPS = 50_000.0
+"""Default minimum transfer speed (bytes/s over ``SPEED_WINDOW_S``); see ``SourceConfig``."""
+SPEED_WINDOW_S = 60.0
+DEADLINE_S = 3600.0
+STALL = "stall"
+TOO_SLOW = "too_slow"
+DEADLINE = "deadline"
 _GZIP_MAGIC = b"\x1f\x8b"
 # a malformed URL or an unsupported scheme will not get better by waiting
 _BAD_REQUEST_ERRORS = (
@@ -47,12 +64,18 @@ _TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OS
 
 
 class DownloadError(RuntimeError):
-    """A file could not be fetched completely; ``url`` and ``status`` say what failed when known."""
+    """A file could not be fetched completely; ``url``, ``status`` and ``limit`` say what failed when known.
 
-    def __init__(self, message: str, *, url: str | None = None, status: int | None = None) -> None:
+    ``limit`` names the download limit that ended it: ``"stall"``, ``"too_slow"`` or ``"deadline"``.
+    """
+
+    def __init__(
+        self, message: str, *, url: str | None = None, status: int | None = None, limit: str | None = None
+    ) -> None:
         super().__init__(message)
         self.url = url
         self.status = status
+        self.limit = limit
 
 
 class TruncatedGzipError(DownloadError):
@@ -63,12 +86,17 @@ class NotGzipError(TruncatedGzipError):
     """The file does not start like gzip at all (e.g. an HTML error page); refetching will not help."""
 
 
-class _Retryable(Exception):
-    """An attempt failed for a reason that may go away (5xx, 429, short read, bad partial)."""
+class SourceTruncatedError(TruncatedGzipError):
+    """Every byte the server has arrived, yet the gzip stream ends inside a member: refetching will not help."""
 
-    def __init__(self, reason: str, retry_after_s: float | None = None) -> None:
+
+class _Retryable(Exception):
+    """An attempt failed for a reason that may go away (5xx, 429, short read, bad partial, stall, too slow)."""
+
+    def __init__(self, reason: str, retry_after_s: float | None = None, limit: str | None = None) -> None:
         super().__init__(reason)
         self.retry_after_s = retry_after_s
+        self.limit = limit
 
 
 # --- locations ---------------------------------------------------------------------------------------------------
@@ -116,16 +144,31 @@ def new_session() -> requests.Session:
 
 @dataclass(frozen=True)
 class GzipCheck:
-    """What a full pass over a verified gzip file measured."""
+    """What a full pass over a gzip file measured; ``cut_at`` is where an unfinished last member starts."""
 
     size: int
     sha256: str
     members: int
     uncompressed: int
+    cut_at: int | None = None
 
 
 def check_gzip(path: Path) -> GzipCheck:
     """Decompress every member to its end in constant memory; raise TruncatedGzipError on any defect."""
+    check = scan_gzip(path)
+    if check.cut_at is not None:
+        raise TruncatedGzipError(
+            f"truncated gzip: {path} ends at byte {check.size} inside member {check.members + 1}"
+            f" (starts at byte {check.cut_at})"
+        )
+    return check
+
+
+def scan_gzip(path: Path) -> GzipCheck:
+    """Like ``check_gzip``, but a stream that merely stops inside its last member is reported, not raised.
+
+    Corrupt data, an empty file or one that is not gzip still raise: only a clean cut is salvageable.
+    """
     digest = hashlib.sha256()
     size = members = uncompressed = member_start = 0
     inflater: zlib._Decompress | None = None
@@ -159,11 +202,8 @@ def check_gzip(path: Path) -> GzipCheck:
                     members += 1
                     inflater = None
             size += len(chunk)
-    if inflater is not None:
-        raise TruncatedGzipError(
-            f"truncated gzip: {path} ends at byte {size} inside member {members + 1} (starts at byte {member_start})"
-        )
-    return GzipCheck(size=size, sha256=digest.hexdigest(), members=members, uncompressed=uncompressed)
+    cut_at = member_start if inflater is not None else None
+    return GzipCheck(size=size, sha256=digest.hexdigest(), members=members, uncompressed=uncompressed, cut_at=cut_at)
 
 
 def verify_gzip(path: Path) -> None:
@@ -199,6 +239,20 @@ def _is_recorded_complete(path: Path, info: dict | None) -> bool:
 # --- fetching ----------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Limits:
+    """When a download gives up: see ``SourceConfig`` for the defaults' reasoning.
+
+    An attempt that gets fewer than ``min_speed_bps * window_s`` bytes in a ``window_s`` window is
+    "too slow"; one that gets no byte at all for ``window_s`` (or ``timeout_s``) has "stalled"; both
+    are retried like a reset. The whole download, retries and backoff included, ends at ``deadline_s``.
+    """
+
+    min_speed_bps: float = MIN_SPEED_BPS
+    window_s: float = SPEED_WINDOW_S
+    deadline_s: float | None = DEADLINE_S
+
+
 def fetch_warc(
     base_url: str,
     rel_path: str,
@@ -208,33 +262,54 @@ def fetch_warc(
     timeout_s: float = 60.0,
     backoff_s: float = 1.0,
     progress: bool = False,
+    min_speed_bps: float = MIN_SPEED_BPS,
+    speed_window_s: float = SPEED_WINDOW_S,
+    deadline_s: float | None = DEADLINE_S,
+    salvage_truncated: bool = False,
 ) -> Path:
     """Return the local path of a complete, verified copy of ``base_url/rel_path``.
 
     A local base is verified in place (never copied). Otherwise the file streams to
     ``dest_dir/<rel_path>.partial``, resumes with Range after a failure, and is renamed to its
-    final name only once it is a complete gzip stream of the announced length.
+    final name only once it is a complete gzip stream of the announced length. With
+    ``salvage_truncated``, a file truncated at the source (see the module docstring) is returned too.
     """
     rel = safe_rel_path(rel_path)
     if is_local(base_url):
-        return _use_local(local_dir(base_url) / rel)
+        return _use_local(local_dir(base_url) / rel, salvage_truncated)
     final = Path(dest_dir) / rel
-    if _is_recorded_complete(final, _read_sidecar(final)):
+    info = _read_sidecar(final)
+    if _is_recorded_complete(final, info) and (salvage_truncated or not info.get("truncated_at_source")):
         logger.debug("already complete: %s", final)
         return final
     final.parent.mkdir(parents=True, exist_ok=True)
     partial = final.with_name(final.name + ".partial")
     if final.exists():  # a final name without a matching sidecar is not trusted: check it like a partial
         os.replace(final, partial)
+        _sidecar(final).unlink(missing_ok=True)
     url = join_url(base_url, rel_path)
+    limits = Limits(min_speed_bps=min_speed_bps, window_s=speed_window_s, deadline_s=deadline_s)
     with new_session() as session:
-        return _Fetch(session, url, partial, final, retries, timeout_s, backoff_s, progress).run()
+        fetch = _Fetch(session, url, partial, final, retries, timeout_s, backoff_s, progress, limits)
+        fetch.salvage = salvage_truncated
+        return fetch.run()
 
 
-def _use_local(path: Path) -> Path:
+def _use_local(path: Path, salvage: bool) -> Path:
+    """A local file is the source itself: a clean cut in it is permanent, so it is salvaged or fails."""
     if not path.is_file():
         raise DownloadError(f"not found: {path}", url=str(path), status=404)
-    verify_gzip(path)
+    if not salvage:
+        verify_gzip(path)
+        return path
+    check = scan_gzip(path)
+    if check.cut_at is not None:
+        logger.warning(
+            "%s is truncated (ends inside gzip member %d at byte %d); salvaging the records before the cut",
+            path,
+            check.members + 1,
+            check.size,
+        )
     return path
 
 
@@ -246,8 +321,31 @@ class _Attempt:
     etag: str | None = None
 
 
+@dataclass
+class _Pace:
+    """Tumbling windows over one attempt's body: each must bring ``min_bytes``, else the attempt is too slow."""
+
+    min_bytes: float
+    window_s: float
+    start: float
+    bytes_at_start: int
+
+    def too_slow(self, now: float, written: int) -> str | None:
+        """A reason when the window that just ended fell short; None while the pace is fine."""
+        if now - self.start < self.window_s:
+            return None
+        got = written - self.bytes_at_start
+        if got < self.min_bytes:
+            return (
+                f"too slow: {got} bytes in the last {now - self.start:.3g} s"
+                f" (minimum {self.min_bytes / self.window_s:.0f} bytes/s over {self.window_s:g} s)"
+            )
+        self.start, self.bytes_at_start = now, written
+        return None
+
+
 class _Fetch:
-    """One file's download: attempts, resume state and the two retry budgets."""
+    """One file's download: attempts, resume state, the two retry budgets and the limits."""
 
     def __init__(
         self,
@@ -259,6 +357,7 @@ class _Fetch:
         timeout_s: float,
         backoff_s: float,
         progress: bool,
+        limits: Limits | None = None,
     ) -> None:
         self.session = session
         self.url = url
@@ -267,13 +366,21 @@ class _Fetch:
         self.retries = retries
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
+        self.limits = limits or Limits()
+        self.salvage = False
         self.etag: str | None = None
         self.high_water = 0
+        self.started = time.monotonic()
+        self.attempt_started = self.started
+        self.attempt_offset = 0
         self.bar = tqdm(desc=final.name, unit="B", unit_scale=True, unit_divisor=1024, disable=not progress)
 
     def run(self) -> Path:
-        transport_failures = 0  # reset whenever an attempt grows the file: a 1 GB file may need many resumes
+        # reset whenever an attempt grows the file at the minimum speed: a 1 GB file may need many resumes,
+        # but a trickle that keeps adding a few bytes must still run out of retries
+        transport_failures = 0
         integrity_failures = 0  # never reset: a consistently bad file must end in an error
+        self.started = time.monotonic()
         self.high_water = self._partial_size()
         try:
             while True:
@@ -284,6 +391,8 @@ class _Fetch:
                     self._discard()
                     if isinstance(e, NotGzipError):
                         raise NotGzipError(f"{self.url} did not return a gzip file: {e}", url=self.url) from None
+                    if isinstance(e, SourceTruncatedError):
+                        raise SourceTruncatedError(f"{e} (from {self.url})", url=self.url) from None
                     integrity_failures += 1
                     if integrity_failures > self.retries:
                         raise TruncatedGzipError(
@@ -296,19 +405,41 @@ class _Fetch:
                 except (_Retryable, *_TRANSPORT_ERRORS) as e:
                     size = self._partial_size()
                     if size > self.high_water:
+                        if self._kept_pace(size):
+                            transport_failures = 0
                         self.high_water = size
-                        transport_failures = 0
                     transport_failures += 1
                     reason = _describe(e)
+                    limit = getattr(e, "limit", None)
                     if transport_failures > self.retries:
                         raise DownloadError(
                             f"giving up on {self.url} after {transport_failures} failed attempts: {reason}",
                             url=self.url,
                             status=_status_of(reason),
+                            limit=limit,
                         ) from None
                     self._wait(transport_failures, reason, getattr(e, "retry_after_s", None))
         finally:
             self.bar.close()
+
+    def _kept_pace(self, size: int) -> bool:
+        """Whether the last attempt averaged at least the minimum speed (progress worth a fresh retry budget)."""
+        elapsed = time.monotonic() - self.attempt_started
+        return size - self.attempt_offset >= self.limits.min_speed_bps * elapsed
+
+    def _left_s(self) -> float:
+        """Seconds until the deadline (infinite without one)."""
+        if self.limits.deadline_s is None:
+            return float("inf")
+        return self.limits.deadline_s - (time.monotonic() - self.started)
+
+    def _deadline_error(self, reason: str) -> DownloadError:
+        return DownloadError(
+            f"deadline: {self.url} not downloaded within {self.limits.deadline_s:g} s"
+            f" ({self._partial_size()} bytes kept to resume; last: {reason})",
+            url=self.url,
+            limit=DEADLINE,
+        )
 
     def _partial_size(self) -> int:
         try:
@@ -324,6 +455,8 @@ class _Fetch:
         delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
         if retry_after_s is not None:
             delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+        if delay >= self._left_s():
+            raise self._deadline_error(reason)
         logger.warning(
             "fetch %s: attempt %d of %d failed (%s); retrying in %.2fs",
             self.url,
@@ -334,15 +467,23 @@ class _Fetch:
         )
         time.sleep(delay)
 
+    def _read_timeout_s(self) -> float:
+        """No byte for this long is a stall: the timeout, the speed window and the deadline all bound it."""
+        return max(0.001, min(self.timeout_s, self.limits.window_s, self._left_s()))
+
     def _attempt(self) -> _Attempt:
         offset = self._partial_size()
+        self.attempt_started, self.attempt_offset = time.monotonic(), offset
+        if self._left_s() <= 0:
+            raise self._deadline_error("no time left for another attempt")
         headers = {}
         if offset:
             headers["Range"] = f"bytes={offset}-"
             if self.etag and not self.etag.startswith("W/"):
                 headers["If-Range"] = self.etag
-        timeout = (self.timeout_s, self.timeout_s)
-        with self.session.get(self.url, headers=headers, stream=True, timeout=timeout) as resp:
+        read_timeout = self._read_timeout_s()
+        timeout = (min(self.timeout_s, read_timeout), read_timeout)
+        with self._get(headers, timeout) as resp:
             status = resp.status_code
             if status == 416:
                 return self._on_416(resp, offset)
@@ -363,8 +504,17 @@ class _Fetch:
                 offset = 0
                 total = _int_or_none(resp.headers.get("Content-Length"))  # raw bytes are stored, so it applies
                 mode = "wb"
-            self._stream(resp, mode, offset, total)
+            self._stream(resp, mode, offset, total, read_timeout)
             return _Attempt(total=total, etag=self.etag)
+
+    def _get(self, headers: dict[str, str], timeout: tuple[float, float]) -> requests.Response:
+        """GET the body as a stream; a server that accepts the connection but sends no headers has stalled."""
+        try:
+            return self.session.get(self.url, headers=headers, stream=True, timeout=timeout)
+        except requests.ConnectTimeout:
+            raise
+        except requests.ReadTimeout:
+            raise _Retryable(f"stalled: no response headers within {timeout[1]:.3g} s", limit=STALL) from None
 
     def _on_416(self, resp: requests.Response, offset: int) -> _Attempt:
         _, total = _content_range(resp.headers.get("Content-Range"))
@@ -374,15 +524,25 @@ class _Fetch:
         logger.info("fetch %s: partial file already holds all %d bytes", self.url, offset)
         return _Attempt(total=total, etag=self.etag)
 
-    def _stream(self, resp: requests.Response, mode: str, offset: int, total: int | None) -> None:
+    def _stream(self, resp: requests.Response, mode: str, offset: int, total: int | None, read_timeout: float) -> None:
         self.bar.reset(total=total)
         self.bar.update(offset)
         written = offset
+        pace = _Pace(self.limits.min_speed_bps * self.limits.window_s, self.limits.window_s, time.monotonic(), offset)
         with open(self.partial, mode) as f:
-            for chunk in _body_chunks(resp):
-                f.write(chunk)
-                written += len(chunk)
-                self.bar.update(len(chunk))
+            try:
+                for chunk in _body_chunks(resp):
+                    f.write(chunk)
+                    written += len(chunk)
+                    self.bar.update(len(chunk))
+                    self._check_limits(pace, written, total)
+            except _TRANSPORT_ERRORS as e:
+                if not _is_timeout(e):
+                    raise
+                reason = f"stalled: no data for {read_timeout:.3g} s at byte {written}"
+                if self._left_s() <= 0:
+                    raise self._deadline_error(reason) from None
+                raise _Retryable(reason, limit=STALL) from None
             f.flush()
             os.fsync(f.fileno())
         if total is not None and written < total:
@@ -391,24 +551,51 @@ class _Fetch:
             self._discard()
             raise _Retryable(f"got {written} bytes, more than the announced {total}; restarting")
 
+    def _check_limits(self, pace: _Pace, written: int, total: int | None) -> None:
+        """Between chunks: past the deadline the download ends; below the minimum speed the attempt does."""
+        of = f" of {total}" if total is not None else ""
+        if self._left_s() <= 0:
+            raise self._deadline_error(f"at byte {written}{of}")
+        if self.limits.min_speed_bps > 0 and (reason := pace.too_slow(time.monotonic(), written)):
+            raise _Retryable(f"{reason} at byte {written}{of}", limit=TOO_SLOW)
+
     def _finish(self, attempt: _Attempt) -> Path:
-        check = check_gzip(self.partial)
+        check = scan_gzip(self.partial)
         if attempt.total is not None and check.size != attempt.total:
             raise TruncatedGzipError(f"size mismatch: {check.size} bytes on disk, server announced {attempt.total}")
-        _write_sidecar(
-            self.final,
-            {
-                "size": check.size,
-                "sha256": check.sha256,
-                "etag": attempt.etag,
-                "gzip_members": check.members,
-                "url": self.url,
-                "verified_at": datetime.now(UTC).isoformat(timespec="seconds"),
-            },
-        )
+        info = {
+            "size": check.size,
+            "sha256": check.sha256,
+            "etag": attempt.etag,
+            "gzip_members": check.members,
+            "url": self.url,
+            "verified_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        }
+        if check.cut_at is not None:
+            self._on_cut(check, attempt)
+            info["truncated_at_source"] = True
+            info["cut_member_offset"] = check.cut_at
+        _write_sidecar(self.final, info)
         os.replace(self.partial, self.final)
         logger.info("fetched %s (%d bytes, %d gzip members)", self.final, check.size, check.members)
         return self.final
+
+    def _on_cut(self, check: GzipCheck, attempt: _Attempt) -> None:
+        """A gzip stream that stops inside a member: retried, failed or salvaged (see the module docstring)."""
+        where = f"ends at byte {check.size} inside gzip member {check.members + 1} (starts at byte {check.cut_at})"
+        if attempt.total is None:  # no announced length: the cut may be ours, so fetch again
+            raise TruncatedGzipError(f"truncated gzip: {self.partial} {where}")
+        if not self.salvage:
+            raise SourceTruncatedError(
+                f"truncated gzip at the source: all {check.size} announced bytes arrived, but the file {where}"
+            )
+        logger.warning(
+            "fetch %s: truncated at the source (all %d bytes arrived, file %s); salvaging the %d complete members",
+            self.url,
+            check.size,
+            where,
+            check.members,
+        )
 
 
 def _body_chunks(resp: requests.Response) -> Iterator[bytes]:
@@ -452,10 +639,14 @@ def _retry_after(value: str | None) -> float | None:
     return max(0.0, (when - datetime.now(UTC)).total_seconds())
 
 
+def _is_timeout(e: BaseException) -> bool:
+    return isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError)
+
+
 def _describe(e: BaseException) -> str:
     if isinstance(e, _Retryable):
         return str(e)
-    if isinstance(e, requests.Timeout | urllib3.exceptions.TimeoutError | TimeoutError):
+    if _is_timeout(e):
         return f"timeout ({type(e).__name__})"
     return f"{type(e).__name__}: {e}"
 
