@@ -7,6 +7,7 @@ import gzip
 import json
 import os
 import re
+import zlib
 from collections import Counter
 from datetime import UTC, datetime
 from pathlib import Path
@@ -133,6 +134,57 @@ def test_truncated_copy_yields_records_before_the_cut(warcs: Path, tmp_path: Pat
     assert len(ids) < full.num_rows or fraction > 0.99
     complete = len(ids) - counters["truncated_record"]
     assert full.column("html").to_pylist()[:complete] == table.column("html").to_pylist()[:complete]
+
+
+def member_ends(data: bytes) -> list[int]:
+    """The end offset of every complete gzip member, in order (where a clean cut leaves whole records)."""
+    ends, pos = [], 0
+    while pos < len(data):
+        inflater = zlib.decompressobj(31)
+        inflater.decompress(data[pos:])
+        if not inflater.eof:
+            break
+        pos = len(data) - len(inflater.unused_data)
+        ends.append(pos)
+    return ends
+
+
+def assert_cuts_keep_every_complete_record(source: Path, tmp_path: Path) -> int:
+    """Cut ``source`` inside members and on member boundaries: every record before the cut is read, unchanged.
+
+    The reference for a cut is the file up to the last member boundary before it, a valid (shorter) WARC file.
+    Returns the number of documents salvaged from the cut at two thirds of the file.
+    """
+    data = source.read_bytes()
+    ends = member_ends(data)
+    assert ends[-1] == len(data)
+    inside = [int(len(data) * f) for f in (0.05, 0.25, 0.5, 0.67, 0.9)]
+    on_boundary = [ends[len(ends) * k // 5] for k in range(1, 5)]
+    salvaged = 0
+    for cut in sorted({*inside, *on_boundary} - {len(data)}):
+        boundary = max((e for e in ends if e <= cut), default=0)
+        (tmp_path / "prefix.warc.gz").write_bytes(data[:boundary])
+        (tmp_path / "cut.warc.gz").write_bytes(data[:cut])
+        before, _ = read_all(tmp_path / "prefix.warc.gz", source.name)
+        table, counters = read_all(tmp_path / "cut.warc.gz", source.name)
+        n = before.num_rows
+        assert table.column("id").to_pylist()[:n] == before.column("id").to_pylist(), cut
+        assert table.column("html").to_pylist()[:n] == before.column("html").to_pylist(), cut
+        assert table.num_rows <= n + 1  # at most the record at the cut, as a partial page
+        assert counters["truncated_file"] == (cut != boundary)
+        assert counters["broken_record"] == 0
+        if cut == inside[3]:
+            salvaged = table.num_rows
+    return salvaged
+
+
+@pytest.mark.parametrize("name", ["archive-org-2008_heritrix.warc.gz", "cc-main-2020-34_excerpt.warc.gz"])
+def test_every_complete_record_before_a_cut_is_read(warcs: Path, tmp_path: Path, name: str) -> None:
+    assert assert_cuts_keep_every_complete_record(warcs / name, tmp_path) > 0
+
+
+def test_every_complete_record_before_a_cut_is_read_sample_crawl(sample_crawl, tmp_path: Path) -> None:  # noqa: ANN001
+    assert assert_cuts_keep_every_complete_record(sample_crawl.warc_files[0], tmp_path) > 0
 
 
 def test_uncompressed_and_truncated_uncompressed(warcs: Path, tmp_path: Path) -> None:

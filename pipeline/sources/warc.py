@@ -6,6 +6,8 @@ record can be corrupt. FastWARC stops silently at a cut and raises on a corrupt 
 it stops we walk the remaining gzip members ourselves: a complete member after the stop point means
 a broken record (counted, skipped, reading resumes after it); an incomplete one means a truncated file
 (counted, logged). Every outcome is a counter in ``counters``, the iterator never raises on bad input.
+A cut file still yields every record that ends before the cut (and the one at the cut as a partial
+page): that is what lets a WARC file truncated at the source commit its part with the salvaged records.
 
 Counter keys: ``records`` (all WARC records), ``responses``, ``skipped_non_response``,
 ``skipped_non_http`` (e.g. ``dns:`` records), ``skipped_non_html``, ``html`` (HTML responses, any
