@@ -290,9 +290,9 @@ def fetch_warc(
     url = join_url(base_url, rel_path)
     limits = Limits(min_speed_bps=min_speed_bps, window_s=speed_window_s, deadline_s=deadline_s)
     with new_session() as session:
-        fetch = _Fetch(session, url, partial, final, retries, timeout_s, backoff_s, progress, limits)
-        fetch.salvage = salvage_truncated
-        return fetch.run()
+        return _Fetch(
+            session, url, partial, final, retries, timeout_s, backoff_s, progress, limits, salvage_truncated
+        ).run()
 
 
 def _use_local(path: Path, salvage: bool) -> Path:
@@ -358,6 +358,7 @@ class _Fetch:
         backoff_s: float,
         progress: bool,
         limits: Limits | None = None,
+        salvage: bool = False,
     ) -> None:
         self.session = session
         self.url = url
@@ -367,7 +368,7 @@ class _Fetch:
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
         self.limits = limits or Limits()
-        self.salvage = False
+        self.salvage = salvage
         self.etag: str | None = None
         self.high_water = 0
         self.started = time.monotonic()
