@@ -1,8 +1,9 @@
-"""What a finished run shows in the Prefect UI: the funnel, drop reasons per rule, output paths, the report link.
+"""What a finished run shows in the Prefect UI: the funnel, drop reasons per rule, output paths, the report.
 
-The row builders are plain functions over :class:`pipeline.stats.PartStats` (tested without Prefect);
-``publish_run_artifacts`` turns them into Prefect artifacts keyed by run name, so the Artifacts page
-keeps one history per run name.
+The row builders are plain functions over :class:`pipeline.stats.PartStats` and the report's JSON (tested
+without Prefect); ``publish_run_artifacts`` turns them into Prefect artifacts keyed by run name, so the
+Artifacts page keeps one history per run name. The UI opens no ``file://`` link, so the report is linked
+over HTTP when ``make ui`` serves the outputs (:mod:`flows.outputs`) and named by its path otherwise.
 """
 
 from __future__ import annotations
@@ -15,7 +16,11 @@ from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
+from flows.outputs import OutputsSite
 from pipeline.stats import PartStats
+
+TOP_DROPS = 5
+"""Drop reasons in the report's headline (the drop-reasons artifact and the report list them all)."""
 
 
 @dataclass(frozen=True)
@@ -86,7 +91,59 @@ def drop_rows(stats: PartStats) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["dropped"])
 
 
-def outputs_markdown(outputs: RunOutputs, stats: PartStats) -> str:
+def report_location(report: Path, site: OutputsSite | None) -> str:
+    """The report as Markdown: a link when the outputs are served over HTTP, else its path (never file://)."""
+    url = site.url_for(report) if site is not None else None
+    if url is not None:
+        return f"[{url}]({url})"
+    where = "outside the folder `make ui` serves" if site is not None else "no outputs server runs"
+    return f"`{report.resolve()}` (open it on the machine that holds the output; {where})"
+
+
+def report_markdown(run_name: str, report: dict[str, Any], location: str) -> str:
+    """The report's headline numbers (documents in/out, tokens, top drop reasons, verdict) and where it is."""
+    funnel = report["funnel"]
+    lines = [
+        f"## Dataset report of run `{run_name}`",
+        "",
+        f"Report: {location}",
+        "",
+        "| | |",
+        "|---|---:|",
+        f"| documents in | {funnel['docs_in']:,} |",
+        f"| documents out | {funnel['docs_out']:,} |",
+        f"| tokens | {_tokens_text(report)} |",
+    ]
+    verdict = _verdict_text(report)
+    if verdict is not None:
+        lines.append(f"| validation verdict | {verdict} |")
+    drops = report.get("drops") or []
+    if drops:
+        lines += ["", f"Top drop reasons (of {len(drops)}):", ""]
+        lines += ["| rule | dropped | % of stage input |", "|---|---:|---:|"]
+        for d in drops[:TOP_DROPS]:
+            lines.append(f"| {d['key']} | {d['count']:,} | {100.0 * (d['share_of_stage_input'] or 0.0):.1f} |")
+    return "\n".join(lines)
+
+
+def _tokens_text(report: dict[str, Any]) -> str:
+    """Tokens in the shards when the run tokenized, else the report's estimate, else why there is none."""
+    tokens = report.get("tokens")
+    if tokens and not tokens.get("error"):
+        return f"{tokens['totals']['num_tokens']:,} (in the token shards)"
+    estimate = report["funnel"].get("tokens_out")
+    return f"~{estimate:,} (estimated, not tokenized)" if estimate else "not tokenized"
+
+
+def _verdict_text(report: dict[str, Any]) -> str | None:
+    validation = report.get("validation")
+    if not validation or validation.get("error") or validation.get("verdict") is None:
+        return None
+    reason = f" ({validation['reason']})" if validation.get("reason") else ""
+    return f"{validation['verdict']}{reason}"
+
+
+def outputs_markdown(outputs: RunOutputs, stats: PartStats, site: OutputsSite | None = None) -> str:
     """Where everything is, with totals, as Markdown."""
     run_dir = outputs.run_dir.resolve()
     documents = outputs.documents_dir.resolve() / "documents"
@@ -102,7 +159,7 @@ def outputs_markdown(outputs: RunOutputs, stats: PartStats) -> str:
     if outputs.tokens is not None:
         lines.append(f"| token shards | `{outputs.tokens.resolve()}` (`refinery shards inspect` it) |")
     if outputs.report is not None:
-        lines.append(f"| report | `{outputs.report.resolve()}` |")
+        lines.append(f"| report | {report_location(outputs.report, site)} |")
     lines.append(f"| stats per part and pass | `{run_dir}/**/stats` |")
     rejected = sorted(str(p) for p in (run_dir, outputs.documents_dir.resolve()) if (p / "rejected").is_dir())
     if rejected:
@@ -113,8 +170,17 @@ def outputs_markdown(outputs: RunOutputs, stats: PartStats) -> str:
     return "\n".join(lines)
 
 
-def publish_run_artifacts(run_name: str, outputs: RunOutputs, stats: PartStats) -> dict[str, str]:
-    """Create the end-of-run artifacts; return their keys by kind."""
+def publish_run_artifacts(
+    run_name: str,
+    outputs: RunOutputs,
+    stats: PartStats,
+    report: dict[str, Any] | None = None,
+    site: OutputsSite | None = None,
+) -> dict[str, str]:
+    """Create the end-of-run artifacts; return their keys by kind.
+
+    ``report`` is the report's JSON (its headline becomes an artifact); ``site`` serves the outputs over HTTP.
+    """
     keys = {
         "funnel": artifact_key(run_name, "funnel"),
         "drops": artifact_key(run_name, "drop-reasons"),
@@ -137,14 +203,22 @@ def publish_run_artifacts(run_name: str, outputs: RunOutputs, stats: PartStats) 
         description=f"WARC records of run {run_name} before the first stage, and why some were skipped.",
     )
     create_markdown_artifact(
-        outputs_markdown(outputs, stats), key=keys["outputs"], description=f"Output paths of run {run_name}."
+        outputs_markdown(outputs, stats, site), key=keys["outputs"], description=f"Output paths of run {run_name}."
     )
-    if outputs.report is not None:
+    if outputs.report is not None and report is not None:
         keys["report"] = artifact_key(run_name, "report")
-        create_link_artifact(
-            outputs.report.resolve().as_uri(),
-            link_text=f"dataset report of {run_name}",
+        create_markdown_artifact(
+            report_markdown(run_name, report, report_location(outputs.report, site)),
             key=keys["report"],
-            description="The HTML dataset report (open it from the machine that holds the output).",
+            description=f"Headline numbers of run {run_name} and where its HTML dataset report is.",
+        )
+    url = site.url_for(outputs.report) if site is not None and outputs.report is not None else None
+    if url is not None:
+        keys["report-link"] = artifact_key(run_name, "report-link")
+        create_link_artifact(
+            url,
+            link_text=f"dataset report of {run_name}",
+            key=keys["report-link"],
+            description="The HTML dataset report, served by `make ui` next to the Prefect server.",
         )
     return keys

@@ -95,7 +95,8 @@ def build_deployments(*, work_pool: str | None = None, working_dir: Path | None 
             name=SAMPLE,
             parameters=params[SAMPLE],
             description="A small run on the embedded sample crawl, built and served on 127.0.0.1: "
-            "no internet needed, done in seconds. Output: <output_dir>/sample.",
+            "no internet needed, done in seconds. Output: <output_dir>/sample. The crawl fixes the source: "
+            "a run with another source.dump or source.cc_base_url fails and says so (use the local deployment).",
             tags=["local-engine", "sample"],
             **common,
         ),

@@ -12,6 +12,7 @@ validation); adding one is one line there.
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,13 +23,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
+from prefect.exceptions import ParameterTypeError
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
 from flows.artifacts import RunOutputs, artifact_key, publish_run_artifacts
+from flows.outputs import site_from_env
 from flows.passes import PASSES, Pass, run_stats
 from flows.progress import ProgressReporter, read_progress
-from pipeline.config import SAMPLE_DUMP, RunConfig
+from pipeline.config import COMMON_CRAWL_BASE_URL, SAMPLE_DUMP, ConfigError, RunConfig
 from pipeline.run import plan_units
 from pipeline.shards import document_files
 from pipeline.sources import dumps
@@ -81,8 +84,16 @@ def _report(config: RunConfig) -> str:
     from pipeline.report import write_report
 
     files = write_report(config.run_dir)
-    get_run_logger().info("report: %s", files.html_path.resolve())
-    return str(files.html_path.resolve())
+    html = files.html_path.resolve()
+    site = site_from_env()
+    url = site.url_for(html) if site is not None else None
+    get_run_logger().info("report: %s", f"{url} ({html})" if url else html)
+    return str(html)
+
+
+def _report_json(html: Path) -> dict[str, Any]:
+    """The ``report.json`` written next to the report's ``index.html``."""
+    return json.loads((html.parent / "report.json").read_text())
 
 
 def _resolve_dump(base_url: str, timeout_s: float) -> str:
@@ -181,23 +192,62 @@ def _sample_source(config: RunConfig, newest: bool) -> Iterator[RunConfig]:
         yield config.model_copy(update={"source": source, "name": config.name or "sample"})
 
 
+def sample_conflict(config: RunConfig, newest_dump: bool) -> str | None:
+    """Why a sample run cannot honour ``config.source`` (it reads the embedded crawl instead), or None.
+
+    A sample run replaces the source's base URL and dump; a changed value would otherwise be dropped
+    without a word and the run would complete on the sample's dump.
+    """
+    source = config.source
+    ignored = []
+    if source.cc_base_url != COMMON_CRAWL_BASE_URL:
+        ignored.append(f"source.cc_base_url {source.cc_base_url!r} (must stay {COMMON_CRAWL_BASE_URL!r})")
+    if not newest_dump and source.dump != SAMPLE_DUMP:
+        ignored.append(f"source.dump {source.dump!r} (must stay {SAMPLE_DUMP!r})")
+    if not ignored:
+        return None
+    return (
+        f"a sample run reads the embedded sample crawl ({SAMPLE_DUMP}, served on 127.0.0.1), so it cannot use "
+        f"{' or '.join(ignored)}; set them back, or turn sample off (e.g. the local deployment) to read that source"
+    )
+
+
+def _checked_parameters(config: Any, sample: Any, newest_dump: Any) -> tuple[RunConfig, bool, bool]:
+    """The parameters validated as Prefect would (``validate_parameters=False`` on the flow), plus sample rules.
+
+    Validating here, inside the run, lets the error go to the run's log; Prefect's own validation fails
+    the run before it has a logger, so the Logs tab stayed empty.
+    """
+    params = refinery.validate_parameters({"config": config, "sample": sample, "newest_dump": newest_dump})
+    config, sample, newest_dump = params["config"], params["sample"], params["newest_dump"]
+    problem = sample_conflict(config, newest_dump) if sample else None
+    if problem is not None:
+        raise ConfigError(problem)
+    return config, sample, newest_dump
+
+
 @flow(
     name="refinery",
     description="Common Crawl -> clean documents (Parquet), llm.c token shards and a dataset report. Passes: "
     "WARC (download, URL filter, extraction, language ID, quality filters), dedup, tokenization, then the report.",
-    validate_parameters=True,
+    validate_parameters=False,  # validated in the run by _checked_parameters, so errors reach the run's log
 )
 def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_dump: bool = False) -> dict[str, Any]:
     """Run the pipeline; rerunning with the same settings resumes (finished parts are skipped).
 
     Args:
         config: The run configuration: source dump and mirror, filters, language ID, engine, output folder.
-        sample: Build and serve the embedded sample crawl on 127.0.0.1 and run on it (replaces the source's
-            base URL and dump; the run is named "sample" unless a name is given).
+        sample: Build and serve the embedded sample crawl on 127.0.0.1 and run on it (in place of the source's
+            base URL and dump, which must keep their defaults; the run is named "sample" unless a name is given).
         newest_dump: Replace the configured dump with the newest one the source offers (Common Crawl's
             collinfo.json, or the newest crawl-data/ folder of a mirror).
     """
     logger = get_run_logger()
+    try:
+        config, sample, newest_dump = _checked_parameters(config, sample, newest_dump)
+    except (ParameterTypeError, ConfigError) as e:
+        logger.error("nothing was run: %s", e)
+        raise
     _forked_children_die_on_sigterm()
     with contextlib.ExitStack() as stack:
         stack.enter_context(_pipeline_logs_to_run())
@@ -224,7 +274,8 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
         tokens=Path(outputs["tokenize"][0]).resolve() if "tokenize" in outputs else None,
         report=report,
     )
-    publish_run_artifacts(run_name, result, stats)
+    report_json = _report_json(report) if report is not None else None
+    publish_run_artifacts(run_name, result, stats, report_json, site_from_env())
     logger.info("run %s finished: %d documents\n%s", run_name, stats.docs_out, format_funnel(stats))
     return result.to_json()
 

@@ -2,7 +2,9 @@
 
 Two child processes: ``prefect server start`` (API + UI, its database in a project-local
 ``PREFECT_HOME``) and ``python -m flows.deployments serve`` (registers the deployments and runs
-their flow runs). Ctrl-C stops both. The tests start the same processes through these functions.
+their flow runs). A thread of this process serves the runs' outputs read-only over HTTP (the UI
+cannot open ``file://`` links to the reports). Ctrl-C stops all three. The tests start the same
+pieces through these functions.
 """
 
 from __future__ import annotations
@@ -23,11 +25,15 @@ from typing import IO
 
 import requests
 
+from flows.outputs import DEFAULT_OUTPUTS_PORT, OutputsSite, serve_outputs
+
 log = logging.getLogger(__name__)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_HOME = REPO / ".prefect"
 DEFAULT_PORT = 4200
+DEFAULT_OUTPUTS = REPO / "out"
+"""Where runs write with the form's default output_dir ("out"): served runs execute in REPO."""
 SERVER_START_TIMEOUT_S = 120.0
 
 
@@ -192,11 +198,23 @@ def wait_healthy(server: PrefectServer, timeout_s: float) -> None:
 
 
 def start_serve(
-    server: PrefectServer, *, cwd: Path = REPO, log_path: Path | None = None, limit: int = 1, poll_s: float = 2.0
+    server: PrefectServer,
+    *,
+    cwd: Path = REPO,
+    log_path: Path | None = None,
+    limit: int = 1,
+    poll_s: float = 2.0,
+    outputs: OutputsSite | None = None,
 ) -> Child:
-    """Start ``python -m flows.deployments serve`` against ``server``: it registers and executes the deployments."""
+    """Start ``python -m flows.deployments serve`` against ``server``: it registers and executes the deployments.
+
+    With ``outputs``, its flow runs link their reports over HTTP there.
+    """
     cmd = [sys.executable, "-m", "flows.deployments", "serve", "--limit", str(limit), "--poll", str(poll_s)]
-    return _spawn("deployments", cmd, prefect_env(server.home, server.api_url), cwd, log_path)
+    env = prefect_env(server.home, server.api_url)
+    if outputs is not None:
+        env.update(outputs.env())
+    return _spawn("deployments", cmd, env, cwd, log_path)
 
 
 def deployment_names(api_url: str) -> list[str]:
@@ -236,6 +254,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"port (default {DEFAULT_PORT})")
     parser.add_argument("--home", type=Path, default=DEFAULT_HOME, help="PREFECT_HOME: database, logs (.prefect)")
     parser.add_argument("--limit", type=int, default=1, help="flow runs at the same time (default 1)")
+    parser.add_argument(
+        "--outputs", type=Path, default=DEFAULT_OUTPUTS, help="runs' root folder to serve over HTTP (./out)"
+    )
+    parser.add_argument(
+        "--outputs-port", type=int, default=DEFAULT_OUTPUTS_PORT, help=f"its port (default {DEFAULT_OUTPUTS_PORT})"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
 
@@ -245,21 +269,34 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGHUP, _interrupt)
+    if port_in_use("127.0.0.1", args.outputs_port):
+        log.error("port %d on 127.0.0.1 is already in use; pick another with --outputs-port", args.outputs_port)
+        return 1
     log.info("starting the Prefect server (database and logs in %s) ...", args.home)
     try:
-        server = start_server(args.home, host=args.host, port=args.port)
+        with serve_outputs(args.outputs, port=args.outputs_port) as outputs:
+            server = start_server(args.home, host=args.host, port=args.port)
+            try:
+                return _serve_until_stopped(server, outputs, names, args.limit)
+            finally:
+                server.stop()
     except StartupError as e:
         log.error("%s", e)
         return 1
-    serve = None
+
+
+def _serve_until_stopped(server: PrefectServer, outputs: OutputsSite, names: list[str], limit: int) -> int:
+    """Serve the deployments against ``server`` until Ctrl-C (0) or until a child process dies (1)."""
+    serve = start_serve(server, limit=limit, outputs=outputs)
     try:
-        serve = start_serve(server, limit=args.limit)
         wait_for_deployments(server.api_url, names, serve)
         log.info(
-            "\nPrefect UI: %s\n\nDeployments: %s\n"
+            "\nPrefect UI: %s\nRun outputs (reports): %s (%s)\n\nDeployments: %s\n"
             "Open Deployments, pick one, press Run (Custom run to edit the form).\n"
-            "Server log: %s. Ctrl-C stops the server and the runs.\n",
+            "Server log: %s. Ctrl-C stops the server, the outputs server and the runs.\n",
             server.url,
+            outputs.url,
+            outputs.root,
             ", ".join(names),
             server.home / "server.log",
         )
@@ -267,16 +304,11 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(1.0)
         log.error("a child process stopped unexpectedly; see %s", server.home / "server.log")
         return 1
-    except StartupError as e:
-        log.error("%s", e)
-        return 1
     except KeyboardInterrupt:
         log.info("stopping ...")
         return 0
     finally:
-        if serve is not None:
-            serve.stop()
-        server.stop()
+        serve.stop()
 
 
 if __name__ == "__main__":

@@ -11,9 +11,14 @@ from typing import TYPE_CHECKING, Any
 import requests
 
 if TYPE_CHECKING:
+    from flows.outputs import OutputsSite
     from flows.ui import PrefectServer
 
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+RUN_TIMEOUT_S = 300.0
+"""A sample run takes ~30 s alone; on a busy 2-core machine (other tests, other users) several times that."""
+LOG_TIMEOUT_S = 60.0
+"""Logs reach the API in batches from the run's process; a loaded machine delays them."""
 
 
 def post(api_url: str, path: str, body: dict[str, Any]) -> Any:
@@ -51,7 +56,7 @@ def log_messages(api_url: str, flow_run_id: str) -> list[str]:
     return [entry["message"] for entry in found]
 
 
-def wait_final(api_url: str, flow_run_id: str, timeout_s: float = 120.0) -> dict[str, Any]:
+def wait_final(api_url: str, flow_run_id: str, timeout_s: float = RUN_TIMEOUT_S) -> dict[str, Any]:
     """Poll a flow run until it is in a final state; return it."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -62,7 +67,7 @@ def wait_final(api_url: str, flow_run_id: str, timeout_s: float = 120.0) -> dict
     raise AssertionError(f"flow run {flow_run_id} not finished after {timeout_s} s: {run['state_type']}")
 
 
-def wait_for_logs(api_url: str, flow_run_id: str, *needles: str, timeout_s: float = 20.0) -> list[str]:
+def wait_for_logs(api_url: str, flow_run_id: str, *needles: str, timeout_s: float = LOG_TIMEOUT_S) -> list[str]:
     """Log messages of a flow run once every ``needle`` appears in one of them (logs are shipped in batches)."""
     deadline = time.monotonic() + timeout_s
     while True:
@@ -76,10 +81,11 @@ def wait_for_logs(api_url: str, flow_run_id: str, *needles: str, timeout_s: floa
 
 
 @contextlib.contextmanager
-def live_prefect(home: Path, workdir: Path) -> Iterator[PrefectServer]:
+def live_prefect(home: Path, workdir: Path, outputs: OutputsSite | None = None) -> Iterator[PrefectServer]:
     """A real ``prefect server start`` on a free port (SQLite under ``home``) with the deployments served.
 
-    The same two processes ``make ui`` starts; the serve process runs flow runs with ``workdir`` as cwd.
+    The same two processes ``make ui`` starts; the serve process runs flow runs with ``workdir`` as cwd, and
+    with ``outputs`` (as ``make ui`` passes it) they link their reports over HTTP.
     """
     from flows.deployments import build_deployments
     from flows.ui import free_port, start_serve, start_server, wait_for_deployments
@@ -87,7 +93,7 @@ def live_prefect(home: Path, workdir: Path) -> Iterator[PrefectServer]:
     server = start_server(home, port=free_port(), timeout_s=150)
     serve = None
     try:
-        serve = start_serve(server, cwd=workdir, log_path=home / "serve.log", poll_s=1.0)
+        serve = start_serve(server, cwd=workdir, log_path=home / "serve.log", poll_s=1.0, outputs=outputs)
         wait_for_deployments(server.api_url, [f"refinery/{d.name}" for d in build_deployments()], serve, 120)
         yield server
     finally:

@@ -25,7 +25,7 @@ from prefect.settings import (  # noqa: E402
 from prefect.testing.utilities import prefect_test_harness  # noqa: E402
 
 from flows import refinery_flow  # noqa: E402
-from flows.artifacts import artifact_key, drop_rows, funnel_rows  # noqa: E402
+from flows.artifacts import artifact_key, drop_rows, funnel_rows, report_location, report_markdown  # noqa: E402
 from flows.deployments import (  # noqa: E402
     SPARK_CLUSTER,
     WEEKLY,
@@ -33,10 +33,11 @@ from flows.deployments import (  # noqa: E402
     build_deployments,
     deployment_parameters,
 )
+from flows.outputs import OutputsSite, site_from_env  # noqa: E402
 from flows.passes import document_pass_dirs, run_stats  # noqa: E402
 from flows.progress import read_progress  # noqa: E402
-from flows.refinery_flow import refinery  # noqa: E402
-from pipeline.config import SAMPLE_DUMP, RunConfig  # noqa: E402
+from flows.refinery_flow import refinery, sample_conflict  # noqa: E402
+from pipeline.config import COMMON_CRAWL_BASE_URL, SAMPLE_DUMP, RunConfig  # noqa: E402
 from pipeline.shards import part_name, read_documents, total_stats  # noqa: E402
 from pipeline.sources.download import DownloadError  # noqa: E402
 from pipeline.sources.dumps import collinfo_url_for, newest_dump, newest_of  # noqa: E402
@@ -140,8 +141,26 @@ def test_sample_flow_publishes_funnel_drops_outputs_and_progress(sample_flow, ap
     assert float(arts[artifact_key("sample", "dedup-progress")]["data"]) == 100.0
     report = run_dir / "report" / "index.html"
     assert report.is_file() and "<html" in report.read_text()[:2000].lower()
-    assert f"({report.as_uri()})" in arts[artifact_key("sample", "report")]["data"]
     assert sample_flow["state"].result()["report"] == str(report)
+    # no outputs server here (ephemeral Prefect): the report is named by its path, never by a file:// link
+    assert not any("file://" in str(a["data"]) for a in arts.values())
+    assert artifact_key("sample", "report-link") not in arts
+    headline = arts[artifact_key("sample", "report")]
+    assert headline["type"] == "markdown"
+    where = f"Report: `{report}` (open it on the machine that holds the output; no outputs server runs)"
+    assert where in headline["data"], headline["data"]
+    report_json = json.loads((report.parent / "report.json").read_text())
+    manifest = json.loads((run_dir / "tokens" / "manifest.json").read_text())
+    top = report_json["drops"][0]
+    assert top["count"] == drop_rows(stats)[0]["dropped"] > 0
+    for line in (
+        f"| documents in | {report_json['funnel']['docs_in']:,} |",
+        f"| documents out | {stats.docs_out:,} |",
+        f"| tokens | {manifest['totals']['num_tokens']:,} (in the token shards) |",
+        f"| {top['key']} | {top['count']:,} | {100 * top['share_of_stage_input']:.1f} |",
+    ):
+        assert line in headline["data"], (line, headline["data"])
+    assert "verdict" not in headline["data"], "no validation ran, so there is no verdict"
     messages = prefect_api.wait_for_logs(
         api_url, sample_flow["id"], "warc pass started: 4 inputs", "warc pass finished: 4/4 parts done", "langid"
     )
@@ -226,17 +245,48 @@ def test_unknown_dump_fails_fast_without_retrying(api_url: str, local_crawl, tmp
 @pytest.mark.parametrize(
     ("params", "message"),
     [
-        ({"config": {"source": {"dump": "2024-22"}}}, "dump must look like CC-MAIN-YYYY-WW"),
-        ({"config": {"langid": {"threshold": 1.5}}}, "less than or equal to 1"),
+        ({"config": {"source": {"dump": "2024-22"}}}, "config.source.dump: Value error, dump must look like CC-MAIN"),
+        ({"config": {"langid": {"threshold": 1.5}}}, "config.langid.threshold: Input should be less than or equal"),
         ({"config": {"engine": {"workers": 0}}}, "greater than or equal to 1"),
-        ({"config": {"no_such_field": 1}}, "Extra inputs are not permitted"),
+        ({"config": {"no_such_field": 1}}, "config.no_such_field: Extra inputs are not permitted"),
+        ({"sample": "perhaps"}, "sample: Input should be a valid boolean"),
     ],
 )
-def test_bad_parameters_fail_before_any_work(api_url: str, params: dict, message: str) -> None:
+def test_bad_parameters_fail_before_any_work_and_say_why_in_the_log(api_url: str, params: dict, message: str) -> None:
+    """The reason is in the run's log (the Logs tab), not only in the state message under Details."""
     state = _run(**params)
     assert state.is_failed()
-    assert "Validation of flow parameters failed" in state.message and message in state.message, state.message
+    assert "invalid parameters" in state.message and message in state.message, state.message
     assert prefect_api.task_runs(api_url, _flow_run_id(state)) == {}
+    messages = prefect_api.wait_for_logs(api_url, _flow_run_id(state), message)
+    assert any(m.startswith("nothing was run: ") and message in m for m in messages), messages
+
+
+def test_sample_run_refuses_a_source_it_would_ignore(api_url: str, tmp_path: Path) -> None:
+    """A sample run used to complete on CC-MAIN-2024-22 whatever dump the form said; now it fails and says why."""
+    params = deployment_parameters()["sample"]
+    config = RunConfig.model_validate({**params["config"], "output_dir": str(tmp_path)})
+    config.source.dump = "CC-MAIN-1999-99"
+    state = _run(config=config, sample=True)
+    assert state.is_failed()
+    assert "'CC-MAIN-1999-99'" in state.message and "sample" in state.message, state.message
+    run_id = _flow_run_id(state)
+    messages = prefect_api.wait_for_logs(api_url, run_id, "nothing was run: a sample run reads the embedded sample")
+    assert any("source.dump 'CC-MAIN-1999-99' (must stay 'CC-MAIN-2024-22')" in m for m in messages), messages
+    assert prefect_api.task_runs(api_url, run_id) == {}
+    assert list(tmp_path.iterdir()) == [], "a refused run wrote output"
+
+
+def test_sample_conflict_names_what_a_sample_run_would_ignore() -> None:
+    sample = RunConfig.model_validate(deployment_parameters()["sample"]["config"])
+    assert sample_conflict(sample, newest_dump=False) is None
+    other_dump = sample.model_copy(update={"source": sample.source.model_copy(update={"dump": "CC-MAIN-2023-50"})})
+    assert "source.dump 'CC-MAIN-2023-50'" in (sample_conflict(other_dump, newest_dump=False) or "")
+    assert sample_conflict(other_dump, newest_dump=True) is None, "newest_dump replaces the dump by design"
+    mirror = sample.model_copy(update={"source": sample.source.model_copy(update={"cc_base_url": "/srv/cc/"})})
+    problem = sample_conflict(mirror, newest_dump=True) or ""
+    assert f"source.cc_base_url '/srv/cc/' (must stay '{COMMON_CRAWL_BASE_URL}')" in problem
+    assert "source.dump" not in problem
 
 
 # --- the pieces, without a flow run ----------------------------------------------------------------------------------
@@ -292,6 +342,35 @@ def test_deployments_are_defined_with_full_valid_parameters() -> None:
     assert deployments["local"].parameters["config"] == RunConfig().model_dump(mode="json")
     schema = deployments["local"]._parameter_openapi_schema.model_dump()
     assert schema["definitions"]["RunConfig"]["properties"]["source"] == {"$ref": "#/definitions/SourceConfig"}
+
+
+def test_report_headline_shows_the_verdict_and_links_only_over_http(tmp_path: Path) -> None:
+    report = {
+        "funnel": {"docs_in": 1200, "docs_out": 345, "tokens_out": 99_000},
+        "tokens": None,
+        "validation": {"verdict": "fail", "reason": "val loss 9.1 >= unigram entropy 7.2"},
+        "drops": [
+            {"key": f"quality:rule{i}", "count": 100 - i, "share_of_stage_input": 0.5 - i / 100} for i in range(7)
+        ],
+    }
+    html = tmp_path / "out" / "run" / "report" / "index.html"
+    text = report_markdown("run", report, report_location(html, None))
+    assert "| documents in | 1,200 |" in text and "| documents out | 345 |" in text
+    assert "| tokens | ~99,000 (estimated, not tokenized) |" in text
+    assert "| validation verdict | fail (val loss 9.1 >= unigram entropy 7.2) |" in text
+    assert "| quality:rule0 | 100 | 50.0 |" in text and "quality:rule4" in text and "quality:rule5" not in text
+    assert f"`{html}`" in text and "file://" not in text
+    site = OutputsSite(root=(tmp_path / "out").resolve(), url="http://127.0.0.1:4201/")
+    assert report_location(html, site) == (
+        "[http://127.0.0.1:4201/run/report/index.html](http://127.0.0.1:4201/run/report/index.html)"
+    )
+    assert site.url_for(tmp_path / "out" / "a run" / "x.html") == "http://127.0.0.1:4201/a%20run/x.html"
+    elsewhere = tmp_path / "elsewhere" / "index.html"
+    assert site.url_for(elsewhere) is None and site.url_for(tmp_path / "out" / ".." / "x") is None
+    assert f"`{elsewhere}`" in report_location(elsewhere, site) and "outside the folder" in report_location(
+        elsewhere, site
+    )
+    assert site_from_env(site.env()) == site and site_from_env({}) is None
 
 
 def test_artifact_keys_are_valid_prefect_keys() -> None:
