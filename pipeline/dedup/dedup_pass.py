@@ -28,7 +28,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +47,7 @@ from pipeline.dedup.exact import content_hashes_from_normalized, exact_represent
 from pipeline.dedup.minhash import band_hashes, normalize_texts, shingle_hashes, signatures_from_shingles
 from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
+from pipeline.lock import LOCK_FILE, output_lock
 from pipeline.shards import DOCUMENTS, PartWriter, done_parts, is_done, marker_path, write_bytes_atomic
 from pipeline.stage import run_chain, with_drop_reasons
 from pipeline.stats import PartStats
@@ -96,12 +100,16 @@ def fingerprint(units: list[WorkUnit], config: DedupConfig) -> dict:
     return {"version": _FINGERPRINT_VERSION, "config": settings, "parts": parts}
 
 
+class StaleDedupOutput(ValueError):
+    """The output folder holds dedup work made from other input parts or settings."""
+
+
 def check_fingerprint(work: Path, expected: dict) -> None:
     path = work / "fingerprint.json"
     if path.exists():
         found = json.loads(path.read_text())
         if found != expected:
-            raise ValueError(
+            raise StaleDedupOutput(
                 f"{work} was made from other input parts or dedup settings; "
                 "use a new output folder (or delete it) to dedup this input"
             )
@@ -174,25 +182,38 @@ class SignPart:
         num_perm = self.config.minhash.num_perm if self.config.minhash.enabled else 0
         table_path = out_dir / f"{unit.part}.parquet"
         sig_path = out_dir / f"{unit.part}.sig.npy"
-        tmp_table = table_path.with_name(f".{table_path.name}.tmp")
-        tmp_sig = sig_path.with_name(f".{sig_path.name}.tmp")
         out_dir.mkdir(parents=True, exist_ok=True)
-        signatures = np.lib.format.open_memmap(tmp_sig, mode="w+", dtype=np.uint32, shape=(rows, num_perm))
+        for stale in out_dir.glob(f".{unit.part}.*.tmp"):  # a killed attempt's (one run per output: see lock)
+            stale.unlink(missing_ok=True)
+        unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        tmp_table = table_path.with_name(f".{table_path.name}.{unique}.tmp")
+        tmp_sig = sig_path.with_name(f".{sig_path.name}.{unique}.tmp")
         done = 0
-        with pq.ParquetWriter(tmp_table, signature_schema(self.config), compression="zstd") as writer:
-            for batch in source.iter_batches(batch_size=self.config.batch_size, columns=SIGN_COLUMNS):
-                table, sig32 = sign_batch(pa.Table.from_batches([batch]), done, self.config)
-                writer.write_table(table, row_group_size=100_000)
-                if sig32 is not None:
-                    signatures[done : done + table.num_rows] = sig32
-                done += table.num_rows
-                write_progress(out_dir, unit.part, done)
-        if done != rows:
-            raise ValueError(f"{path}: read {done} rows, its metadata says {rows}")
-        signatures.flush()
-        del signatures
-        tmp_sig.replace(sig_path)
-        tmp_table.replace(table_path)
+        try:
+            # the .npy is written with plain writes, not a memory map: on a full disk a write raises ENOSPC,
+            # where a store into a memory map kills the process with SIGBUS
+            with (
+                open(tmp_sig, "wb") as sig_file,
+                pq.ParquetWriter(tmp_table, signature_schema(self.config), compression="zstd") as writer,
+            ):
+                header = {"descr": np.dtype(np.uint32).str, "fortran_order": False, "shape": (rows, num_perm)}
+                np.lib.format.write_array_header_1_0(sig_file, header)
+                for batch in source.iter_batches(batch_size=self.config.batch_size, columns=SIGN_COLUMNS):
+                    table, sig32 = sign_batch(pa.Table.from_batches([batch]), done, self.config)
+                    writer.write_table(table, row_group_size=100_000)
+                    if sig32 is not None:
+                        sig_file.write(np.ascontiguousarray(sig32, dtype=np.uint32).tobytes())
+                    done += table.num_rows
+                    write_progress(out_dir, unit.part, done)
+                if done != rows:
+                    raise ValueError(f"{path}: read {done} rows, its metadata says {rows}")
+                sig_file.flush()
+                os.fsync(sig_file.fileno())
+            tmp_sig.replace(sig_path)
+            tmp_table.replace(table_path)
+        finally:
+            tmp_sig.unlink(missing_ok=True)
+            tmp_table.unlink(missing_ok=True)
         write_json_atomic(marker_path(out_dir, unit.part), {"rows": rows})
 
 
@@ -253,7 +274,7 @@ def scope_codes(dumps: pa.Array, scope: str) -> tuple[np.ndarray, list[str]]:
     if scope == "run":
         return np.zeros(len(dumps), dtype=np.int32), ["*"]
     names = sorted(pc.unique(dumps).to_pylist())
-    return pc.index_in(dumps, pa.array(names)).to_numpy().astype(np.int32), names
+    return pc.index_in(dumps, pa.array(names, pa.string())).to_numpy().astype(np.int32), names
 
 
 class _SignatureFiles:
@@ -625,17 +646,37 @@ def run_dedup(
     progress: bool = False,
     keep_rejected: bool = False,
     engine: Engine | None = None,
+    replace_stale: bool = False,
 ) -> PassResult:
     """Deduplicate the finished parts of ``input_dir`` into ``output_dir`` (same part names); resumable.
 
     ``engine`` runs the per-part steps (default: the local engine with ``workers`` processes); a Spark
-    engine also clusters with Spark SQL.
+    engine also clusters with Spark SQL. An output folder made from other input parts or settings is an
+    error, unless ``replace_stale`` (a run's own dedup folder): then it is emptied and dedup starts over.
     """
     output_dir = Path(output_dir).resolve()  # executors may run elsewhere: every path they get is absolute
-    engine = _engine(engine, workers, progress)
     units = input_units(input_dir)
+    with output_lock(output_dir, "dedup"):
+        return _dedup(units, output_dir, config, _engine(engine, workers, progress), keep_rejected, replace_stale)
+
+
+def _dedup(
+    units: list[WorkUnit], output_dir: Path, config: DedupConfig, engine: Engine, keep_rejected: bool,
+    replace_stale: bool,
+) -> PassResult:  # fmt: skip
     work = output_dir / WORK
-    check_fingerprint(work, fingerprint(units, config))
+    try:
+        check_fingerprint(work, fingerprint(units, config))
+    except StaleDedupOutput:
+        if not replace_stale:
+            raise
+        log.warning("the input of %s changed since it was deduplicated: redoing dedup from scratch", output_dir)
+        for entry in output_dir.iterdir():  # all but the lock this run holds
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            elif entry.name != LOCK_FILE:
+                entry.unlink()
+        check_fingerprint(work, fingerprint(units, config))
     if not all(is_done(output_dir, u.part) for u in units):
         start = time.perf_counter()
         sign_parts(units, output_dir, config, engine=engine)

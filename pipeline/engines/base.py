@@ -7,6 +7,7 @@ finished parts are skipped by their markers, so any engine can resume any pass.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.shards import is_done
+from pipeline.shards import is_done, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +43,22 @@ class UnitProcessor(Protocol):
 class RunIncomplete(RuntimeError):
     """Some units failed; their parts are not written, and a rerun retries exactly those."""
 
+    def __init__(self, message: str, result: PassResult | None = None) -> None:
+        super().__init__(message)
+        self.result = result or PassResult()
+
     @classmethod
-    def for_parts(cls, result: PassResult, total: int, out_dir: Path) -> RunIncomplete:
-        details = "\n".join(f"  {part}: {error}" for part, error in sorted(result.failed.items()))
+    def for_parts(
+        cls, result: PassResult, units: list[WorkUnit], out_dir: Path, description: str = "parts"
+    ) -> RunIncomplete:
+        inputs = {u.part: ", ".join(u.inputs) for u in units}
+        details = "\n".join(
+            f"  {part} ({inputs.get(part, '?')}): {error}" for part, error in sorted(result.failed.items())
+        )
         return cls(
-            f"{len(result.failed)} of {total} parts failed (details in {Path(out_dir) / FAILURES}); "
-            f"rerun the same command to retry them:\n{details}"
+            f"{description}: {len(result.failed)} of {len(units)} parts failed "
+            f"(details in {Path(out_dir) / FAILURES}); rerun the same command to retry them:\n{details}",
+            result,
         )
 
 
@@ -70,27 +81,47 @@ def run_unit(processor: UnitProcessor, unit: WorkUnit, out_dir: Path) -> str:
     out_dir = Path(out_dir)
     if is_done(out_dir, unit.part):
         return "skipped"
-    fail_file = failure_path(out_dir, unit.part)
     try:
         processor(unit, out_dir)
     except Exception as e:  # a bad unit must not stop the pass; it is reported and retried on rerun
-        log.error("part %s (%s) failed: %s", unit.part, ", ".join(unit.inputs), e)
-        fail_file.parent.mkdir(parents=True, exist_ok=True)
-        fail_file.write_text(
-            json.dumps(
-                {
-                    "part": unit.part,
-                    "inputs": list(unit.inputs),
-                    "error": f"{type(e).__name__}: {e}",
-                    "traceback": traceback.format_exc(),
-                    "pid": os.getpid(),
-                },
-                indent=1,
-            )
-        )
+        error = describe_error(e, out_dir)
+        log.error("part %s (%s) failed: %s", unit.part, ", ".join(unit.inputs), error)
+        log.info("part %s traceback:\n%s", unit.part, traceback.format_exc())
+        record_failure(out_dir, unit, error, traceback.format_exc())
         return "failed"
-    fail_file.unlink(missing_ok=True)
     return "done"
+
+
+def describe_error(e: BaseException, where: Path) -> str:
+    """One line for a failed unit; a full disk says so, and where (OSError often names no file)."""
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        name = f" ({e.filename})" if e.filename else ""
+        return f"disk full: no space left on device writing under {where}{name}"
+    return f"{type(e).__name__}: {e}"
+
+
+def record_failure(out_dir: Path, unit: WorkUnit, error: str, details: str = "") -> None:
+    """The failure file of ``unit``: what went wrong, read back by :func:`collect_result` and the report."""
+    info = {"part": unit.part, "inputs": list(unit.inputs), "error": error, "traceback": details, "pid": os.getpid()}
+    try:
+        write_bytes_atomic(failure_path(out_dir, unit.part), json.dumps(info, indent=1).encode())
+    except OSError as e:  # e.g. the disk is full: the pass still reports the part as failed ("did not finish")
+        log.error("could not record the failure of part %s: %s", unit.part, e)
+
+
+def fail_unfinished(units: list[WorkUnit], out_dir: Path, exit: str) -> None:
+    """A worker process ended (``exit``, e.g. "killed by SIGBUS") while running ``units`` in order: the first
+    unfinished one is the one it was running, the ones after it never ran. Each gets a failure file."""
+    culprit = None
+    for unit in units:
+        if is_done(out_dir, unit.part) or failure_path(out_dir, unit.part).exists():
+            continue
+        if culprit is None:
+            culprit, error = unit.part, f"worker process {exit}"
+        else:
+            error = f"not run: its worker process {exit} on part {culprit}"
+        log.error("part %s (%s) failed: %s", unit.part, ", ".join(unit.inputs), error)
+        record_failure(out_dir, unit, error)
 
 
 def collect_result(out_dir: Path, units: list[WorkUnit], skipped: set[str]) -> PassResult:
@@ -106,20 +137,24 @@ def collect_result(out_dir: Path, units: list[WorkUnit], skipped: set[str]) -> P
     return result
 
 
-def run_pass(units: list[WorkUnit], out_dir: Path, run_todo: Callable[[list[WorkUnit]], None]) -> PassResult:
+def run_pass(
+    units: list[WorkUnit], out_dir: Path, run_todo: Callable[[list[WorkUnit]], None], description: str = "parts"
+) -> PassResult:
     """What every engine does around its own scheduling: skip finished parts, ``run_todo`` the others, then
     read back the outcome and raise :class:`RunIncomplete` if any part failed (after all others ran)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     skipped = {u.part for u in units if is_done(out_dir, u.part)}
     todo = [u for u in units if u.part not in skipped]
+    for unit in todo:  # failures of earlier attempts: this attempt writes its own
+        failure_path(out_dir, unit.part).unlink(missing_ok=True)
     if skipped:
         log.info("%d of %d parts already done, skipping them", len(skipped), len(units))
     if todo:
         run_todo(todo)
     result = collect_result(out_dir, units, skipped)
     if result.failed:
-        raise RunIncomplete.for_parts(result, len(units), out_dir)
+        raise RunIncomplete.for_parts(result, units, out_dir, description)
     return result
 
 

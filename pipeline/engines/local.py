@@ -10,7 +10,9 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import multiprocessing.connection
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,10 +21,53 @@ from datatrove.pipeline.base import PipelineStep
 from loguru import logger as datatrove_logger
 from tqdm.auto import tqdm
 
-from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, run_pass, run_unit
+from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
+from pipeline.processes import describe_exit, die_with_parent_on_fork
 from pipeline.shards import MARKERS, STATS
 
 log = logging.getLogger(__name__)
+
+
+class SupervisedExecutor(LocalPipelineExecutor):
+    """datatrove's local executor with each task in its own process, watched by this one.
+
+    datatrove runs tasks on a ``multiprocess.Pool``, which waits forever for a task whose worker the OS
+    killed (SIGBUS on a full disk, the OOM killer, ``kill -9``). Here the parent waits on the workers'
+    exit sentinels instead: a worker that dies is seen at once, its unfinished units fail with the
+    signal's name (``on_death(rank, why)``), and the other tasks go on. Task set-up, logs and stats are
+    datatrove's (``_run_for_rank``).
+    """
+
+    def __init__(self, *args: object, on_death: Callable[[int, str], None], **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.on_death = on_death
+
+    def run(self) -> None:
+        die_with_parent_on_fork()  # also for the queue manager datatrove forks with one worker
+        if self.workers == 1:  # in this process, as datatrove does it (tracebacks, debuggers, monkeypatching)
+            super().run()
+            return
+        context = multiprocessing.get_context(self.start_method)
+        pending = list(range(self.local_tasks))
+        free_slots = list(range(self.workers))
+        running: dict[int, tuple[multiprocessing.process.BaseProcess, int, int]] = {}
+        try:
+            while pending or running:
+                while pending and free_slots:
+                    rank, slot = pending.pop(0), free_slots.pop()
+                    worker = context.Process(target=self._run_for_rank, args=(rank, slot), name=f"task-{rank}")
+                    worker.start()
+                    running[worker.sentinel] = (worker, rank, slot)
+                for sentinel in multiprocessing.connection.wait(list(running)):
+                    worker, rank, slot = running.pop(sentinel)
+                    worker.join()
+                    free_slots.append(slot)
+                    if worker.exitcode != 0:
+                        self.on_death(rank, describe_exit(worker.exitcode))
+        finally:
+            for worker, _, _ in running.values():  # interrupted (Ctrl-C): no worker outlives the pass
+                worker.kill()
+                worker.join()
 
 
 class UnitsStep(PipelineStep):
@@ -67,7 +112,11 @@ def run_local(
 
     def run_todo(todo: list[WorkUnit]) -> None:
         n_tasks = tasks or default_tasks(len(todo), workers)
-        executor = LocalPipelineExecutor(
+
+        def on_death(rank: int, why: str) -> None:
+            fail_unfinished(todo[rank::n_tasks], out_dir, why)
+
+        executor = SupervisedExecutor(
             pipeline=[UnitsStep(todo, processor, out_dir, quiet=True)],
             tasks=n_tasks,
             workers=min(workers, n_tasks),
@@ -75,12 +124,13 @@ def run_local(
             skip_completed=False,
             # fork: workers inherit the quiet log setup and need no __main__ guard; they never touch tqdm
             start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "forkserver",
+            on_death=on_death,
         )
         datatrove_logger.disable("datatrove")  # its per-task banners; our funnel and logs say what happened
         with ProgressMonitor(out_dir, units, enabled=progress, description=description):
             executor.run()
 
-    return run_pass(units, out_dir, run_todo)
+    return run_pass(units, out_dir, run_todo, description)
 
 
 @dataclass

@@ -271,4 +271,4 @@ class SparkEngine:
                 task = _UnitTask(processor, todo, out_dir)
                 self.map_items(task, len(todo), description=f"cc-refinery: {description}")
 
-        return run_pass(units, out_dir, run_todo)
+        return run_pass(units, out_dir, run_todo, description)
