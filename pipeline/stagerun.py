@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 from pipeline.config import RunConfig
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
+from pipeline.lock import output_lock
 from pipeline.run import build_stage, process_records, stage_names
 from pipeline.shards import PartWriter, part_name
 from pipeline.stage import run_chain
@@ -116,4 +117,5 @@ def run_stage(
     names = stage_chain(name, warc_input=is_warc(files[0]))
     units = [WorkUnit(part=part_name(i), inputs=(str(f.resolve()),)) for i, f in enumerate(files)]
     engine = make_engine(config.engine, progress=progress)
-    return engine.run_units(units, StagePass(config, tuple(names), limit), output, description=f"stage {name}")
+    with output_lock(output, f"stage {name}"):
+        return engine.run_units(units, StagePass(config, tuple(names), limit), output, description=f"stage {name}")

@@ -167,6 +167,7 @@ def build(
     _setup_logging(verbose)
     from pydantic import ValidationError
 
+    from pipeline.lock import OutputLocked
     from tokenization.encoders import TokenizerAssetError, TokenizerConfig
     from tokenization.tokenize_pass import TokenizeError, run_tokenize
 
@@ -183,8 +184,11 @@ def build(
     out = output or input_dir / "tokens"
     try:
         result = run_tokenize(input_dir, out, config, progress=not no_progress)
-    except (TokenizeError, TokenizerAssetError) as e:
+    except (TokenizeError, TokenizerAssetError, OutputLocked) as e:
         raise _fail(f"error: {e}") from None
+    except OSError as e:  # e.g. a full disk: one line naming where
+        logging.getLogger(__name__).info("tokenizing failed", exc_info=True)
+        raise _fail(f"error while tokenizing into {out}: {e}") from None
     totals = result["manifest"]["totals"]
     typer.echo(
         f"{totals['num_shards']} shards, {totals['num_tokens']:,} tokens, {totals['num_documents']:,} documents "

@@ -32,6 +32,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.engines import Engine
+from pipeline.lock import output_lock
+from pipeline.processes import die_with_parent_on_fork
 from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
 from pipeline.stage import text_bytes
 from pipeline.stats import PartStats
@@ -267,6 +269,7 @@ def _run_jobs(
     else:
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+        die_with_parent_on_fork()  # a killed main process takes its pool with it
         with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
             futures = {pool.submit(tokenize_part, job): job for job in jobs}
             for future in as_completed(futures):
@@ -278,6 +281,20 @@ def _run_jobs(
 
 
 def run_tokenize(
+    input_dir: Path,
+    output_dir: Path,
+    config: TokenizerConfig | None = None,
+    *,
+    workers: int | None = None,
+    progress: bool = False,
+    engine: Engine | None = None,
+) -> dict[str, Any]:
+    """:func:`_run_tokenize` while holding ``output_dir``'s lock (one tokenization per output folder)."""
+    with output_lock(Path(output_dir), "tokenize"):
+        return _run_tokenize(input_dir, output_dir, config, workers=workers, progress=progress, engine=engine)
+
+
+def _run_tokenize(
     input_dir: Path,
     output_dir: Path,
     config: TokenizerConfig | None = None,
