@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 Language = Literal["en"]
 
@@ -110,3 +110,11 @@ class QualityConfig(_Model):
     plugins: tuple[str, ...] = Field(
         (), description="Modules to import before the filters are built (where extra filters register)."
     )
+
+    @model_validator(mode="after")
+    def _known_filters(self) -> QualityConfig:
+        """A misspelt filter name must fail when the config loads, not in every part after the downloads."""
+        from filters.registry import check_filters
+
+        check_filters(self)
+        return self

@@ -88,6 +88,23 @@ def build_filter(name: str, quality: QualityConfig | None = None) -> Stage:
     return _spec(name).factory(filter_config(name, quality or QualityConfig()))
 
 
+def check_filters(quality: QualityConfig) -> None:
+    """Raise ValueError unless every plugin imports and every name in ``quality.filters`` is a registered
+    filter with valid settings."""
+    for module in quality.plugins:
+        try:
+            importlib.import_module(module)
+        except ImportError as e:
+            raise ValueError(f"quality.plugins: cannot import {module!r}: {e}") from None
+    if unknown := [name for name in quality.filters if name not in _REGISTRY]:
+        raise ValueError(
+            f"unknown quality filter(s) {', '.join(map(repr, unknown))} in quality.filters; "
+            f"registered: {', '.join(_REGISTRY)}"
+        )
+    for name in quality.filters:
+        filter_config(name, quality)
+
+
 def quality_stages(quality: QualityConfig | None = None) -> list[Stage]:
     """The enabled quality filters of ``quality``, in its order (FineWeb's by default)."""
     quality = quality or QualityConfig()

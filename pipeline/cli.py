@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import faulthandler
 import json
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 import yaml
 
 from pipeline.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
 from pipeline.engines.base import RunIncomplete
+from pipeline.processes import die_with_parent_on_fork
 from pipeline.stats import format_funnel
 
 app = typer.Typer(
@@ -105,6 +109,42 @@ def _languages(value: str | None) -> list[str] | None | str:
     return [code.strip() for code in value.split(",") if code.strip()]
 
 
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_COMPLETED_WITH_FAILURES = 3
+"""``refinery run``: every pass ran, but some WARC files failed (tolerated by ``--max-failed-parts``)."""
+
+
+@contextlib.contextmanager
+def _errors(what: str, verbose: bool, usage: tuple[type[Exception], ...] = ()) -> Iterator[None]:
+    """A failure as one red line saying what failed and where (exit 1; ``usage`` errors exit 2); ``-v`` adds
+    the traceback."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except RunIncomplete as e:  # already one line per failed part, naming its input
+        _fail(str(e), EXIT_FAILED, verbose)
+    except usage as e:
+        _fail(f"error: {e}", EXIT_USAGE, verbose)
+    except OSError as e:
+        if e.errno == errno.ENOSPC:
+            where = f" ({e.filename})" if e.filename else ""
+            _fail(f"error: disk full while {what}{where}: free space or write elsewhere", EXIT_FAILED, verbose)
+        _fail(f"error while {what}: {e}", EXIT_FAILED, verbose)
+    except Exception as e:  # listing, lock and config errors: one clear line
+        _fail(f"error while {what}: {e}", EXIT_FAILED, verbose)
+
+
+def _fail(message: str, code: int, verbose: bool) -> NoReturn:
+    if verbose:
+        traceback.print_exc(file=sys.stderr)
+    else:
+        message += "\n(-v shows the traceback)" if code == EXIT_FAILED and "\n" not in message else ""
+    typer.secho(message, fg=typer.colors.RED, err=True)
+    raise typer.Exit(code) from None
+
+
 def _load(config_file: Path | None, overrides: dict) -> RunConfig:
     try:
         return load_config(config_file, overrides)
@@ -147,6 +187,15 @@ def run(
     languages: LanguagesOpt = None,
     lang_threshold: ThresholdOpt = None,
     keep_rejected: KeepRejectedOpt = False,
+    max_failed_parts: Annotated[
+        int | None,
+        typer.Option(
+            "--max-failed-parts",
+            min=0,
+            help="Let dedup, tokens and the report run when at most N WARC files failed (404, truncated at the "
+            "source, not gzip); they are listed and the run exits 3. Default 0: a failed file stops the run.",
+        ),
+    ] = None,
     sample: Annotated[
         bool, typer.Option("--sample", help="Build and serve the embedded sample crawl, and run on it.")
     ] = False,
@@ -167,7 +216,11 @@ def run(
     """Run the pipeline on a dump: download -> URL filter -> extraction -> language ID -> Parquet.
 
         Output goes to OUTPUT/NAME/documents/part-*.parquet, one part per WARC file. Rerunning the same
-    command resumes: finished parts are skipped, half-written ones are redone.
+    command resumes: finished parts are skipped, half-written ones are redone. One run per output folder:
+    a second run on it is refused while the first lives.
+
+    Exit codes: 0 done; 1 failed (some WARC files failed: rerun to retry them); 2 bad configuration;
+    3 completed with failures (at most --max-failed-parts WARC files failed; the rest went through every pass).
 
     Examples:
 
@@ -195,6 +248,7 @@ def run(
             "langid.threshold": lang_threshold,
             "keep_rejected": True if keep_rejected else None,
             "validate_shards": True if validate else None,
+            "max_failed_parts": max_failed_parts,
         }
     )
     flags.update(_engine_flags(engine, master, spark_conf))
@@ -211,7 +265,7 @@ def run(
                 config.name = "sample"
             if config.tokenizer.val_shard_tokens is None:  # a sample is small: keep train shards besides val
                 config.tokenizer.val_shard_tokens = 8_192
-        try:
+        with _errors(f"running {config.run_dir}", verbose):
             if newest_dump:
                 from pipeline.sources.dumps import newest_dump as find_newest
 
@@ -221,13 +275,6 @@ def run(
                 typer.echo(f"newest dump: {dump}", err=True)
                 config.source = source.model_copy(update={"dump": dump})
             summary = run_pipeline(config, progress=not no_progress)
-        except RunIncomplete as e:
-            typer.secho(str(e), fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
-        except Exception as e:  # listing/config errors: one clear line, details with -v
-            logging.getLogger(__name__).debug("run failed", exc_info=True)
-            typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-            raise typer.Exit(1) from None
     typer.echo(format_funnel(summary.stats))
     typer.echo(f"\ndocuments: {summary.documents_dir} ({summary.stats.docs_out:,} documents)")
     if summary.tokens_dir is not None:
@@ -241,6 +288,18 @@ def run(
     typer.echo(f"stats:     {summary.run_dir}/**/stats (one JSON per part and pass)")
     if config.keep_rejected:
         typer.echo(f"rejected:  {summary.run_dir}/**/rejected (dropped documents with stage and rule)")
+    for warning in summary.warnings:
+        typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    if summary.failed:
+        typer.secho(
+            f"completed with failures: {len(summary.failed)} WARC file(s) failed and are not in the output "
+            f"(max_failed_parts {config.max_failed_parts}); rerun the same command to retry them:",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        for path, error in summary.failed.items():
+            typer.secho(f"  {path}: {error}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_COMPLETED_WITH_FAILURES)
 
 
 @app.command()
@@ -295,14 +354,8 @@ def stage(
     from pipeline.shards import total_stats
     from pipeline.stagerun import run_stage
 
-    try:
+    with _errors(f"running stage {name} into {output}", verbose, usage=(ValueError, FileNotFoundError)):
         run_stage(name, inputs, output, config, limit=limit, progress=not no_progress)
-    except (ValueError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
-    except RunIncomplete as e:
-        typer.secho(str(e), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
     stats = total_stats(output)
     typer.echo(format_funnel(stats))
     typer.echo(f"\ndocuments: {output / 'documents'} ({stats.docs_out:,} documents)")
@@ -348,15 +401,9 @@ def dedup(
     from pipeline.engines import make_engine
 
     run_config = _load(None, {**_overrides(**{"engine.workers": workers}), **_engine_flags(engine, master, spark_conf)})
-    try:
+    with _errors(f"deduplicating into {output_dir}", verbose, usage=(ValueError, FileNotFoundError)):
         run_dedup(input_dir, output_dir, config, keep_rejected=keep_rejected,
                   engine=make_engine(run_config.engine, progress=not no_progress))  # fmt: skip
-    except RunIncomplete as e:
-        typer.secho(str(e), fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    except (ValueError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     typer.echo(format_funnel(total_stats(output_dir)))
     typer.echo(f"\ndocuments: {output_dir / 'documents'}")
     typer.echo(f"clusters:  {output_dir / 'dedup_clusters.json'}")
@@ -477,6 +524,8 @@ _mount_subcommands()
 
 
 def main() -> None:
+    faulthandler.enable()  # a worker killed by SIGSEGV/SIGBUS prints where it was
+    die_with_parent_on_fork()  # kill -9 of this process takes its worker processes with it
     app()
 
 

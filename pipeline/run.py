@@ -11,6 +11,7 @@ import logging
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,10 +21,11 @@ from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
 from pipeline.config import RunConfig
 from pipeline.engines import Engine, make_engine
-from pipeline.engines.base import PassResult, WorkUnit, write_progress
+from pipeline.engines.base import PassResult, RunIncomplete, WorkUnit, write_progress
 from pipeline.extraction import ExtractStage
 from pipeline.langid import LangIdStage
-from pipeline.shards import PartWriter, part_name, total_stats
+from pipeline.lock import output_lock
+from pipeline.shards import PartWriter, part_name, total_stats, write_bytes_atomic
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
 from pipeline.sources.download import fetch_warc, is_local, local_dir
 from pipeline.sources.warc import read_warc
@@ -102,6 +104,10 @@ class WarcPass:
             download_dir(self.config),
             retries=source.retries,
             timeout_s=source.timeout_s,
+            min_speed_bps=source.min_speed_bytes_s,
+            speed_window_s=source.speed_window_s,
+            deadline_s=source.deadline_s,
+            salvage_truncated=source.salvage_truncated,
         )
         stats = PartStats(part=unit.part, inputs=[warc_path])
         with PartWriter(out_dir, unit.part, keep_rejected=self.config.keep_rejected) as writer:
@@ -115,6 +121,9 @@ class WarcPass:
                 batch_size=self.config.engine.batch_size,
                 on_batch=lambda n: write_progress(out_dir, unit.part, n),
             )
+            if stats.source["truncated_file"]:  # the part commits with what the cut left (counted in stats)
+                log.warning("%s is truncated: salvaged %d documents before the cut", warc_path,
+                            stats.source["documents"])  # fmt: skip
             stats.seconds = time.perf_counter() - start
             writer.commit(stats)
         if not source.keep_warcs and local.is_relative_to(download_dir(self.config)):
@@ -168,6 +177,9 @@ class RunSummary:
     pass_stats: list[PartStats] = field(default_factory=list)
     tokens_dir: Path | None = None
     report_path: Path | None = None
+    failed: dict[str, str] = field(default_factory=dict)
+    """WARC files that failed (path -> error), tolerated by ``max_failed_parts``: the run completed without them."""
+    warnings: list[str] = field(default_factory=list)
 
 
 def with_absolute_paths(config: RunConfig) -> RunConfig:
@@ -181,12 +193,42 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
 
 
 def warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> PassResult:
-    """The WARC pass into ``<run>``: one part per WARC file; records the config it ran with."""
+    """The WARC pass into ``<run>``: one part per WARC file; records the config it ran with.
+
+    Up to ``config.max_failed_parts`` failed WARC files are tolerated (the result lists them, and the later
+    passes run on the other parts); more, or none finished, raise :class:`RunIncomplete`.
+    """
     config = with_absolute_paths(config)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-    return engine.run_units(units, WarcPass(config), run_dir, description="WARC files")
+    recorded = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    write_bytes_atomic(run_dir / "config.yaml", recorded.encode())
+    try:
+        return engine.run_units(units, WarcPass(config), run_dir, description="WARC files")
+    except RunIncomplete as e:
+        result = e.result
+        finished = len(result.done) + len(result.skipped)
+        if len(result.failed) > config.max_failed_parts or not finished:
+            allowed = f"at most {config.max_failed_parts} may" if config.max_failed_parts else "none may"
+            hint = (
+                f"\n{len(result.failed)} failed, {allowed} (--max-failed-parts N lets dedup, tokens and the "
+                "report run on the other files)"
+                if finished
+                else ""
+            )
+            raise RunIncomplete(f"{e}{hint}", result) from None
+        log.warning(
+            "%d of %d WARC files failed (at most %d allowed by max_failed_parts): the later passes run on "
+            "the %d others; rerun the same command to retry the failed ones",
+            len(result.failed), len(units), config.max_failed_parts, finished,
+        )  # fmt: skip
+        return result
+
+
+def failed_inputs(units: list[WorkUnit], result: PassResult) -> dict[str, str]:
+    """``{WARC path: error}`` of the units that failed in ``result``."""
+    inputs = {u.part: ", ".join(u.inputs) for u in units}
+    return {inputs.get(part, part): error for part, error in sorted(result.failed.items())}
 
 
 def dedup_pass(config: RunConfig, input_dir: Path, engine: Engine) -> Path:
@@ -194,7 +236,8 @@ def dedup_pass(config: RunConfig, input_dir: Path, engine: Engine) -> Path:
     from pipeline.dedup.dedup_pass import run_dedup
 
     out = config.run_dir / DEDUP_DIR
-    run_dedup(input_dir, out, config.dedup, keep_rejected=config.keep_rejected, engine=engine)
+    # a run owns its dedup folder: when the WARC pass's parts changed (a failed file now done), dedup is redone
+    run_dedup(input_dir, out, config.dedup, keep_rejected=config.keep_rejected, engine=engine, replace_stale=True)
     return out
 
 
@@ -215,7 +258,11 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, engine: Engine | N
     (``<run>/dedup``: exact + MinHash), tokenization (``<run>/tokens``), then the report (``<run>/report``).
     The final corpus is the last document pass's ``documents/``.
     """
-    engine = engine or make_engine(config.engine, progress=progress)
+    with output_lock(config.run_dir, "run"):
+        return _run_passes(config, engine or make_engine(config.engine, progress=progress))
+
+
+def _run_passes(config: RunConfig, engine: Engine) -> RunSummary:
     run_dir = config.run_dir
     units = plan_units(config)
     log.info("run %s: %d WARC files from %s on the %s engine", run_dir, len(units), config.source.cc_base_url,
@@ -225,26 +272,47 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, engine: Engine | N
     if dedup_enabled(config):
         pass_dirs.append(dedup_pass(config, run_dir, engine))
     documents_dir = pass_dirs[-1]
+    pass_stats = [total_stats(d) for d in pass_dirs]
+    stats = merge_passes(pass_stats)
+    warnings = []
+    if stats.docs_out == 0:
+        warnings.append(no_documents_warning(stats))
+        log.info("%s", warnings[-1])  # the caller shows warnings (CLI: at the end)
     tokens_dir = None
     if config.tokenize:
         tokens_dir = tokenize_pass(config, documents_dir, engine)
-        if config.validate_shards:
+        if config.validate_shards and stats.docs_out == 0:
+            warnings.append("shard validation skipped: there are no tokens to train on")
+            log.info("%s", warnings[-1])  # the caller shows warnings (CLI: at the end)
+        elif config.validate_shards:
             validate_shards_subprocess(tokens_dir, run_dir / VALIDATION_DIR, config.validation_preset)
     report_path = None
     if config.report:
         from pipeline.report.build import write_report
 
         report_path = write_report(run_dir).html_path
-    pass_stats = [total_stats(d) for d in pass_dirs]
     return RunSummary(
         run_dir=run_dir,
         result=result,
-        stats=merge_passes(pass_stats),
+        stats=stats,
         documents_dir=documents_dir / "documents",
         pass_stats=pass_stats,
         tokens_dir=tokens_dir,
         report_path=report_path,
+        failed=failed_inputs(units, result),
+        warnings=warnings,
     )
+
+
+def no_documents_warning(stats: PartStats) -> str:
+    """Why a run kept nothing: its largest drop reasons (or that no page was read)."""
+    drops: Counter[str] = Counter()
+    for stage in stats.stages:
+        drops.update(stage.drops)
+    if not drops:
+        return "no document was kept: no HTML page was read from the WARC files"
+    top = ", ".join(f"{key} ({count:,})" for key, count in drops.most_common(3))
+    return f"no document was kept: largest drop reasons: {top}"
 
 
 def merge_passes(passes: list[PartStats]) -> PartStats:

@@ -3,12 +3,62 @@
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+LEFTOVER_GRACE_S = 60.0
+"""How long processes started by tests may take to exit after the last test (servers stopping, JVMs exiting)."""
+
+
+@pytest.fixture(scope="session", autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """``make test`` leaves no process running: when the session ends, every process a test started is gone.
+
+    The test process becomes a subreaper, so a process orphaned by a killed parent (a run's worker, a
+    server's child) is adopted here and found, instead of escaping to init. Requested first, torn down last.
+    """
+    from tests.processes import become_subreaper, command_line, descendants, kill_all, wait_until_gone
+
+    if not sys.platform.startswith("linux"):
+        yield
+        return
+    become_subreaper()
+    yield
+    _stop_spark_gateway()
+    left = wait_until_gone(descendants(os.getpid()), LEFTOVER_GRACE_S)
+    if left:
+        described = [f"{pid}: {command_line(pid)[:200]}" for pid in left]
+        kill_all(left)
+        pytest.fail("processes left running after the tests (now killed):\n  " + "\n  ".join(described))
+
+
+def _stop_spark_gateway() -> None:
+    """pyspark keeps its JVM (the py4j gateway) until the interpreter exits, even after ``spark.stop()``."""
+    pyspark = sys.modules.get("pyspark")
+    if pyspark is None:
+        return
+    from pyspark import SparkContext
+
+    gateway = SparkContext._gateway
+    if gateway is None:
+        return
+    if SparkContext._active_spark_context is not None:
+        SparkContext._active_spark_context.stop()
+    gateway.shutdown()
+    proc = getattr(gateway, "proc", None)
+    if proc is not None:
+        proc.stdin.close()  # the JVM exits when its stdin closes (pyspark's launcher watches it)
+        try:
+            proc.wait(timeout=30)
+        except Exception:
+            proc.kill()
+            proc.wait()
+    SparkContext._gateway = None
+    SparkContext._jvm = None
 
 
 def realdata_dir() -> Path:

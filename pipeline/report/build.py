@@ -538,8 +538,19 @@ def consistency_checks(passes: list[PassData], report: dict[str, Any]) -> list[d
     return checks
 
 
+def no_documents_reason(report: dict[str, Any]) -> str | None:
+    """Why a run kept nothing (its largest drop reasons), or None when it kept documents or read none."""
+    funnel = report["funnel"]
+    if funnel["docs_out"] or not report["drops"]:
+        return None
+    top = ", ".join(f"{d['key']} ({d['count']:,})" for d in report["drops"][:3])
+    return f"no document was kept: {funnel['docs_in']:,} read, largest drop reasons: {top}"
+
+
 def _warnings(passes: list[PassData], report: dict[str, Any]) -> list[str]:
     out = []
+    if reason := no_documents_reason(report):
+        out.append(reason)
     for p in passes:
         if p.failures:
             out.append(f"{p.name}: {len(p.failures)} part(s) failed and are not counted; rerun the same command")
