@@ -141,8 +141,8 @@ def doc_id(seed: int, slot: int) -> str:
 
 
 def _write_part(args: tuple) -> int:
-    from pipeline.shards import PartWriter, part_name
-    from pipeline.stats import PartStats
+    from pipeline.core.parts import PartWriter, part_name
+    from pipeline.core.stats import PartStats
 
     directory, part, slots, sources, ops, pool, seed = args
     gen = Generator(pool, seed)
@@ -363,7 +363,7 @@ def full_pass(data_root: Path, n: int, seed: int, workers: int, reuse: bool) -> 
     if proc.returncode != 0:
         raise SystemExit(f"pass failed:\n{proc.stderr[-3000:]}")
     result = json.loads(proc.stdout.strip().splitlines()[-1])
-    from pipeline.shards import read_documents
+    from pipeline.core.parts import read_documents
 
     kept = set(read_documents(output_dir, columns=["id"]).column("id").to_pylist())
     source, ops, _ = plan(n, seed)

@@ -34,10 +34,10 @@ import trafilatura
 from trafilatura.deduplication import LRU_TEST
 
 from bench.common import machine_info, markdown_table, realdata_dir, write_result
-from pipeline.config import ExtractionConfig
-from pipeline.extraction import ExtractStage
-from pipeline.schema import RAW_SCHEMA
+from pipeline.core.schema import RAW_SCHEMA
 from pipeline.sources.warc import decode_html
+from pipeline.stages.config import ExtractionConfig
+from pipeline.stages.extraction import ExtractStage
 
 log = logging.getLogger("bench.extraction_quality")
 

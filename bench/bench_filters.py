@@ -36,10 +36,10 @@ import pyarrow as pa
 from bench.common import machine_info, markdown_table, realdata_dir, write_result
 from filters.registry import quality_stages
 from filters.text import clear_caches
-from pipeline.extraction import ExtractStage
-from pipeline.schema import RAW_SCHEMA, conform
-from pipeline.stage import Stage, run_chain
-from pipeline.stats import PartStats
+from pipeline.core.schema import RAW_SCHEMA, conform
+from pipeline.core.stage import Stage, run_chain
+from pipeline.core.stats import PartStats
+from pipeline.stages.extraction import ExtractStage
 
 log = logging.getLogger("bench.filters")
 

@@ -162,9 +162,9 @@ class SideRun:
 def build_ours() -> tuple[Any, list[Any]]:
     """Default RunConfig (en >= 0.65) and its WARC-pass chain, built once, block lists and model loaded."""
     from filters.url import compile_rules
-    from pipeline.config import RunConfig
-    from pipeline.langid import load_lid_model
-    from pipeline.run import warc_stages
+    from pipeline.app.config import RunConfig
+    from pipeline.app.run import warc_stages
+    from pipeline.stages.langid import load_lid_model
 
     config = RunConfig()
     stages = warc_stages(config)
@@ -175,9 +175,9 @@ def build_ours() -> tuple[Any, list[Any]]:
 
 def run_ours(files: list[Path], config: Any, stages: list[Any]) -> SideRun:
     """read_warc -> run_chain over ``files``, kept rows consumed in memory (no Parquet writing)."""
+    from pipeline.core.stage import run_chain
+    from pipeline.core.stats import PartStats
     from pipeline.sources.warc import read_warc
-    from pipeline.stage import run_chain
-    from pipeline.stats import PartStats
 
     reset_caches()
     stats = PartStats(part="bench", inputs=[str(f) for f in files])
@@ -365,7 +365,7 @@ def run_datatrove(
 
 
 def _only_ids(docs: Iterator[Any], ids: set[str]) -> Iterator[Any]:
-    from pipeline.schema import document_id
+    from pipeline.core.schema import document_id
 
     for doc in docs:
         if document_id(doc.id) in ids:
@@ -383,7 +383,7 @@ class Selection:
 def read_selections(folder: Path, files: list[Path], dump: str) -> Selection:
     from datatrove.pipeline.readers import WarcReader
 
-    from pipeline.schema import document_id
+    from pipeline.core.schema import document_id
     from pipeline.sources.warc import read_warc
 
     ours: dict[str, str] = {}
@@ -651,7 +651,7 @@ def throughput(repeat: int | None, command: str) -> str:
     folder = warc_dir()
     files, truncated = split_inputs(folder)
     log.info("%d WARC files, %d truncated left out: %s", len(files), len(truncated), [f.name for f in truncated])
-    from pipeline.langid import default_model_path
+    from pipeline.stages.langid import default_model_path
 
     t0 = time.perf_counter()
     config, stages = build_ours()
@@ -719,9 +719,9 @@ class ScalingRun:
 
 
 def run_scaling_once(files: list[Path], workers: int, out: Path) -> ScalingRun:
-    from pipeline.config import RunConfig
-    from pipeline.shards import total_stats
-    from pipeline.stagerun import run_stage
+    from pipeline.app.config import RunConfig
+    from pipeline.app.stagerun import run_stage
+    from pipeline.core.parts import total_stats
 
     config = RunConfig()
     config.engine.workers = workers

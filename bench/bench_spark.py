@@ -1,7 +1,7 @@
 """Spark engine benchmarks: WARC-pass scaling local[1] vs local[2], Spark vs local engine, dedup at 500k+ docs.
 
 1. WARC pass (``warc`` part): the real WARC files of ``warc_samples/`` (the complete ``*.warc.gz`` ones) times
-   ``--copies``, one work unit per file copy, run by the same ``WarcPass`` processor ``pipeline.run.warc_pass``
+   ``--copies``, one work unit per file copy, run by the same ``WarcPass`` processor ``pipeline.app.run.warc_pass``
    uses, on four engines: Spark ``local[1]``, Spark ``local[2]``, the local engine with 1 and with 2 workers.
    Each (engine, round) runs in a fresh subprocess: the engine starts (Spark session, code shipped), a warm-up
    pass of one small unit per slot loads the models in every worker, then the timed pass. Rounds alternate the
@@ -298,8 +298,8 @@ def warc_inputs() -> list[Path]:
 
 def warc_units(files: list[Path], copies: int) -> list[Any]:
     """``copies`` units per file, largest files first (a greedy longest-first order for the task slots)."""
+    from pipeline.core.parts import part_name
     from pipeline.engines.base import WorkUnit
-    from pipeline.shards import part_name
 
     ordered = [f for f in files for _ in range(copies)]
     return [WorkUnit(part=part_name(i), inputs=(f.name,)) for i, f in enumerate(ordered)]
@@ -324,12 +324,12 @@ def fresh_caches() -> None:
 
 @dataclass
 class FreshWarcPass:
-    """``pipeline.run.WarcPass`` with cold caches per unit, so copies of a file cost what distinct files would."""
+    """``pipeline.app.run.WarcPass`` with cold caches per unit, so copies of a file cost what distinct files would."""
 
     config: Any
 
     def __call__(self, unit: Any, out_dir: Path) -> None:
-        from pipeline.run import WarcPass
+        from pipeline.app.run import WarcPass
 
         fresh_caches()
         WarcPass(self.config)(unit, out_dir)
@@ -346,8 +346,8 @@ def _ship_by_value() -> None:
 
 def run_warc(engine_spec: str, copies: int, out: Path, quiet_cores: float, max_wait_s: float) -> dict[str, Any]:
     """One engine in this (fresh) process: start it, warm it up, run the timed WARC pass; what it measured."""
-    from pipeline.config import RunConfig
-    from pipeline.shards import total_stats
+    from pipeline.app.config import RunConfig
+    from pipeline.core.parts import total_stats
 
     if engine_spec.startswith("spark"):
         _ship_by_value()
@@ -364,8 +364,8 @@ def run_warc(engine_spec: str, copies: int, out: Path, quiet_cores: float, max_w
     startup_s = time.perf_counter() - start
     # the driver builds the chain once (block lists, model): forked local workers inherit it, as in a real run
     from filters.url import compile_rules
-    from pipeline.langid import load_lid_model
-    from pipeline.run import warc_stages
+    from pipeline.app.run import warc_stages
+    from pipeline.stages.langid import load_lid_model
 
     warm = config_for("warmup")
     warc_stages(warm)
@@ -412,8 +412,8 @@ def run_warc(engine_spec: str, copies: int, out: Path, quiet_cores: float, max_w
 
 
 def _part_stats(run_dir: Path, part: str) -> Any:
-    from pipeline.shards import STATS
-    from pipeline.stats import PartStats
+    from pipeline.core.parts import STATS
+    from pipeline.core.stats import PartStats
 
     return PartStats.load(run_dir / STATS / f"{part}.json")
 
@@ -422,7 +422,7 @@ def output_digest(run_dir: Path, units: list[Any]) -> str:
     """sha256 over each input file's kept (id, text) rows; copies of a file must agree, else it says so."""
     import pyarrow.parquet as pq
 
-    from pipeline.shards import DOCUMENTS
+    from pipeline.core.parts import DOCUMENTS
 
     by_file: dict[str, set[str]] = {}
     for unit in units:
@@ -533,7 +533,7 @@ def _kept_digests(output_dir: Path) -> tuple[int, dict[str, str]]:
     """Kept documents and, per part, sha256 of its (id, text) rows sorted by id (streamed part by part)."""
     import pyarrow.parquet as pq
 
-    from pipeline.shards import document_files
+    from pipeline.core.parts import document_files
 
     total = 0
     digests = {}

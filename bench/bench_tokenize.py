@@ -44,8 +44,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import pyarrow as pa  # noqa: E402
 
 from bench.common import machine_info, markdown_table, realdata_dir, write_result  # noqa: E402
-from pipeline.shards import PartWriter  # noqa: E402
-from pipeline.stats import PartStats  # noqa: E402
+from pipeline.core.parts import PartWriter  # noqa: E402
+from pipeline.core.stats import PartStats  # noqa: E402
 from tokenization.encoders import ENDOFTEXT, Tokenizer, TokenizerConfig, load_tokenizer  # noqa: E402
 from tokenization.tokenize_pass import run_tokenize  # noqa: E402
 

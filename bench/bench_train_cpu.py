@@ -28,7 +28,7 @@ import torch
 from bench.common import machine_info, markdown_table, realdata_dir, write_result
 from tokenization.encoders import load_tokenizer
 from tokenization.shards import sha256_file, split_of, write_manifest, write_shard
-from tokenization.train.validate import ValidationReport, preset, validate_shards
+from validation.validate import ValidationReport, preset, validate_shards
 
 log = logging.getLogger("bench.train_cpu")
 

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from pipeline.stage import with_drop_reasons
+from pipeline.core.stage import with_drop_reasons
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,7 @@ import pyarrow as pa
 from filters.base import Signal, TextFilter, Threshold, texts_of
 from filters.config import C4Config
 from filters.text import count_sentences, split_sentences
-from pipeline.stage import with_drop_reasons
+from pipeline.core.stage import with_drop_reasons
 
 CITATION = re.compile(r"\[\d*]|\[edit]|\[citation needed]")
 END_PUNCTUATION = (".", "?", "!", '"', "'")

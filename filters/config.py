@@ -10,16 +10,14 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from pipeline.core.settings import Settings
 
 Language = Literal["en"]
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class GopherRepetitionConfig(_Model):
+class GopherRepetitionConfig(Settings):
     """Gopher's repetition rules (Rae et al. 2021, table A1): repeated lines, paragraphs and n-grams."""
 
     enabled: bool = True
@@ -40,7 +38,7 @@ class GopherRepetitionConfig(_Model):
     language: Language = "en"
 
 
-class GopherQualityConfig(_Model):
+class GopherQualityConfig(Settings):
     """Gopher's quality rules: length, word length, symbols, bullets, ellipses, alphabetic words, stop words."""
 
     enabled: bool = True
@@ -59,7 +57,7 @@ class GopherQualityConfig(_Model):
     language: Language = "en"
 
 
-class C4Config(_Model):
+class C4Config(Settings):
     """C4's rules (Raffel et al. 2020): line cleaning, then document rules; FineWeb keeps unpunctuated lines."""
 
     enabled: bool = True
@@ -76,7 +74,7 @@ class C4Config(_Model):
     language: Language = "en"
 
 
-class FineWebQualityConfig(_Model):
+class FineWebQualityConfig(Settings):
     """FineWeb's own rules (Penedo et al. 2024): punctuation, short lines, duplicated lines, list-like pages."""
 
     enabled: bool = True
@@ -90,11 +88,21 @@ class FineWebQualityConfig(_Model):
     language: Language = "en"
 
 
+class UrlFilterConfig(Settings):
+    """FineWeb's URL filter: UT1 blocklist plus banned and soft-banned words (lists shipped with datatrove)."""
+
+    enabled: bool = True
+    soft_word_threshold: int = Field(2, ge=1, description="Drop a URL with at least this many soft-banned words.")
+    extra_domains: list[str] = Field(default_factory=list, description="More domains to block.")
+    extra_urls: list[str] = Field(default_factory=list, description="More exact URLs to block.")
+    extra_banned_words: list[str] = Field(default_factory=list, description="More words that block a URL.")
+
+
 QUALITY_FILTER_ORDER = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 """FineWeb's order of the quality filters (after language ID)."""
 
 
-class QualityConfig(_Model):
+class QualityConfig(Settings):
     """The quality filters of a run: which run, in what order, and their settings."""
 
     filters: tuple[str, ...] = Field(

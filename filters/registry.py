@@ -26,7 +26,7 @@ from filters.config import (
 )
 from filters.fineweb import FineWebQualityStage
 from filters.gopher import GopherQualityStage, GopherRepetitionStage
-from pipeline.stage import Stage
+from pipeline.core.stage import Stage
 
 F = TypeVar("F", bound=Callable[..., Stage])
 

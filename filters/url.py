@@ -33,9 +33,9 @@ import numpy as np
 import pyarrow as pa
 import xxhash
 
-from pipeline.cache import cache_root
-from pipeline.config import UrlFilterConfig
-from pipeline.stage import with_drop_reasons
+from filters.config import UrlFilterConfig
+from pipeline.core.cache import cache_root
+from pipeline.core.stage import with_drop_reasons
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """What a finished run shows in the Prefect UI: the funnel, drop reasons per rule, output paths, the report.
 
-The row builders are plain functions over :class:`pipeline.stats.PartStats` and the report's JSON (tested
+The row builders are plain functions over :class:`pipeline.core.stats.PartStats` and the report's JSON (tested
 without Prefect); ``publish_run_artifacts`` turns them into Prefect artifacts keyed by run name, so the
 Artifacts page keeps one history per run name. The UI opens no ``file://`` link, so the report is linked
 over HTTP when ``make ui`` serves the outputs (:mod:`flows.outputs`) and named by its path otherwise.
@@ -17,7 +17,7 @@ from typing import Any
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.outputs import OutputsSite
-from pipeline.stats import PartStats
+from pipeline.core.stats import PartStats
 
 TOP_DROPS = 5
 """Drop reasons in the report's headline (the drop-reasons artifact and the report list them all)."""

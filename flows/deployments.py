@@ -23,7 +23,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
 from flows.refinery_flow import refinery
-from pipeline.config import RunConfig
+from pipeline.app.config import RunConfig
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +42,7 @@ EXTRA_LOGGERS = "pipeline,filters,tokenization"
 
 
 def _config(**overrides: Any) -> dict[str, Any]:
-    """A full RunConfig (defaults from pipeline.config) with ``overrides``, as the deployment's JSON parameters."""
+    """A full RunConfig (defaults from pipeline.app.config) with ``overrides``, as the deployment's JSON parameters."""
     return RunConfig.model_validate(overrides).model_dump(mode="json")
 
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
-from pipeline.sources.mirror import serve_directory
+from pipeline.demo.mirror import serve_directory
 
 OUTPUTS_URL_ENV = "REFINERY_OUTPUTS_URL"
 OUTPUTS_ROOT_ENV = "REFINERY_OUTPUTS_ROOT"

@@ -1,7 +1,7 @@
 """The passes of a run as ``(config, inputs) -> outputs`` functions over paths, in run order, for the flow's tasks.
 
-No Prefect here. Each adapter calls the per-pass function of :mod:`pipeline.run` that
-:func:`pipeline.run.run_pipeline` calls, on the run's configured engine (local or Spark), so a flow run and
+No Prefect here. Each adapter calls the per-pass function of :mod:`pipeline.app.run` that
+:func:`pipeline.app.run.run_pipeline` calls, on the run's configured engine (local or Spark), so a flow run and
 ``refinery run`` write the same folders.
 
 Inputs and outputs are folders (or, for the WARC pass, the WARC paths of the listing): a pass's outputs are
@@ -17,12 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import run
-from pipeline.config import RunConfig
+from pipeline.app.config import RunConfig
+from pipeline.app.run import (
+    DEDUP_DIR,
+    TOKENS_DIR,
+    VALIDATION_DIR,
+    dedup_enabled,
+    merge_passes,
+    validate_shards_subprocess,
+)
+from pipeline.core.parts import MARKERS, done_parts, part_name, total_stats
+from pipeline.core.stats import PartStats
 from pipeline.engines import Engine, make_engine
 from pipeline.engines.base import WorkUnit
-from pipeline.run import DEDUP_DIR, TOKENS_DIR, VALIDATION_DIR, dedup_enabled, merge_passes, validate_shards_subprocess
-from pipeline.shards import MARKERS, done_parts, part_name, total_stats
-from pipeline.stats import PartStats
 
 log = logging.getLogger(__name__)
 

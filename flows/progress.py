@@ -1,7 +1,7 @@
 """Live progress of a pass in the Prefect UI, read from the same files the CLI progress bar polls.
 
 Workers write ``progress/<part>.json`` (documents read so far), ``stats/<part>.json`` and
-``markers/<part>.done`` (see :mod:`pipeline.shards`, :func:`pipeline.engines.base.write_progress`);
+``markers/<part>.done`` (see :mod:`pipeline.core.parts`, :func:`pipeline.engines.base.write_progress`);
 any engine, any process. A thread in the flow process polls them and updates one progress
 artifact, and logs a line each time a part finishes.
 """
@@ -18,8 +18,8 @@ from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
+from pipeline.core.parts import MARKERS, STATS
 from pipeline.engines.base import PROGRESS
-from pipeline.shards import MARKERS, STATS
 
 log = logging.getLogger(__name__)
 

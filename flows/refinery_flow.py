@@ -31,12 +31,12 @@ from flows.artifacts import RunOutputs, artifact_key, publish_run_artifacts
 from flows.outputs import site_from_env
 from flows.passes import PASSES, Pass, run_stats
 from flows.progress import ProgressReporter, read_progress
-from pipeline.config import COMMON_CRAWL_BASE_URL, SAMPLE_DUMP, ConfigError, RunConfig
-from pipeline.run import plan_units
-from pipeline.shards import document_files
+from pipeline.app.config import COMMON_CRAWL_BASE_URL, SAMPLE_DUMP, ConfigError, RunConfig
+from pipeline.app.run import plan_units
+from pipeline.core.parts import document_files
+from pipeline.core.stats import format_funnel
 from pipeline.sources import dumps
 from pipeline.sources.download import DownloadError, NotGzipError
-from pipeline.stats import format_funnel
 
 DEFAULT_CONFIG = RunConfig()
 """The form's defaults in the UI: exactly ``RunConfig``'s, the one source of defaults and descriptions."""
@@ -45,7 +45,7 @@ PASS_RETRIES = 2
 PASS_BACKOFF_S = 30.0
 """A failed pass is retried twice, after ~30 s then ~60 s; each retry redoes only the parts without a marker."""
 
-OUR_LOGGERS = ("pipeline", "filters", "tokenization")
+OUR_LOGGERS = ("pipeline", "filters", "tokenization", "validation")
 QUIET_LOGGERS = ("trafilatura", "htmldate", "courlan")
 """trafilatura warns for every page it discards; the funnel counts those already (as the CLI does)."""
 
@@ -180,8 +180,8 @@ def _pipeline_logs_to_run() -> Iterator[None]:
 @contextlib.contextmanager
 def _sample_source(config: RunConfig, newest: bool) -> Iterator[RunConfig]:
     """Build the embedded sample crawl under ``output_dir`` and serve it on 127.0.0.1 while the run lasts."""
-    from pipeline.sources.mirror import serve_directory
-    from pipeline.sources.samplecrawl import build_sample_crawl
+    from pipeline.demo.mirror import serve_directory
+    from pipeline.demo.samplecrawl import build_sample_crawl
 
     root = config.output_dir / "sample-crawl"
     crawl = build_sample_crawl(root)
@@ -284,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m flows.refinery_flow``: one run of the flow; without PREFECT_API_URL Prefect runs it ephemerally."""
     import argparse
 
-    from pipeline.config import ConfigError, load_config
+    from pipeline.app.config import ConfigError, load_config
 
     parser = argparse.ArgumentParser(prog="python -m flows.refinery_flow", description=main.__doc__)
     parser.add_argument("--config", "-c", type=Path, help="YAML run config (see `refinery config`)")

@@ -75,7 +75,7 @@ def realdata() -> Path:
 
 @pytest.fixture(scope="session")
 def sample_crawl(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - SampleCrawl
-    from pipeline.sources.samplecrawl import build_sample_crawl
+    from pipeline.demo.samplecrawl import build_sample_crawl
 
     return build_sample_crawl(tmp_path_factory.mktemp("mirror"))
 
@@ -83,7 +83,7 @@ def sample_crawl(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Sa
 @pytest.fixture(scope="session")
 def mirror_url(sample_crawl) -> Iterator[str]:  # noqa: ANN001
     """The sample crawl served over real HTTP on 127.0.0.1 for the whole session."""
-    from pipeline.sources.mirror import serve_directory
+    from pipeline.demo.mirror import serve_directory
 
     with serve_directory(sample_crawl.root) as url:
         yield url
@@ -92,8 +92,8 @@ def mirror_url(sample_crawl) -> Iterator[str]:  # noqa: ANN001
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory: pytest.TempPathFactory, mirror_url: str):  # noqa: ANN201 - RunSummary
     """One uninterrupted run of the pipeline over HTTP on the sample crawl, with rejected rows kept."""
-    from pipeline.config import SAMPLE_DUMP, load_config
-    from pipeline.run import run_pipeline
+    from pipeline.app.config import SAMPLE_DUMP, load_config
+    from pipeline.app.run import run_pipeline
 
     out = tmp_path_factory.mktemp("run")
     config = load_config(

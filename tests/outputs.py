@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.shards import DOCUMENTS, load_stats
+from pipeline.core.parts import DOCUMENTS, load_stats
 
 
 def documents_by_part(run_dir: Path) -> dict[str, list[tuple[str, str]]]:

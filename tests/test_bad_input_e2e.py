@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import SAMPLE_DUMP, load_config
+from pipeline.app.config import SAMPLE_DUMP, load_config
+from pipeline.app.run import run_pipeline
+from pipeline.core.parts import done_parts, read_documents
 from pipeline.engines.base import RunIncomplete
-from pipeline.run import run_pipeline
-from pipeline.shards import done_parts, read_documents
 from tests.http_faults import Cut, Fail, FaultServer, Serve
 
 

@@ -9,7 +9,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from pipeline.cli import app
+from pipeline.app.cli import app
 
 runner = CliRunner()
 
@@ -104,7 +104,7 @@ def test_stage_extract_then_langid_on_real_warc(tmp_path: Path, realdata: Path) 
 
 
 def test_run_on_the_newest_dump_of_a_mirror(tmp_path: Path) -> None:
-    from pipeline.sources.samplecrawl import build_sample_crawl
+    from pipeline.demo.samplecrawl import build_sample_crawl
 
     mirror = tmp_path / "mirror"
     build_sample_crawl(mirror, dump="CC-MAIN-2024-22", num_warcs=1)

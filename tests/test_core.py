@@ -11,11 +11,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import ConfigError, load_config
-from pipeline.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, conform, document_id
-from pipeline.shards import PartWriter, done_parts, read_documents, total_stats
-from pipeline.stage import run_chain, with_drop_reasons
-from pipeline.stats import PartStats, format_funnel
+from pipeline.app.config import ConfigError, load_config
+from pipeline.core.parts import PartWriter, done_parts, read_documents, total_stats
+from pipeline.core.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, conform, document_id
+from pipeline.core.stage import run_chain, with_drop_reasons
+from pipeline.core.stats import PartStats, format_funnel
 
 
 def _docs(texts: list[str]) -> pa.Table:

@@ -18,6 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.core.parts import REJECTED, PartWriter, part_name, read_documents, total_stats
+from pipeline.core.schema import REJECTED_SCHEMA
+from pipeline.core.stats import PartStats
 from pipeline.dedup.clustering import bucket_pairs, connected_components, hash_ranges, near_duplicate_clusters
 from pipeline.dedup.config import (
     DedupConfig,
@@ -39,9 +42,6 @@ from pipeline.dedup.minhash import (
     signatures_from_shingles,
 )
 from pipeline.engines.base import RunIncomplete
-from pipeline.schema import REJECTED_SCHEMA
-from pipeline.shards import REJECTED, PartWriter, part_name, read_documents, total_stats
-from pipeline.stats import PartStats
 
 REPO = Path(__file__).resolve().parents[1]
 DUMP = "CC-MAIN-2024-22"
@@ -499,7 +499,7 @@ import os, signal, sys
 from pathlib import Path
 from pipeline.dedup import dedup_pass
 from pipeline.dedup.config import DedupConfig
-from pipeline.shards import PartWriter
+from pipeline.core.parts import PartWriter
 
 real_write = PartWriter.write
 def write(self, kept, rejected=None):

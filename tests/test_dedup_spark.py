@@ -14,6 +14,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from pipeline.core.parts import DOCUMENTS, PartWriter, part_name
+from pipeline.core.stats import PartStats
 from pipeline.dedup.clustering import connected_components as union_find
 from pipeline.dedup.config import DedupConfig, MinHashConfig
 from pipeline.dedup.dedup_pass import (
@@ -29,8 +31,6 @@ from pipeline.dedup.dedup_pass import (
     sign_parts,
 )
 from pipeline.dedup.spark_clustering import cluster_spark, connected_components
-from pipeline.shards import DOCUMENTS, PartWriter, part_name
-from pipeline.stats import PartStats
 from tests.test_dedup import planted_corpus, write_input
 
 DUMPS = ("CC-MAIN-2024-10", "CC-MAIN-2024-22")

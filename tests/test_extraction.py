@@ -17,13 +17,13 @@ import lxml.html
 import pyarrow as pa
 import pytest
 
-import pipeline.extraction as extraction
-from pipeline.config import ExtractionConfig
-from pipeline.extraction import ExtractStage
-from pipeline.schema import DROP_REASON, RAW_SCHEMA
+import pipeline.stages.extraction as extraction
+from pipeline.core.schema import DROP_REASON, RAW_SCHEMA
+from pipeline.core.stage import Stage, run_chain
+from pipeline.core.stats import PartStats
 from pipeline.sources.warc import read_warc
-from pipeline.stage import Stage, run_chain
-from pipeline.stats import PartStats
+from pipeline.stages.config import ExtractionConfig
+from pipeline.stages.extraction import ExtractStage
 
 
 @pytest.fixture(scope="session")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import SAMPLE_DUMP
+from pipeline.app.config import SAMPLE_DUMP
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 SCRIPTS = sorted([*INFRA.glob("**/*.sh"), *INFRA.glob("**/*.sbatch")])

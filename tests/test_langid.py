@@ -9,10 +9,10 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.config import LangIdConfig
-from pipeline.langid import LangIdModelError, LangIdStage, load_lid_model, predict_languages
-from pipeline.stage import run_chain
-from pipeline.stats import PartStats
+from pipeline.core.stage import run_chain
+from pipeline.core.stats import PartStats
+from pipeline.stages.config import LangIdConfig
+from pipeline.stages.langid import LangIdModelError, LangIdStage, load_lid_model, predict_languages
 
 GOOD = ["en", "de", "fr", "es", "ru", "ja", "zh", "ar", "pt", "it", "nl", "pl", "uk", "ko", "tr", "el", "he", "hu"]
 """Languages lid.176 is known to be good at: >= 0.95 accuracy on these sentences."""

@@ -19,8 +19,8 @@ import pytest
 import requests
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline.sources.mirror import parse_range, serve_directory
-from pipeline.sources.samplecrawl import SAMPLE_DATA, build_sample_crawl
+from pipeline.demo.mirror import parse_range, serve_directory
+from pipeline.demo.samplecrawl import SAMPLE_DATA, build_sample_crawl
 
 REAL_WARC = SAMPLE_DATA / "warc" / "wget-sample-0000.warc.gz"  # a real 214 kB WARC file
 
@@ -212,7 +212,7 @@ def test_serve_forever_stops_cleanly_on_ctrl_c(root: Path) -> None:
         port = s.getsockname()[1]
     code = (
         "import logging, sys; logging.basicConfig(level=logging.INFO);"
-        "from pipeline.sources.mirror import serve_forever; serve_forever(sys.argv[1], '127.0.0.1', int(sys.argv[2]))"
+        "from pipeline.demo.mirror import serve_forever; serve_forever(sys.argv[1], '127.0.0.1', int(sys.argv[2]))"
     )
     proc = subprocess.Popen(
         [sys.executable, "-c", code, str(root), str(port)], stdout=subprocess.PIPE, stderr=subprocess.PIPE

@@ -11,8 +11,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.shards import read_documents
-from pipeline.sources.samplecrawl import SAMPLE_DATA, sample_manifest
+from pipeline.core.parts import read_documents
+from pipeline.demo.samplecrawl import SAMPLE_DATA, sample_manifest
 
 
 def _rejected(run_dir) -> pa.Table:  # noqa: ANN001

@@ -30,10 +30,10 @@ from filters.fineweb import FineWebQualityStage
 from filters.gopher import GopherQualityStage, GopherRepetitionStage
 from filters.registry import build_filter, quality_stages, register_filter
 from filters.text import PUNCTUATION, SENTENCE_END_CHARS, TERMINAL_PUNCTUATION, count_sentences, split_words
-from pipeline.extraction import ExtractStage
-from pipeline.schema import RAW_SCHEMA, conform
-from pipeline.stage import run_chain
-from pipeline.stats import PartStats
+from pipeline.core.schema import RAW_SCHEMA, conform
+from pipeline.core.stage import run_chain
+from pipeline.core.stats import PartStats
+from pipeline.stages.extraction import ExtractStage
 
 dt_filters = pytest.importorskip("datatrove.pipeline.filters")
 pytest.importorskip("spacy", reason="datatrove splits English words with spaCy")

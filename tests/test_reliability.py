@@ -19,20 +19,20 @@ import pyarrow as pa
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.cli import EXIT_COMPLETED_WITH_FAILURES, app
-from pipeline.config import SAMPLE_DUMP, ConfigError, load_config
+from pipeline.app.cli import EXIT_COMPLETED_WITH_FAILURES, app
+from pipeline.app.config import SAMPLE_DUMP, ConfigError, load_config
+from pipeline.app.run import run_pipeline
+from pipeline.core.lock import LOCK_FILE, OutputLocked, output_lock
+from pipeline.core.parts import PartWriter, read_documents
+from pipeline.core.processes import describe_exit
+from pipeline.core.stats import PartStats
 from pipeline.engines.base import RunIncomplete, WorkUnit
 from pipeline.engines.local import run_local
-from pipeline.lock import LOCK_FILE, OutputLocked, output_lock
-from pipeline.processes import describe_exit
-from pipeline.run import run_pipeline
-from pipeline.shards import PartWriter, read_documents
-from pipeline.stats import PartStats
 from tests.conftest import REPO
 from tests.processes import descendants, is_alive, kill_all, wait_until_gone
 
 runner = CliRunner()
-REFINERY = [sys.executable, "-m", "pipeline.cli"]
+REFINERY = [sys.executable, "-m", "pipeline.app.cli"]
 
 
 def cli_env() -> dict[str, str]:
@@ -231,7 +231,7 @@ def test_max_failed_parts_lets_the_later_passes_run(tmp_path: Path, crawl_with_a
 _HOLD_LOCK = """
 import sys, time
 from pathlib import Path
-from pipeline.lock import output_lock
+from pipeline.core.lock import output_lock
 with output_lock(Path(sys.argv[1]), "run"):
     print("locked", flush=True)
     time.sleep(600)

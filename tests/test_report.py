@@ -28,7 +28,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from pipeline.profile import (
+from pipeline.core.parts import read_documents, total_stats
+from pipeline.core.profile import (
     RATIO_EDGES,
     SCORE_EDGES,
     DocumentProfile,
@@ -42,11 +43,10 @@ from pipeline.profile import (
     signal_histograms,
     stage_signal_histograms,
 )
+from pipeline.core.stage import with_drop_reasons
 from pipeline.report.build import ReportConfig, build_report, summary_markdown, write_report
 from pipeline.report.cli import report_command
 from pipeline.report.compare import compare_runs, write_comparison
-from pipeline.shards import read_documents, total_stats
-from pipeline.stage import with_drop_reasons
 
 # ---------------------------------------------------------------- fixtures
 
@@ -190,8 +190,8 @@ def full_report(full_run: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def strict_run(mirror_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample crawl again, with a stricter language threshold (0.9 instead of 0.65)."""
-    from pipeline.config import SAMPLE_DUMP, load_config
-    from pipeline.run import run_pipeline
+    from pipeline.app.config import SAMPLE_DUMP, load_config
+    from pipeline.app.run import run_pipeline
 
     config = load_config(
         overrides={

@@ -11,15 +11,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import SAMPLE_DUMP
-from pipeline.shards import done_parts, read_documents
+from pipeline.app.config import SAMPLE_DUMP
+from pipeline.core.parts import done_parts, read_documents
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _command(mirror_url: str, out: Path) -> list[str]:
     return [
-        sys.executable, "-m", "pipeline.cli", "run",
+        sys.executable, "-m", "pipeline.app.cli", "run",
         "--cc-base-url", mirror_url, "--dump", SAMPLE_DUMP,
         "--output", str(out), "--name", "resumed", "--no-progress",
     ]  # fmt: skip

@@ -19,8 +19,8 @@ import pytest
 import tldextract
 from warcio.archiveiterator import ArchiveIterator
 
-from pipeline.config import SAMPLE_DUMP
-from pipeline.sources.samplecrawl import (
+from pipeline.app.config import SAMPLE_DUMP
+from pipeline.demo.samplecrawl import (
     SAMPLE_DATA,
     SampleCrawl,
     build_sample_crawl,

@@ -23,9 +23,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipeline.config import SAMPLE_DUMP
+from pipeline.app.config import SAMPLE_DUMP
+from pipeline.core.parts import DOCUMENTS, MARKERS, STATS
 from pipeline.engines.spark import ARCHIVE_PREFIX, CODE_PACKAGES
-from pipeline.shards import DOCUMENTS, MARKERS, STATS
 from tests.outputs import documents_by_part, funnel
 from tests.spark_cluster import StandaloneCluster, java_home, spark_home, standalone_cluster
 
@@ -56,7 +56,7 @@ def package(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """``refinery spark package``: the code zip (for --py-files) and the entry script."""
     dist = tmp_path_factory.mktemp("dist")
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline.cli", "spark", "package", "--output", str(dist)],
+        [sys.executable, "-m", "pipeline.app.cli", "spark", "package", "--output", str(dist)],
         capture_output=True,
         text=True,
         check=True,

@@ -9,12 +9,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.config import SAMPLE_DUMP, load_config
+from pipeline.app.config import SAMPLE_DUMP, load_config
+from pipeline.app.run import dedup_pass, run_pipeline, warc_pass
+from pipeline.core.parts import MARKERS, STATS
 from pipeline.engines.base import RunIncomplete, WorkUnit
 from pipeline.engines.local import LocalEngine
 from pipeline.engines.spark import SparkEngine, build_code_archive
-from pipeline.run import dedup_pass, run_pipeline, warc_pass
-from pipeline.shards import MARKERS, STATS
 from tests.outputs import documents_by_part, funnel
 
 pytestmark = pytest.mark.timeout(600)
@@ -158,7 +158,7 @@ def test_code_archive_holds_the_packages_and_is_reproducible(tmp_path: Path) -> 
     second = build_code_archive(tmp_path / "b")
     assert first.name == second.name and first.read_bytes() == second.read_bytes()
     names = zipfile.ZipFile(first).namelist()
-    for needed in ("pipeline/run.py", "pipeline/engines/spark.py", "filters/registry.py", "tokenization/shards.py"):
+    for needed in ("pipeline/app/run.py", "pipeline/engines/spark.py", "filters/registry.py", "tokenization/shards.py"):
         assert needed in names
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
     assert not [n for n in names if n.startswith("flows/") or n.startswith("tests/")]

@@ -19,8 +19,8 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.shards import PartWriter, total_stats
-from pipeline.stats import PartStats
+from pipeline.core.parts import PartWriter, total_stats
+from pipeline.core.stats import PartStats
 from tokenization.cli import shards_app
 from tokenization.encoders import (
     GPT2_SHA256,

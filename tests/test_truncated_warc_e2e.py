@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import SAMPLE_DUMP, RunConfig, load_config
+from pipeline.app.config import SAMPLE_DUMP, RunConfig, load_config
+from pipeline.app.run import run_pipeline
+from pipeline.core.parts import done_parts, load_stats, read_documents
 from pipeline.engines.base import RunIncomplete
-from pipeline.run import run_pipeline
-from pipeline.shards import done_parts, load_stats, read_documents
 from pipeline.sources.warc import read_warc
 from tests.http_faults import FaultServer
 

@@ -14,6 +14,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
+from filters.config import UrlFilterConfig
 from filters.url import (
     BLOCKLIST_TARBALL,
     DOMAINS_FILE,
@@ -25,9 +26,8 @@ from filters.url import (
     load_block_lists,
     tld_extractor,
 )
-from pipeline.config import UrlFilterConfig
-from pipeline.stage import run_chain
-from pipeline.stats import PartStats
+from pipeline.core.stage import run_chain
+from pipeline.core.stats import PartStats
 
 pytestmark = pytest.mark.filterwarnings("ignore:The 'registered_domain' property is deprecated:DeprecationWarning")
 

@@ -24,9 +24,9 @@ from tokenization.shards import (  # noqa: E402
     write_manifest,
     write_shard,
 )
-from tokenization.train import hardware, validate  # noqa: E402
-from tokenization.train.checks import CheckOptions, check_shards  # noqa: E402
-from tokenization.train.model import GPT, GPTConfig, count_params, flops_per_token  # noqa: E402
+from validation import hardware, validate  # noqa: E402
+from validation.checks import CheckOptions, check_shards  # noqa: E402
+from validation.model import GPT, GPTConfig, count_params, flops_per_token  # noqa: E402
 
 TINY = validate.preset("tiny", device="cpu")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -291,7 +291,7 @@ def test_cli_fails_with_exit_status_1_on_bad_shards(
 def test_job_imports_no_pipeline_dependency() -> None:
     """A training node has torch and numpy, not the pipeline's stack."""
     code = (
-        "import sys, tokenization.train.validate\n"
+        "import sys, validation.validate\n"
         "heavy = {'pipeline', 'pyarrow', 'tiktoken', 'typer', 'pydantic', 'datatrove', 'matplotlib', 'pandas'}\n"
         "print(sorted(heavy & {m.split('.')[0] for m in sys.modules}))"
     )

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pytest
 
-from pipeline.schema import RAW_SCHEMA
+from pipeline.core.schema import RAW_SCHEMA
 from pipeline.sources.warc import (
     REPLACED,
     decode_html,

@@ -167,7 +167,7 @@ def build(
     _setup_logging(verbose)
     from pydantic import ValidationError
 
-    from pipeline.lock import OutputLocked
+    from pipeline.core.lock import OutputLocked
     from tokenization.encoders import TokenizerAssetError, TokenizerConfig
     from tokenization.tokenize_pass import TokenizeError, run_tokenize
 

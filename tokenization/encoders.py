@@ -39,7 +39,7 @@ import numpy as np
 import tiktoken
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pipeline.cache import cache_root
+from pipeline.core.cache import cache_root
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ Two steps, so that the output does not depend on the number of processes or on i
    ``<out>/parts/part-NNNNN.tokens`` (llm.c shard format: every document prefixed by end-of-text),
    ``<out>/token_counts/part-NNNNN.parquet`` (``id``, ``token_count``: the text's tokens, end-of-text not
    counted), ``<out>/stats/part-NNNNN.json`` (the usual PartStats with one ``tokenize`` stage, so
-   ``pipeline.shards.load_stats(<out>)`` reads its funnel like any pass's) and, last, the marker
+   ``pipeline.core.parts.load_stats(<out>)`` reads its funnel like any pass's) and, last, the marker
    ``<out>/markers/part-NNNNN.done`` (a JSON summary). All are written under temporary names and renamed.
    A part with a marker matching its input file (size, mtime) and tokenizer is not redone; anything else is.
 2. The part files are concatenated in part order and cut into shards of ``shard_size_tokens``
@@ -31,12 +31,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipeline.core.lock import output_lock
+from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
+from pipeline.core.processes import die_with_parent_on_fork
+from pipeline.core.stage import text_bytes
+from pipeline.core.stats import PartStats
 from pipeline.engines import Engine
-from pipeline.lock import output_lock
-from pipeline.processes import die_with_parent_on_fork
-from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
-from pipeline.stage import text_bytes
-from pipeline.stats import PartStats
 from tokenization.encoders import Tokenizer, TokenizerConfig, fetch_rank_file, load_tokenizer
 from tokenization.manifest import PartTokens, assemble_shards
 from tokenization.shards import ShardError, ShardWriter, read_header, read_manifest

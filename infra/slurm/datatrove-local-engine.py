@@ -25,11 +25,11 @@ import dill
 from datatrove.executor.slurm import SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
-from pipeline.config import ConfigError, RunConfig, load_config
+from pipeline.app.config import ConfigError, RunConfig, load_config
+from pipeline.app.run import WarcPass, plan_units
+from pipeline.core.parts import is_done
 from pipeline.engines.base import WorkUnit
 from pipeline.engines.local import UnitsStep
-from pipeline.run import WarcPass, plan_units
-from pipeline.shards import is_done
 
 log = logging.getLogger("datatrove-local-engine")
 
@@ -48,8 +48,8 @@ class FinishRun(PipelineStep):
         # dill ships this class by value, without this script's globals: everything is imported here
         import logging
 
-        from pipeline.run import run_pipeline
-        from pipeline.stats import format_funnel
+        from pipeline.app.run import run_pipeline
+        from pipeline.core.stats import format_funnel
 
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
         summary = run_pipeline(self.config, progress=False)

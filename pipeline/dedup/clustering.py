@@ -26,8 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.core.parts import write_bytes_atomic, write_file_atomic
 from pipeline.dedup.minhash import estimated_jaccard
-from pipeline.shards import write_bytes_atomic, write_file_atomic
 
 log = logging.getLogger(__name__)
 

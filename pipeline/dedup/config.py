@@ -12,14 +12,12 @@ from __future__ import annotations
 from typing import Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
+
+from pipeline.core.settings import Settings
 
 
-class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class MinHashConfig(_Model):
+class MinHashConfig(Settings):
     """MinHash signatures and LSH banding; defaults are FineWeb's (5-grams, 14 bands x 8 rows, 64-bit hashes)."""
 
     enabled: bool = Field(True, description="Run near-duplicate (MinHash) dedup.")
@@ -66,7 +64,7 @@ class MinHashConfig(_Model):
         return cls(bands=bands, rows=rows, **kwargs)
 
 
-class DedupConfig(_Model):
+class DedupConfig(Settings):
     """The dedup pass: exact dedup by normalised content hash, then MinHash near-dup dedup."""
 
     scope: Literal["dump", "run"] = Field(

@@ -15,8 +15,8 @@ Three steps, each resumable on its own, all intermediate files under ``<output>/
    ``_work/clusters/assign/part-N.parquet``, the linked pairs (union-find edges, by id) to
    ``_work/clusters/links.parquet`` and the statistics to ``<output>/dedup_clusters.json``, then ``done.json``.
 3. apply (per part, in parallel): stream the input part again, run the two drop stages
-   (``exact_dedup``, ``minhash_dedup``, reason ``duplicate``) through :func:`pipeline.stage.run_chain`
-   and write the part with :class:`pipeline.shards.PartWriter` (stats funnel, markers, rejected rows).
+   (``exact_dedup``, ``minhash_dedup``, reason ``duplicate``) through :func:`pipeline.core.stage.run_chain`
+   and write the part with :class:`pipeline.core.parts.PartWriter` (stats funnel, markers, rejected rows).
 
 Killing the pass at any point and rerunning it gives every kept document exactly once: finished
 signature parts and output parts are skipped by their markers, clustering is redone unless it
@@ -41,16 +41,16 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from pipeline.core.lock import LOCK_FILE, output_lock
+from pipeline.core.parts import DOCUMENTS, PartWriter, done_parts, is_done, marker_path, write_bytes_atomic
+from pipeline.core.stage import run_chain, with_drop_reasons
+from pipeline.core.stats import PartStats
 from pipeline.dedup.clustering import near_duplicate_clusters, write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
 from pipeline.dedup.exact import content_hashes_from_normalized, exact_representatives
 from pipeline.dedup.minhash import band_hashes, normalize_texts, shingle_hashes, signatures_from_shingles
 from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
-from pipeline.lock import LOCK_FILE, output_lock
-from pipeline.shards import DOCUMENTS, PartWriter, done_parts, is_done, marker_path, write_bytes_atomic
-from pipeline.stage import run_chain, with_drop_reasons
-from pipeline.stats import PartStats
 
 log = logging.getLogger(__name__)
 

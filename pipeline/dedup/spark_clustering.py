@@ -40,6 +40,7 @@ import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
 
+from pipeline.core.parts import write_bytes_atomic
 from pipeline.dedup.clustering import write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
 from pipeline.dedup.dedup_pass import (
@@ -56,7 +57,6 @@ from pipeline.dedup.dedup_pass import (
 )
 from pipeline.dedup.minhash import estimated_jaccard
 from pipeline.engines.spark import ship_code
-from pipeline.shards import write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from pipeline.config import EngineConfig
+    from pipeline.engines.config import EngineConfig
     from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit
 
 

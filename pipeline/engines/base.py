@@ -1,7 +1,7 @@
 """What every engine runs: a pass = a list of work units, each turned into one output part.
 
 A unit names its part and its inputs; a ``UnitProcessor`` turns one unit into one committed part
-(through :class:`pipeline.shards.PartWriter`). Engines only decide where and in which order units run;
+(through :class:`pipeline.core.parts.PartWriter`). Engines only decide where and in which order units run;
 finished parts are skipped by their markers, so any engine can resume any pass.
 """
 
@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-from pipeline.shards import is_done, write_bytes_atomic
+from pipeline.core.parts import is_done, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ from datatrove.pipeline.base import PipelineStep
 from loguru import logger as datatrove_logger
 from tqdm.auto import tqdm
 
+from pipeline.core.parts import MARKERS, STATS
+from pipeline.core.processes import describe_exit, die_with_parent_on_fork
 from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
-from pipeline.processes import describe_exit, die_with_parent_on_fork
-from pipeline.shards import MARKERS, STATS
 
 log = logging.getLogger(__name__)
 

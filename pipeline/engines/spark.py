@@ -3,7 +3,7 @@
 A pass is a DataFrame of unit indices with one row per partition (``spark.range(n, numPartitions=n)``);
 ``mapInArrow`` runs the unit's processor (the very same picklable object the local engine runs) on an
 executor and yields one status row. Parts are written by the executors with the shared
-:class:`pipeline.shards.PartWriter` protocol (temporary file, rename, marker), so the output folder has the
+:class:`pipeline.core.parts.PartWriter` protocol (temporary file, rename, marker), so the output folder has the
 local engine's layout and schema, a retried task (lost executor, speculation) rewrites its part atomically,
 and a rerun skips finished parts. The output folder must be reachable from the driver and every executor
 (a shared or network filesystem, as for datatrove's Slurm executor); the project's code is not assumed to
@@ -30,15 +30,15 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
 
+from pipeline.core.parts import write_bytes_atomic
 from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit, run_pass, run_unit
-from pipeline.shards import write_bytes_atomic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
 log = logging.getLogger(__name__)
 
-CODE_PACKAGES = ("pipeline", "filters", "tokenization")
+CODE_PACKAGES = ("pipeline", "filters", "tokenization", "validation")
 """The project's packages executors import (the flows run on the driver only)."""
 ARCHIVE_PREFIX = "cc_refinery-code"
 _RESULT_SCHEMA = pa.schema([pa.field("index", pa.int64()), pa.field("result", pa.binary())])
@@ -93,7 +93,7 @@ def ship_code(spark: SparkSession, cache_dir: Path | None = None) -> Path | None
     """
     if _shipped(spark):
         return None
-    from pipeline.cache import cache_root
+    from pipeline.core.cache import cache_root
 
     archive = build_code_archive(cache_dir or cache_root() / "spark")
     spark.sparkContext.addPyFile(str(archive))

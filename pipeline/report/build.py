@@ -23,7 +23,9 @@ import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.profile import DocumentProfile, Histogram
+from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
+from pipeline.core.profile import DocumentProfile, Histogram
+from pipeline.core.stats import PartStats, merge_parts
 from pipeline.report.inputs import (
     SNIPPET_CHARS,
     clean_sample,
@@ -32,8 +34,6 @@ from pipeline.report.inputs import (
     load_token_manifest,
     load_validation,
 )
-from pipeline.shards import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
-from pipeline.stats import PartStats, merge_parts
 
 log = logging.getLogger(__name__)
 

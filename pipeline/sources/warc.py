@@ -37,7 +37,7 @@ import pyarrow as pa
 from fastwarc.stream_io import BrotliReader, ZstdReader
 from fastwarc.warc import ArchiveIterator, WarcRecord, WarcRecordType
 
-from pipeline.schema import RAW_SCHEMA, document_id
+from pipeline.core.schema import RAW_SCHEMA, document_id
 
 log = logging.getLogger(__name__)
 

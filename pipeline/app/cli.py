@@ -17,10 +17,10 @@ from typing import Annotated, NoReturn
 import typer
 import yaml
 
-from pipeline.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
+from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
+from pipeline.core.processes import die_with_parent_on_fork
+from pipeline.core.stats import format_funnel
 from pipeline.engines.base import RunIncomplete
-from pipeline.processes import die_with_parent_on_fork
-from pipeline.stats import format_funnel
 
 app = typer.Typer(
     name="refinery",
@@ -159,8 +159,8 @@ SAMPLE_CRAWL_DIR = "sample-crawl"
 @contextlib.contextmanager
 def _sample_mirror(output_dir: Path) -> Iterator[str]:
     """Build (once) the sample crawl under ``output_dir`` and serve it on 127.0.0.1 while the run lasts."""
-    from pipeline.sources.mirror import serve_directory
-    from pipeline.sources.samplecrawl import build_sample_crawl
+    from pipeline.demo.mirror import serve_directory
+    from pipeline.demo.samplecrawl import build_sample_crawl
 
     root = output_dir / SAMPLE_CRAWL_DIR
     build_sample_crawl(root)  # deterministic and under a second: always current with the package
@@ -255,7 +255,7 @@ def run(
     if langs != "unset":
         flags["langid.languages"] = langs
     config = _load(config_file, flags)
-    from pipeline.run import run_pipeline
+    from pipeline.app.run import run_pipeline
 
     with contextlib.ExitStack() as stack:
         if sample:
@@ -351,8 +351,8 @@ def stage(
     if langs != "unset":
         flags["langid.languages"] = langs
     config = _load(config_file, flags)
-    from pipeline.shards import total_stats
-    from pipeline.stagerun import run_stage
+    from pipeline.app.stagerun import run_stage
+    from pipeline.core.parts import total_stats
 
     with _errors(f"running stage {name} into {output}", verbose, usage=(ValueError, FileNotFoundError)):
         run_stage(name, inputs, output, config, limit=limit, progress=not no_progress)
@@ -388,9 +388,9 @@ def dedup(
     and writes dup_cluster_id / dup_cluster_size and dedup_clusters.json.
     """
     _setup_logging(verbose)
+    from pipeline.core.parts import total_stats
     from pipeline.dedup.config import DedupConfig, MinHashConfig
     from pipeline.dedup.dedup_pass import run_dedup
-    from pipeline.shards import total_stats
 
     try:
         minhash = MinHashConfig.for_threshold(threshold) if threshold is not None else MinHashConfig()
@@ -418,7 +418,7 @@ def dedup(
 )
 def validate_shards_cmd(ctx: typer.Context) -> None:
     try:
-        from tokenization.train.validate import main as validate_main
+        from validation.validate import main as validate_main
     except ImportError as e:
         typer.secho(
             f"validate-shards needs torch: pip install 'cc-refinery[train]' ({e})", fg=typer.colors.RED, err=True
@@ -438,7 +438,7 @@ def sample_crawl(
         Real pages (news, blogs, several languages) plus planted cases: blocklisted URLs, near-duplicates,
     boilerplate-heavy pages, non-HTML records, odd charsets and a malformed record.
     """
-    from pipeline.sources.samplecrawl import build_sample_crawl
+    from pipeline.demo.samplecrawl import build_sample_crawl
 
     crawl = build_sample_crawl(dest, dump=dump, num_warcs=num_warcs)
     typer.echo(f"sample crawl: {crawl.root} ({len(crawl.warc_paths)} WARC files, {crawl.num_html_responses} pages)")
@@ -455,7 +455,7 @@ def serve_crawl(
 
     Then: `refinery run --cc-base-url http://127.0.0.1:8765/ --dump CC-MAIN-2024-22`
     """
-    from pipeline.sources.mirror import serve_forever
+    from pipeline.demo.mirror import serve_forever
 
     _setup_logging(verbose=True)
     if not (root / "crawl-data").is_dir():
@@ -477,7 +477,7 @@ spark_app = typer.Typer(no_args_is_help=True, help="Run on a Spark cluster: pack
 
 SPARK_ENTRY = '''"""spark-submit entry point: the ``refinery`` command line, e.g. ``refinery_main.py run ...``."""
 
-from pipeline.cli import main
+from pipeline.app.cli import main
 
 main()
 '''
@@ -494,8 +494,8 @@ def spark_package(
         Executors import the project from the zip, so they need no copy of the source; they need its
     third-party dependencies (`pip install 'cc-refinery[spark]'` or a packed venv, see infra/README.md).
     """
+    from pipeline.core.parts import write_bytes_atomic
     from pipeline.engines.spark import build_code_archive
-    from pipeline.shards import write_bytes_atomic
 
     archive = build_code_archive(output)
     entry = output / "refinery_main.py"

@@ -21,9 +21,9 @@ from typing import BinaryIO
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.profile import DocumentProfile, profile_documents
-from pipeline.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, conform
-from pipeline.stats import PartStats, merge_parts
+from pipeline.core.profile import DocumentProfile, profile_documents
+from pipeline.core.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, conform
+from pipeline.core.stats import PartStats, merge_parts
 
 log = logging.getLogger(__name__)
 

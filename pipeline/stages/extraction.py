@@ -36,8 +36,8 @@ from trafilatura import extract as trafilatura_extract
 from trafilatura.deduplication import LRUCache
 from trafilatura.settings import LRU_SIZE, Extractor
 
-from pipeline.config import ExtractionConfig
-from pipeline.stage import with_drop_reasons
+from pipeline.core.stage import with_drop_reasons
+from pipeline.stages.config import ExtractionConfig
 
 log = logging.getLogger(__name__)
 

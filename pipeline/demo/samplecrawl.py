@@ -1,7 +1,7 @@
-"""A small Common Crawl dump, in Common Crawl's own layout, built from real pages shipped in pipeline/sample_data.
+"""A small Common Crawl dump, in Common Crawl's own layout, built from real pages shipped in pipeline/demo/sample_data.
 
 The demo and the tests run the real listing, download and WARC-reading code against it (served over HTTP by
-``pipeline.sources.mirror``), so it mimics what a real dump holds: ``warc.paths.gz``, segments, per-record gzip
+``pipeline.demo.mirror``), so it mimics what a real dump holds: ``warc.paths.gz``, segments, per-record gzip
 WARC files with warcinfo/request/response/metadata records, and the awkward cases a pipeline must survive.
 What was planted where is written to ``crawl-data/<dump>/sample_manifest.json`` so tests can check each stage.
 
@@ -34,12 +34,12 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.config import SAMPLE_DUMP
+from pipeline.demo import SAMPLE_DUMP
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SAMPLE_DATA = importlib.resources.files("pipeline") / "sample_data"
+SAMPLE_DATA = importlib.resources.files("pipeline.demo") / "sample_data"
 """The vendored pages and WARC files: a folder, or a folder inside the zip spark-submit ships (--py-files)."""
 MANIFEST_NAME = "sample_manifest.json"
 HTML_TYPES = ("text/html", "application/xhtml+xml")

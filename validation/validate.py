@@ -57,8 +57,8 @@ import numpy as np
 import torch
 
 from tokenization.shards import ShardError, read_manifest
-from tokenization.train.checks import GPT2_VOCAB_SIZE, CheckOptions, ShardCheck, check_shards
-from tokenization.train.data import (
+from validation.checks import GPT2_VOCAB_SIZE, CheckOptions, ShardCheck, check_shards
+from validation.data import (
     Batches,
     VocabMap,
     entropy_nats,
@@ -67,7 +67,7 @@ from tokenization.train.data import (
     to_device,
     token_counts,
 )
-from tokenization.train.hardware import (
+from validation.hardware import (
     HardwarePlan,
     autocast,
     configure_backends,
@@ -76,7 +76,7 @@ from tokenization.train.hardware import (
     plan_hardware,
     synchronize,
 )
-from tokenization.train.model import GPT, GPTConfig, count_params, flops_per_token
+from validation.model import GPT, GPTConfig, count_params, flops_per_token
 
 log = logging.getLogger(__name__)
 

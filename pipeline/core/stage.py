@@ -16,9 +16,9 @@ from typing import Protocol, runtime_checkable
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.profile import stage_signal_histograms
-from pipeline.schema import DROP_REASON
-from pipeline.stats import SAMPLES_PER_RULE, PartStats, StageStats
+from pipeline.core.profile import stage_signal_histograms
+from pipeline.core.schema import DROP_REASON
+from pipeline.core.stats import SAMPLES_PER_RULE, PartStats, StageStats
 
 
 @runtime_checkable

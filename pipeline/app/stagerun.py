@@ -14,13 +14,13 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pipeline.config import RunConfig
+from pipeline.app.config import RunConfig
+from pipeline.app.run import build_stage, process_records, stage_names
+from pipeline.core.lock import output_lock
+from pipeline.core.parts import PartWriter, part_name
+from pipeline.core.stage import run_chain
+from pipeline.core.stats import PartStats
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
-from pipeline.lock import output_lock
-from pipeline.run import build_stage, process_records, stage_names
-from pipeline.shards import PartWriter, part_name
-from pipeline.stage import run_chain
-from pipeline.stats import PartStats
 
 log = logging.getLogger(__name__)
 

@@ -24,7 +24,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from pipeline.schema import DROP_REASON
+from pipeline.core.schema import DROP_REASON
 
 PROFILE_VERSION = 1
 TOP_N = 2000

@@ -3,7 +3,7 @@
 The sample crawl must build where that collection is absent (an installed package), so the pages it is built
 from live here. Run from the repository root:
 
-    .venv/bin/python pipeline/sample_data/refresh.py [REALDATA_DIR]
+    .venv/bin/python pipeline/demo/sample_data/refresh.py [REALDATA_DIR]
 
 It copies the chosen files byte for byte (HTML stays gzip as it is in the collection; the lingua sentence files
 are gzip-compressed with mtime 0) and writes index.json (what each file is, its URL, licence, language) and
@@ -269,5 +269,5 @@ def refresh(realdata: Path) -> None:
 
 if __name__ == "__main__":
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    default = Path(os.environ.get("CC_REFINERY_REALDATA", HERE.parents[2] / "shared" / "realdata"))
+    default = Path(os.environ.get("CC_REFINERY_REALDATA", HERE.parents[3] / "shared" / "realdata"))
     refresh(Path(sys.argv[1]) if len(sys.argv) > 1 else default)

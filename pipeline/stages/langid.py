@@ -20,9 +20,9 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 
-from pipeline.config import LangIdConfig
-from pipeline.profile import SCORE_EDGES, SignalSpec
-from pipeline.stage import with_drop_reasons
+from pipeline.core.profile import SCORE_EDGES, SignalSpec
+from pipeline.core.stage import with_drop_reasons
+from pipeline.stages.config import LangIdConfig
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from pipeline.profile import DocumentProfile
+from pipeline.core.profile import DocumentProfile
 
 SAMPLES_PER_RULE = 5
 

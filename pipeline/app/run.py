@@ -19,18 +19,18 @@ import yaml
 
 from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
-from pipeline.config import RunConfig
+from pipeline.app.config import RunConfig
+from pipeline.core.lock import output_lock
+from pipeline.core.parts import PartWriter, part_name, total_stats, write_bytes_atomic
+from pipeline.core.stage import Stage, run_chain
+from pipeline.core.stats import PartStats
 from pipeline.engines import Engine, make_engine
 from pipeline.engines.base import PassResult, RunIncomplete, WorkUnit, write_progress
-from pipeline.extraction import ExtractStage
-from pipeline.langid import LangIdStage
-from pipeline.lock import output_lock
-from pipeline.shards import PartWriter, part_name, total_stats, write_bytes_atomic
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
 from pipeline.sources.download import fetch_warc, is_local, local_dir
 from pipeline.sources.warc import read_warc
-from pipeline.stage import Stage, run_chain
-from pipeline.stats import PartStats
+from pipeline.stages.extraction import ExtractStage
+from pipeline.stages.langid import LangIdStage
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +154,7 @@ def validate_shards_subprocess(tokens_dir: Path, out_dir: Path, preset: str) -> 
 
     Returns whether the shards passed; the job's report is ``out_dir/validation.json`` either way.
     """
-    cmd = [sys.executable, "-m", "tokenization.train.validate", str(tokens_dir), "-o", str(out_dir), "--preset", preset]
+    cmd = [sys.executable, "-m", "validation.validate", str(tokens_dir), "-o", str(out_dir), "--preset", preset]
     log.info("validating shards: %s", " ".join(cmd))
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode not in (0, 1):

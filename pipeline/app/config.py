@@ -1,0 +1,105 @@
+"""One typed configuration for a run, shared by the CLI and the Prefect flows, loadable from YAML.
+
+Each section's model lives with the code it configures; this module composes them into ``RunConfig``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import Field, ValidationError
+
+from filters.config import QualityConfig, UrlFilterConfig
+from pipeline.core.settings import Settings
+from pipeline.dedup.config import DedupConfig
+from pipeline.demo import SAMPLE_DUMP
+from pipeline.engines.config import EngineConfig
+from pipeline.sources.config import COMMON_CRAWL_BASE_URL, SourceConfig
+from pipeline.stages.config import ExtractionConfig, LangIdConfig
+from tokenization.encoders import TokenizerConfig
+
+__all__ = [
+    "COMMON_CRAWL_BASE_URL",
+    "SAMPLE_DUMP",
+    "ConfigError",
+    "EngineConfig",
+    "ExtractionConfig",
+    "LangIdConfig",
+    "RunConfig",
+    "SourceConfig",
+    "UrlFilterConfig",
+    "load_config",
+]
+
+
+class RunConfig(Settings):
+    """A whole run: source, stages and engine. The CLI flags and the Prefect form both fill this."""
+
+    name: str | None = Field(None, description="Run name; output goes to <output_dir>/<name> (default: the dump).")
+    output_dir: Path = Field(Path("out"), description="Root folder for runs.")
+    keep_rejected: bool = Field(False, description="Also write dropped documents to rejected/ for inspection.")
+    source: SourceConfig = Field(default_factory=SourceConfig)
+    url_filter: UrlFilterConfig = Field(default_factory=UrlFilterConfig)
+    extraction: ExtractionConfig = Field(default_factory=ExtractionConfig)
+    langid: LangIdConfig = Field(default_factory=LangIdConfig)
+    quality: QualityConfig = Field(default_factory=QualityConfig)
+    dedup: DedupConfig = Field(default_factory=DedupConfig)
+    tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
+    tokenize: bool = Field(True, description="Tokenize the final documents into llm.c shards (<run>/tokens).")
+    validate_shards: bool = Field(
+        False, description="Train a small GPT on the shards (needs torch, the train extra); result in <run>/validation."
+    )
+    validation_preset: str = Field("auto", description="Validation model: tiny, small, gpt2-124m or auto.")
+    report: bool = Field(True, description="Write the dataset report (<run>/report/index.html) at the end.")
+    max_failed_parts: int = Field(
+        0,
+        ge=0,
+        description="WARC files that may fail (404, not gzip, ...) while dedup, tokens and the report still run "
+        "on the others; failed files are listed in the report and the run exits 3 (completed with failures). "
+        "0: a failed file stops the run after the WARC pass.",
+    )
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+
+    @property
+    def run_dir(self) -> Path:
+        return self.output_dir / (self.name or self.source.dump)
+
+
+class ConfigError(ValueError):
+    """A configuration file or value that cannot be used; the message says what and where."""
+
+
+def format_validation_error(err: ValidationError) -> str:
+    lines = []
+    for e in err.errors():
+        where = ".".join(str(p) for p in e["loc"]) or "(root)"
+        lines.append(f"  {where}: {e['msg']}")
+    return "invalid configuration:\n" + "\n".join(lines)
+
+
+def load_config(path: Path | None = None, overrides: dict | None = None) -> RunConfig:
+    """Load a RunConfig from YAML (optional), then apply nested ``overrides``; raise ConfigError if invalid."""
+    data: dict = {}
+    if path is not None:
+        try:
+            loaded = yaml.safe_load(Path(path).read_text())
+        except FileNotFoundError as e:
+            raise ConfigError(f"config file not found: {path}") from e
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
+        if loaded is not None and not isinstance(loaded, dict):
+            raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
+        data = loaded or {}
+    for key, value in (overrides or {}).items():
+        _set_nested(data, key.split("."), value)
+    try:
+        return RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+
+
+def _set_nested(data: dict, keys: list[str], value: object) -> None:
+    for key in keys[:-1]:
+        data = data.setdefault(key, {})
+    data[keys[-1]] = value
