@@ -302,15 +302,9 @@ def _peak_rss_kb() -> int:
 def run_pass(input_dir: Path, output_dir: Path, workers: int) -> dict:
     """The three steps of ``run_dedup``, timed apart (run in a fresh process by the benchmark)."""
     from pipeline.dedup.config import DedupConfig
-    from pipeline.dedup.dedup_pass import (
-        WORK,
-        apply_parts,
-        check_fingerprint,
-        cluster,
-        fingerprint,
-        input_units,
-        sign_parts,
-    )
+    from pipeline.dedup.dedup_pass import apply_parts, check_fingerprint, fingerprint, input_units, sign_parts
+    from pipeline.dedup.local_clustering import cluster
+    from pipeline.dedup.signatures import WORK
 
     config = DedupConfig()
     units = input_units(input_dir)

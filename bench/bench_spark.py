@@ -487,15 +487,8 @@ def warc_part(
 def run_dedup_pass(engine_spec: str, input_dir: Path, output_dir: Path, spark_conf: dict[str, str]) -> dict[str, Any]:
     """The three steps of ``run_dedup`` on one engine, timed apart, with the peak memory of the processes."""
     from pipeline.dedup.config import DedupConfig
-    from pipeline.dedup.dedup_pass import (
-        WORK,
-        apply_parts,
-        check_fingerprint,
-        cluster_parts,
-        fingerprint,
-        input_units,
-        sign_parts,
-    )
+    from pipeline.dedup.dedup_pass import apply_parts, check_fingerprint, fingerprint, input_units, sign_parts
+    from pipeline.dedup.signatures import WORK
 
     config = DedupConfig()
     units = input_units(input_dir)
@@ -509,7 +502,7 @@ def run_dedup_pass(engine_spec: str, input_dir: Path, output_dir: Path, spark_co
         with windows["sign"]:
             sign_parts(units, output_dir, config, engine=engine)
         with windows["cluster"]:
-            summary = cluster_parts(output_dir, [u.part for u in units], config, engine)
+            summary = engine.cluster_duplicates(output_dir, [u.part for u in units], config)
         with windows["apply"]:
             apply_parts(units, output_dir, config, engine=engine)
         jvm = java_child()

@@ -474,21 +474,21 @@ def test_short_null_and_huge_documents(tmp_path: Path, corpus: list[dict]) -> No
 def test_resume_after_a_failed_signing_part(
     tmp_path: Path, corpus: list[dict], reference: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipeline.dedup import dedup_pass
+    from pipeline.dedup import signatures
 
     source = write_input(tmp_path / "in", corpus, parts=3)
-    real = dedup_pass.sign_batch
+    real = signatures.sign_batch
 
     def flaky(table: pa.Table, first_row: int, config: DedupConfig):  # noqa: ANN202
         if corpus[5]["id"] in table.column("id").to_pylist():
             raise OSError("disk went away")
         return real(table, first_row, config)
 
-    monkeypatch.setattr(dedup_pass, "sign_batch", flaky)
+    monkeypatch.setattr(signatures, "sign_batch", flaky)
     with pytest.raises(RunIncomplete, match="disk went away"):
         run_dedup(source, tmp_path / "out", DedupConfig(batch_size=64), keep_rejected=True)
     assert not list((tmp_path / "out" / "documents").glob("*.parquet")), "no output before every part is signed"
-    monkeypatch.setattr(dedup_pass, "sign_batch", real)
+    monkeypatch.setattr(signatures, "sign_batch", real)
     run_dedup(source, tmp_path / "out", DedupConfig(batch_size=64), keep_rejected=True)
     got = sorted((r["id"], r["dup_cluster_id"]) for r in all_rows(tmp_path / "out").to_pylist())
     assert got == sorted((r["id"], r["dup_cluster_id"]) for r in all_rows(reference).to_pylist())

@@ -18,18 +18,9 @@ from pipeline.core.parts import DOCUMENTS, PartWriter, part_name
 from pipeline.core.stats import PartStats
 from pipeline.dedup.clustering import connected_components as union_find
 from pipeline.dedup.config import DedupConfig, MinHashConfig
-from pipeline.dedup.dedup_pass import (
-    ASSIGN,
-    CLUSTER_REPORT,
-    CLUSTERS,
-    LINKS,
-    SIGNATURES,
-    WORK,
-    cluster,
-    input_units,
-    run_dedup,
-    sign_parts,
-)
+from pipeline.dedup.dedup_pass import input_units, run_dedup, sign_parts
+from pipeline.dedup.local_clustering import cluster
+from pipeline.dedup.signatures import ASSIGN, CLUSTER_REPORT, CLUSTERS, LINKS, SIGNATURES, WORK
 from pipeline.dedup.spark_clustering import cluster_spark, connected_components
 from tests.test_dedup import planted_corpus, write_input
 

@@ -3,6 +3,7 @@ ones, two runs on one output, a killed main process, late configuration errors."
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import os
 import shutil
@@ -101,6 +102,7 @@ class DieOn:
                 assert self.scratch is not None
                 array = np.lib.format.open_memmap(self.scratch / "big.npy", mode="w+", dtype=np.uint8, shape=(8 << 20,))
                 array[:] = 1
+            faulthandler.disable()  # the test session's handler would print a traceback for SIGSEGV
             os.kill(os.getpid(), getattr(signal, self.how))
         with PartWriter(out_dir, unit.part) as writer:
             writer.write(pa.table({"id": [unit.part], "text": ["x"]}))
@@ -139,7 +141,7 @@ def test_a_dead_worker_with_several_units_fails_the_rest_of_its_task(tmp_path: P
     assert set(failed) == {"part-00001", "part-00003", "part-00005"}
     assert failed["part-00001"].startswith("worker process killed by SIGKILL")
     assert (
-        failed["part-00003"].startswith("not run: its worker process killed by SIGKILL")
+        failed["part-00003"].startswith("not run: worker process killed by SIGKILL")
         and "part-00001" in failed["part-00003"]
     )
 

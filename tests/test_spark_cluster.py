@@ -25,7 +25,7 @@ import yaml
 
 from pipeline.app.config import SAMPLE_DUMP
 from pipeline.core.parts import DOCUMENTS, MARKERS, STATS
-from pipeline.engines.spark import ARCHIVE_PREFIX, CODE_PACKAGES
+from pipeline.engines.spark_code import ARCHIVE_PREFIX, CODE_PACKAGES
 from tests.outputs import documents_by_part, funnel
 from tests.spark_cluster import StandaloneCluster, java_home, spark_home, standalone_cluster
 

@@ -14,7 +14,8 @@ from pipeline.app.run import dedup_pass, run_pipeline, warc_pass
 from pipeline.core.parts import MARKERS, STATS
 from pipeline.engines.base import RunIncomplete, WorkUnit
 from pipeline.engines.local import LocalEngine
-from pipeline.engines.spark import SparkEngine, build_code_archive
+from pipeline.engines.spark import SparkEngine
+from pipeline.engines.spark_code import build_code_archive
 from tests.outputs import documents_by_part, funnel
 
 pytestmark = pytest.mark.timeout(600)

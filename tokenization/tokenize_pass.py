@@ -18,11 +18,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import multiprocessing
 import os
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,10 +31,10 @@ import pyarrow.parquet as pq
 
 from pipeline.core.lock import output_lock
 from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
-from pipeline.core.processes import die_with_parent_on_fork
 from pipeline.core.stage import text_bytes
 from pipeline.core.stats import PartStats
 from pipeline.engines import Engine
+from pipeline.engines.base import ItemFailed
 from tokenization.encoders import Tokenizer, TokenizerConfig, fetch_rank_file, load_tokenizer
 from tokenization.manifest import PartTokens, assemble_shards
 from tokenization.shards import ShardError, ShardWriter, read_header, read_manifest
@@ -215,68 +213,36 @@ def input_parts(input_dir: Path) -> list[tuple[str, Path]]:
 
 
 @dataclass(frozen=True)
-class _SparkJobs:
-    """Tokenize job ``i`` on a Spark executor; a failure comes back as its message (picklable either way)."""
+class _TokenizeJobs:
+    """Tokenize job ``i`` wherever the engine runs it (a worker process, a Spark executor); picklable."""
 
     jobs: tuple[PartJob, ...]
     rank_bytes: bytes
-    """The BPE rank file travels with the tasks: executors need not have the driver's cache."""
+    """The BPE rank file travels with the tasks: Spark executors need not have the driver's cache."""
 
-    def __call__(self, index: int) -> PartTokens | str:
+    def __call__(self, index: int) -> PartTokens:
         job = self.jobs[index]
-        try:
-            if not job.rank_file.is_file():
-                local = Path(tempfile.gettempdir()) / "cc-refinery-ranks" / job.rank_file.name
-                if not local.is_file():
-                    write_bytes_atomic(local, self.rank_bytes)
-                job = dataclasses.replace(job, rank_file=local)
-            return tokenize_part(job)
-        except Exception as e:  # reported with the others, as in the local branch
-            return f"{type(e).__name__}: {e}"
+        if not job.rank_file.is_file():
+            local = Path(tempfile.gettempdir()) / "cc-refinery-ranks" / job.rank_file.name
+            if not local.is_file():
+                write_bytes_atomic(local, self.rank_bytes)
+            job = dataclasses.replace(job, rank_file=local)
+        return tokenize_part(job)
 
 
-def _run_jobs(
-    jobs: list[PartJob], workers: int, progress: bool, engine: Engine | None = None
-) -> tuple[dict[str, PartTokens], list[str]]:
+def _run_jobs(jobs: list[PartJob], engine: Engine) -> tuple[dict[str, PartTokens], list[str]]:
+    """Every job on the engine; failed ones (an error, or a worker killed by the OS) are listed, not raised."""
     results: dict[str, PartTokens] = {}
     failures: list[str] = []
-    bar = None
-    if progress and jobs:
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs), desc="tokenize", unit="part")
-
-    def record(job: PartJob, outcome: PartTokens | BaseException) -> None:
-        if isinstance(outcome, BaseException):
-            log.error("tokenizing %s failed: %s", job.part, outcome)
-            failures.append(f"{job.part}: {outcome}")
+    if not jobs:
+        return results, failures
+    task = _TokenizeJobs(tuple(jobs), jobs[0].rank_file.read_bytes())
+    for job, outcome in zip(jobs, engine.map_items(task, len(jobs), description="tokenize"), strict=True):
+        if isinstance(outcome, ItemFailed):
+            log.error("tokenizing %s failed: %s", job.part, outcome.error)
+            failures.append(f"{job.part}: {outcome.error}")
         else:
             results[job.part] = outcome
-        if bar is not None:
-            bar.update(1)
-
-    if getattr(engine, "spark", None) is not None and jobs:
-        task = _SparkJobs(tuple(jobs), jobs[0].rank_file.read_bytes())
-        outcomes = engine.map_items(task, len(jobs), description="cc-refinery: tokenize")
-        for job, outcome in zip(jobs, outcomes, strict=True):
-            record(job, RuntimeError(outcome) if isinstance(outcome, str) else outcome)
-    elif workers <= 1 or len(jobs) <= 1:
-        for job in jobs:
-            try:
-                record(job, tokenize_part(job))
-            except Exception as e:  # as in the parallel branch: report, finish the other parts, raise at the end
-                record(job, e)
-    else:
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-        die_with_parent_on_fork()  # a killed main process takes its pool with it
-        with ProcessPoolExecutor(max_workers=min(workers, len(jobs)), mp_context=context) as pool:
-            futures = {pool.submit(tokenize_part, job): job for job in jobs}
-            for future in as_completed(futures):
-                error = future.exception()
-                record(futures[future], error if error is not None else future.result())
-    if bar is not None:
-        bar.close()
     return results, failures
 
 
@@ -331,7 +297,11 @@ def _run_tokenize(
         else:
             jobs.append(PartJob(name, path, output_dir, config.name, rank_file, config.batch_size, config.threads))
     log.info("tokenizing %d parts (%d already done) with %d workers", len(jobs), len(finished), workers)
-    results, failures = _run_jobs(jobs, workers, progress, engine)
+    if engine is None:
+        from pipeline.engines.local import LocalEngine
+
+        engine = LocalEngine(workers=workers, progress=progress)
+    results, failures = _run_jobs(jobs, engine)
     finished.update(results)
     if failures:
         raise TokenizeError(f"{len(failures)} of {len(parts)} parts failed (rerun to retry): " + "; ".join(failures))

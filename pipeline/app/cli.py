@@ -495,7 +495,7 @@ def spark_package(
     third-party dependencies (`pip install 'cc-refinery[spark]'` or a packed venv, see infra/README.md).
     """
     from pipeline.core.parts import write_bytes_atomic
-    from pipeline.engines.spark import build_code_archive
+    from pipeline.engines.spark_code import build_code_archive
 
     archive = build_code_archive(output)
     entry = output / "refinery_main.py"

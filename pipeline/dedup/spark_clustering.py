@@ -1,7 +1,7 @@
 """Step 2 of the dedup pass on Spark: the local clustering's decisions, computed with Spark SQL.
 
 Same inputs (step 1's ``_work/signatures``), same outputs and the same choices as
-:func:`pipeline.dedup.dedup_pass.cluster`, but no per-document array ever reaches the driver, so the
+:func:`pipeline.dedup.local_clustering.cluster`, but no per-document array ever reaches the driver, so the
 clustering grows with the cluster instead of one machine's memory. Every stage writes its table under
 ``_work/spark/`` as Parquet and the next one reads it back: Spark's lineage stays short, and a lost
 executor costs one stage, not the whole step.
@@ -43,7 +43,8 @@ from pyspark.sql import functions as F
 from pipeline.core.parts import write_bytes_atomic
 from pipeline.dedup.clustering import write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
-from pipeline.dedup.dedup_pass import (
+from pipeline.dedup.minhash import estimated_jaccard
+from pipeline.dedup.signatures import (
     ASSIGN,
     CLUSTER_REPORT,
     CLUSTERS,
@@ -55,8 +56,7 @@ from pipeline.dedup.dedup_pass import (
     WORK,
     band_column,
 )
-from pipeline.dedup.minhash import estimated_jaccard
-from pipeline.engines.spark import ship_code
+from pipeline.engines.spark_code import ship_code
 
 log = logging.getLogger(__name__)
 
@@ -331,7 +331,7 @@ def _assign_writer(assign_dir: str, names: list[str]) -> Callable[[pa.Table], pa
 
 
 def cluster_spark(spark: SparkSession, output_dir: Path, names: list[str], config: DedupConfig) -> dict:
-    """Step 2 with Spark: the same files and decisions as :func:`pipeline.dedup.dedup_pass.cluster`.
+    """Step 2 with Spark: the same files and decisions as :func:`pipeline.dedup.local_clustering.cluster`.
 
     Writes ``_work/clusters/assign/<part>.parquet``, ``_work/clusters/links.parquet`` (a folder of Parquet
     files), ``dedup_clusters.json`` (plus ``"engine": "spark"``) and ``_work/clusters/done.json``; returns

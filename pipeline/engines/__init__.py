@@ -1,28 +1,19 @@
-"""Engines run a pass's work units: ``local`` (datatrove's process pool) or ``spark`` (one Spark task per unit)."""
+"""Engines run a pass's work units: ``local`` (datatrove's process pool) or ``spark`` (one Spark task per unit).
+
+What an engine offers is all in :class:`pipeline.engines.base.Engine`; a new engine (Ray, say) implements that
+protocol and a branch in :func:`make_engine`, and every pass runs on it unchanged.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
+
+from pipeline.engines.base import Engine
 
 if TYPE_CHECKING:
-    from pathlib import Path
-
     from pipeline.engines.config import EngineConfig
-    from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit
 
-
-class Engine(Protocol):
-    """What every pass needs from an engine."""
-
-    kind: str
-    progress: bool
-
-    @property
-    def parallelism(self) -> int: ...
-
-    def run_units(
-        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, *, description: str = "parts"
-    ) -> PassResult: ...
+__all__ = ["Engine", "make_engine"]
 
 
 def make_engine(config: EngineConfig, *, progress: bool = True) -> Engine:

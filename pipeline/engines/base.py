@@ -16,9 +16,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from pipeline.core.parts import is_done, write_bytes_atomic
+from pipeline.core.processes import ItemFailed
+
+if TYPE_CHECKING:
+    from pipeline.dedup.config import DedupConfig
+
+__all__ = ["Engine", "ItemFailed", "PassResult", "RunIncomplete", "UnitProcessor", "WorkUnit"]
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,32 @@ class UnitProcessor(Protocol):
     """Turns one unit into one committed part under ``out_dir``; must be picklable."""
 
     def __call__(self, unit: WorkUnit, out_dir: Path) -> None: ...
+
+
+class Engine(Protocol):
+    """Everything a pass may ask of an engine. Passes never look at which engine they have.
+
+    - ``run_units``: turn each work unit into its committed part (skipping done parts, recording failures).
+    - ``map_items``: ``[fn(0), ..., fn(n - 1)]`` in order, spread over workers or cluster tasks; an item whose
+      call raised or whose worker died comes back as :class:`ItemFailed` (tokenization uses it).
+    - ``cluster_duplicates``: the one global step of dedup (MinHash band buckets -> verified pairs ->
+      connected components) over the signature parts, with the engine's own machinery; every engine must
+      make the same decisions (:mod:`pipeline.dedup.local_clustering` is the reference, any engine may call it).
+    """
+
+    kind: str
+    progress: bool
+
+    @property
+    def parallelism(self) -> int: ...
+
+    def run_units(
+        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, *, description: str = "parts"
+    ) -> PassResult: ...
+
+    def map_items(self, fn: Callable[[int], T], count: int, *, description: str = "tasks") -> list[T | ItemFailed]: ...
+
+    def cluster_duplicates(self, output_dir: Path, names: list[str], config: DedupConfig) -> dict: ...
 
 
 class RunIncomplete(RuntimeError):
@@ -109,19 +142,19 @@ def record_failure(out_dir: Path, unit: WorkUnit, error: str, details: str = "")
         log.error("could not record the failure of part %s: %s", unit.part, e)
 
 
-def fail_unfinished(units: list[WorkUnit], out_dir: Path, exit: str) -> None:
-    """A worker process ended (``exit``, e.g. "killed by SIGBUS") while running ``units`` in order: the first
-    unfinished one is the one it was running, the ones after it never ran. Each gets a failure file."""
+def fail_unfinished(units: list[WorkUnit], out_dir: Path, error: str) -> None:
+    """The process running ``units`` in order ended with ``error`` (e.g. "worker process killed by SIGBUS"): the
+    first unfinished unit is the one it was running, the ones after it never ran. Each gets a failure file."""
     culprit = None
     for unit in units:
         if is_done(out_dir, unit.part) or failure_path(out_dir, unit.part).exists():
             continue
         if culprit is None:
-            culprit, error = unit.part, f"worker process {exit}"
+            culprit, message = unit.part, error
         else:
-            error = f"not run: its worker process {exit} on part {culprit}"
-        log.error("part %s (%s) failed: %s", unit.part, ", ".join(unit.inputs), error)
-        record_failure(out_dir, unit, error)
+            message = f"not run: {error} on part {culprit}"
+        log.error("part %s (%s) failed: %s", unit.part, ", ".join(unit.inputs), message)
+        record_failure(out_dir, unit, message)
 
 
 def collect_result(out_dir: Path, units: list[WorkUnit], skipped: set[str]) -> PassResult:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 from datatrove.executor import LocalPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
@@ -22,10 +23,14 @@ from loguru import logger as datatrove_logger
 from tqdm.auto import tqdm
 
 from pipeline.core.parts import MARKERS, STATS
-from pipeline.core.processes import describe_exit, die_with_parent_on_fork
+from pipeline.core.processes import ItemFailed, call_item, die_with_parent_on_fork, run_supervised
 from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
 
+if TYPE_CHECKING:
+    from pipeline.dedup.config import DedupConfig
+
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class SupervisedExecutor(LocalPipelineExecutor):
@@ -33,9 +38,9 @@ class SupervisedExecutor(LocalPipelineExecutor):
 
     datatrove runs tasks on a ``multiprocess.Pool``, which waits forever for a task whose worker the OS
     killed (SIGBUS on a full disk, the OOM killer, ``kill -9``). Here the parent waits on the workers'
-    exit sentinels instead: a worker that dies is seen at once, its unfinished units fail with the
-    signal's name (``on_death(rank, why)``), and the other tasks go on. Task set-up, logs and stats are
-    datatrove's (``_run_for_rank``).
+    exit sentinels instead (:func:`pipeline.core.processes.run_supervised`): a worker that dies is seen
+    at once, its unfinished units fail with the signal's name (``on_death(rank, why)``), and the other
+    tasks go on. Task set-up, logs and stats are datatrove's (``_run_for_rank``).
     """
 
     def __init__(self, *args: object, on_death: Callable[[int, str], None], **kwargs: object) -> None:
@@ -47,27 +52,15 @@ class SupervisedExecutor(LocalPipelineExecutor):
         if self.workers == 1:  # in this process, as datatrove does it (tracebacks, debuggers, monkeypatching)
             super().run()
             return
-        context = multiprocessing.get_context(self.start_method)
-        pending = list(range(self.local_tasks))
-        free_slots = list(range(self.workers))
-        running: dict[int, tuple[multiprocessing.process.BaseProcess, int, int]] = {}
-        try:
-            while pending or running:
-                while pending and free_slots:
-                    rank, slot = pending.pop(0), free_slots.pop()
-                    worker = context.Process(target=self._run_for_rank, args=(rank, slot), name=f"task-{rank}")
-                    worker.start()
-                    running[worker.sentinel] = (worker, rank, slot)
-                for sentinel in multiprocessing.connection.wait(list(running)):
-                    worker, rank, slot = running.pop(sentinel)
-                    worker.join()
-                    free_slots.append(slot)
-                    if worker.exitcode != 0:
-                        self.on_death(rank, describe_exit(worker.exitcode))
-        finally:
-            for worker, _, _ in running.values():  # interrupted (Ctrl-C): no worker outlives the pass
-                worker.kill()
-                worker.join()
+
+        def run_task(rank: int) -> None:
+            self._run_for_rank(rank, local_rank=1)  # datatrove prints only local rank 0's logs: ours say enough
+
+        def check(rank: int, outcome: object) -> None:
+            if isinstance(outcome, ItemFailed):
+                self.on_death(rank, outcome.error)
+
+        run_supervised(run_task, self.local_tasks, self.workers, on_result=check)
 
 
 class UnitsStep(PipelineStep):
@@ -154,6 +147,32 @@ class LocalEngine:
             units, processor, out_dir, workers=self.workers, tasks=self.tasks, progress=self.progress,
             description=description,
         )  # fmt: skip
+
+    def map_items(self, fn: Callable[[int], T], count: int, *, description: str = "tasks") -> list[T | ItemFailed]:
+        """``fn(i)`` for every item: in this process with one worker, else each in its own watched process."""
+        bar = tqdm(total=count, desc=description, unit="item", dynamic_ncols=True) if self.progress and count else None
+
+        def advance(index: int, outcome: object) -> None:
+            if bar is not None:
+                bar.update(1)
+
+        try:
+            if self.workers <= 1 or count <= 1:
+                results = []
+                for index in range(count):
+                    results.append(call_item(fn, index))
+                    advance(index, results[-1])
+                return results
+            return run_supervised(fn, count, self.workers, on_result=advance)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def cluster_duplicates(self, output_dir: Path, names: list[str], config: DedupConfig) -> dict:
+        """MinHash clustering in this process with numpy (band buckets spill to disk past the memory budget)."""
+        from pipeline.dedup.local_clustering import cluster
+
+        return cluster(output_dir, names, config)
 
 
 class ProgressMonitor:

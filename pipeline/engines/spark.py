@@ -14,92 +14,34 @@ be there: it is zipped and shipped with ``addPyFile`` (or ``spark-submit --py-fi
 from __future__ import annotations
 
 import contextvars
-import hashlib
-import io
 import logging
 import os
 import sys
 import threading
 import time
 import uuid
-import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pyarrow as pa
 
-from pipeline.core.parts import write_bytes_atomic
+from pipeline.core.processes import ItemFailed, call_item
 from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit, run_pass, run_unit
+from pipeline.engines.spark_code import ship_code
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession
 
+    from pipeline.dedup.config import DedupConfig
+
+T = TypeVar("T")
+
 log = logging.getLogger(__name__)
 
-CODE_PACKAGES = ("pipeline", "filters", "tokenization", "validation")
-"""The project's packages executors import (the flows run on the driver only)."""
-ARCHIVE_PREFIX = "cc_refinery-code"
 _RESULT_SCHEMA = pa.schema([pa.field("index", pa.int64()), pa.field("result", pa.binary())])
-_SKIP_DIRS = {"__pycache__"}
-
-
-def _project_root() -> Path:
-    import pipeline
-
-    return Path(pipeline.__file__).resolve().parent.parent
-
-
-def build_code_archive(out_dir: Path) -> Path:
-    """Zip the project's packages (sources and package data) for executors; named by content, reused if present.
-
-    The zip is what ``spark-submit --py-files`` or ``SparkContext.addPyFile`` takes; third-party
-    dependencies come from the executors' Python environment (``pip install cc-refinery[spark]`` there, or
-    a packed virtualenv passed with ``--archives``, see infra/README.md).
-    """
-    root = _project_root()
-    files: list[tuple[str, Path]] = []
-    for package in CODE_PACKAGES:
-        for path in sorted((root / package).rglob("*")):
-            if path.is_file() and not _SKIP_DIRS.intersection(path.parts) and path.suffix != ".pyc":
-                files.append((path.relative_to(root).as_posix(), path))
-    digest = hashlib.sha256()
-    for name, path in files:
-        digest.update(name.encode() + b"\0" + path.read_bytes() + b"\0")
-    out_dir = Path(out_dir)
-    target = out_dir / f"{ARCHIVE_PREFIX}-{digest.hexdigest()[:12]}.zip"
-    if target.exists():
-        return target
-    buffer = io.BytesIO()
-    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
-        for name, path in files:
-            archive.writestr(zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0)), path.read_bytes())
-    write_bytes_atomic(target, buffer.getvalue())
-    return target
-
-
-def _shipped(spark: SparkSession) -> bool:
-    """Whether the project's zip already reaches executors (``spark-submit --py-files``, or an earlier call)."""
-    conf = spark.sparkContext.getConf()
-    py_files = conf.get("spark.submit.pyFiles", "") or ""
-    return ARCHIVE_PREFIX in py_files or getattr(spark.sparkContext, "_cc_refinery_shipped", False)
-
-
-def ship_code(spark: SparkSession, cache_dir: Path | None = None) -> Path | None:
-    """Make the project's code importable on every executor, unless it already is; returns the zip shipped.
-
-    The zip is built in ``cache_dir`` (default: the project's cache folder).
-    """
-    if _shipped(spark):
-        return None
-    from pipeline.core.cache import cache_root
-
-    archive = build_code_archive(cache_dir or cache_root() / "spark")
-    spark.sparkContext.addPyFile(str(archive))
-    spark.sparkContext._cc_refinery_shipped = True  # type: ignore[attr-defined]
-    log.info("shipped %s to the executors", archive.name)
-    return archive
 
 
 def spark_session(
@@ -241,8 +183,9 @@ class SparkEngine:
     def parallelism(self) -> int:
         return int(self.spark.sparkContext.defaultParallelism)
 
-    def map_items(self, fn: Callable[[int], Any], count: int, *, description: str = "tasks") -> list[Any]:
-        """``[fn(0), ..., fn(count - 1)]``, each call one Spark task (so one retry unit), in index order."""
+    def map_items(self, fn: Callable[[int], T], count: int, *, description: str = "tasks") -> list[T | ItemFailed]:
+        """``[fn(0), ..., fn(count - 1)]``, each call one Spark task (so one retry unit), in index order; a call
+        that raises comes back as :class:`ItemFailed` (Spark retries only lost tasks, not failed items)."""
         from pyspark import cloudpickle
 
         if count == 0:
@@ -250,7 +193,7 @@ class SparkEngine:
         group = f"cc-refinery-{uuid.uuid4().hex}"
         self.spark.sparkContext.setJobGroup(group, description)
         frame = self.spark.range(count, numPartitions=count).toDF("index")
-        out = frame.mapInArrow(_run_indexed(cloudpickle.dumps(fn)), "index long, result binary")
+        out = frame.mapInArrow(_run_indexed(cloudpickle.dumps(partial(call_item, fn))), "index long, result binary")
         with SparkStatusLog(self.spark, description, group):
             rows = out.collect()
         results: list[Any] = [None] * count
@@ -272,3 +215,9 @@ class SparkEngine:
                 self.map_items(task, len(todo), description=f"cc-refinery: {description}")
 
         return run_pass(units, out_dir, run_todo, description)
+
+    def cluster_duplicates(self, output_dir: Path, names: list[str], config: DedupConfig) -> dict:
+        """MinHash clustering in Spark SQL: no per-document array reaches the driver."""
+        from pipeline.dedup.spark_clustering import cluster_spark
+
+        return cluster_spark(self.spark, output_dir, names, config)
