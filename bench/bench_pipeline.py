@@ -163,7 +163,7 @@ def build_ours() -> tuple[Any, list[Any]]:
     """Default RunConfig (en >= 0.65) and its WARC-pass chain, built once, block lists and model loaded."""
     from filters.url import compile_rules
     from pipeline.app.config import RunConfig
-    from pipeline.app.run import warc_stages
+    from pipeline.app.warc import warc_stages
     from pipeline.stages.langid import load_lid_model
 
     config = RunConfig()

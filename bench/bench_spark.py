@@ -1,7 +1,7 @@
 """Spark engine benchmarks: WARC-pass scaling local[1] vs local[2], Spark vs local engine, dedup at 500k+ docs.
 
 1. WARC pass (``warc`` part): the real WARC files of ``warc_samples/`` (the complete ``*.warc.gz`` ones) times
-   ``--copies``, one work unit per file copy, run by the same ``WarcPass`` processor ``pipeline.app.run.warc_pass``
+   ``--copies``, one work unit per file copy, run by the same ``WarcPass`` processor ``pipeline.app.warc.WarcPass``
    uses, on four engines: Spark ``local[1]``, Spark ``local[2]``, the local engine with 1 and with 2 workers.
    Each (engine, round) runs in a fresh subprocess: the engine starts (Spark session, code shipped), a warm-up
    pass of one small unit per slot loads the models in every worker, then the timed pass. Rounds alternate the
@@ -324,12 +324,12 @@ def fresh_caches() -> None:
 
 @dataclass
 class FreshWarcPass:
-    """``pipeline.app.run.WarcPass`` with cold caches per unit, so copies of a file cost what distinct files would."""
+    """``pipeline.app.warc.WarcPass`` with cold caches per unit, so copies of a file cost what distinct files would."""
 
     config: Any
 
     def __call__(self, unit: Any, out_dir: Path) -> None:
-        from pipeline.app.run import WarcPass
+        from pipeline.app.warc import WarcPass
 
         fresh_caches()
         WarcPass(self.config)(unit, out_dir)
@@ -364,7 +364,7 @@ def run_warc(engine_spec: str, copies: int, out: Path, quiet_cores: float, max_w
     startup_s = time.perf_counter() - start
     # the driver builds the chain once (block lists, model): forked local workers inherit it, as in a real run
     from filters.url import compile_rules
-    from pipeline.app.run import warc_stages
+    from pipeline.app.warc import warc_stages
     from pipeline.stages.langid import load_lid_model
 
     warm = config_for("warmup")

@@ -1,12 +1,10 @@
-"""The ``refinery`` flow: the whole pipeline as Prefect tasks, one task per pass, paths between them.
+"""The ``refinery`` flow: the whole pipeline as Prefect tasks, one task per pass, the run's state between them.
 
-Thin on purpose: every task calls one function of ``pipeline`` that takes the run configuration and
-input paths and returns output paths. Resume is the pipeline's: parts with a completion marker are
-skipped, so retrying a task or rerunning the flow only redoes what is missing. The dataset report is
-written last, from the stats every pass left behind.
-
-The passes and their order live in :data:`flows.passes.PASSES` (WARC pass, dedup, tokenization, shard
-validation); adding one is one line there.
+Thin on purpose: the passes, their order and what each reads and writes are
+:data:`pipeline.app.passes.PASSES`, the list ``refinery run`` loops over too; this module wraps each
+enabled entry in a task (retries, live progress, logs) and publishes the results as artifacts. Resume is
+the pipeline's: parts with a completion marker are skipped, so retrying a task or rerunning the flow only
+redoes what is missing.
 """
 
 from __future__ import annotations
@@ -29,13 +27,14 @@ from prefect.tasks import Task, exponential_backoff
 
 from flows.artifacts import RunOutputs, artifact_key, publish_run_artifacts
 from flows.outputs import site_from_env
-from flows.passes import PASSES, Pass, run_stats
 from flows.progress import ProgressReporter, read_progress
-from pipeline.app.config import COMMON_CRAWL_BASE_URL, SAMPLE_DUMP, ConfigError, RunConfig
-from pipeline.app.run import plan_units
+from pipeline.app.config import ConfigError, RunConfig
+from pipeline.app.passes import Pass, RunState, enabled_passes, start_run
+from pipeline.app.run import newest_dump_at, sample_conflict, sample_source
+from pipeline.core.lock import output_lock
 from pipeline.core.parts import document_files
 from pipeline.core.stats import format_funnel
-from pipeline.sources import dumps
+from pipeline.engines import make_engine
 from pipeline.sources.download import DownloadError, NotGzipError
 
 DEFAULT_CONFIG = RunConfig()
@@ -71,24 +70,16 @@ def _task_options(name: str) -> dict[str, Any]:
     }
 
 
-def _plan(config: RunConfig) -> list[str]:
+def _plan(config: RunConfig) -> RunState:
     """The WARC files this run reads (the dump's listing, cut to ``limit_warcs``)."""
-    logger = get_run_logger()
-    paths = [unit.inputs[0] for unit in plan_units(config)]
-    logger.info("%s: %d WARC files from %s", config.source.dump, len(paths), config.source.cc_base_url)
-    return paths
+    state = start_run(config)
+    get_run_logger().info("%s: %d WARC files from %s", config.source.dump, len(state.warc_paths),
+                          config.source.cc_base_url)  # fmt: skip
+    return state
 
 
-def _report(config: RunConfig) -> str:
-    """The dataset report (``report/index.html`` + ``report.json``) from the stats every pass wrote."""
-    from pipeline.report import write_report
-
-    files = write_report(config.run_dir)
-    html = files.html_path.resolve()
-    site = site_from_env()
-    url = site.url_for(html) if site is not None else None
-    get_run_logger().info("report: %s", f"{url} ({html})" if url else html)
-    return str(html)
+def _resolve_dump(base_url: str, timeout_s: float) -> str:
+    return newest_dump_at(base_url, timeout_s)
 
 
 def _report_json(html: Path) -> dict[str, Any]:
@@ -96,35 +87,29 @@ def _report_json(html: Path) -> dict[str, Any]:
     return json.loads((html.parent / "report.json").read_text())
 
 
-def _resolve_dump(base_url: str, timeout_s: float) -> str:
-    dump = dumps.newest_dump(base_url, timeout_s=timeout_s)
-    get_run_logger().info("newest dump at %s: %s", base_url, dump)
-    return dump
-
-
-def _run_pass(spec: Pass, config: RunConfig, inputs: list[str]) -> list[str]:
-    """Run one pass with live progress; log its start and end; return its output paths."""
+def _run_pass(spec: Pass, config: RunConfig, state: RunState) -> RunState:
+    """Run one pass with live progress; log its start and end; return the run's state after it."""
     logger = get_run_logger()
-    logger.info("%s pass started: %d inputs", spec.name, len(inputs))
+    logger.info("%s pass started", spec.name)
+    engine = make_engine(config.engine, progress=False)  # the flow shows progress as artifacts
     if spec.parts is None:
-        outputs = spec.run(config, inputs)
-        logger.info("%s pass finished: %s", spec.name, ", ".join(str(p) for p in outputs))
-        return [str(p) for p in outputs]
-    out_dir, parts = spec.parts(config, inputs)
+        spec.run(config, engine, state)
+        logger.info("%s pass finished", spec.name)
+        return state
+    out_dir, parts = spec.out_dir(config), spec.parts(state)
     key = artifact_key(config.name or config.source.dump, f"{spec.name}-progress")
     with ProgressReporter(f"{spec.name} pass", out_dir, parts, key=key, logger=logger) as reporter:
-        outputs = spec.run(config, inputs)
+        spec.run(config, engine, state)
     finished = reporter.last or read_progress(out_dir, parts)
-    logger.info("%s -> %s", finished.describe(f"{spec.name} pass finished"), ", ".join(str(p) for p in outputs))
-    return [str(p) for p in outputs]
+    logger.info("%s -> %s", finished.describe(f"{spec.name} pass finished"), out_dir)
+    return state
 
 
 plan_task = task(_plan, **{**_task_options("plan"), "task_run_name": "plan"})
 resolve_dump_task = task(_resolve_dump, **{**_task_options("newest-dump"), "task_run_name": "newest dump"})
-report_task = task(_report, **{**_task_options("report"), "task_run_name": "report"})
 
 
-def pass_task(spec: Pass) -> Task[..., list[str]]:
+def pass_task(spec: Pass) -> Task[..., RunState]:
     """The Prefect task of one pass (built at call time, so tests and operators can tune the retry policy)."""
     return task(_run_pass, **{**_task_options(f"{spec.name}-pass"), "task_run_name": f"{spec.name} pass"})
 
@@ -177,41 +162,6 @@ def _pipeline_logs_to_run() -> Iterator[None]:
             logger.removeHandler(handler)
 
 
-@contextlib.contextmanager
-def _sample_source(config: RunConfig, newest: bool) -> Iterator[RunConfig]:
-    """Build the embedded sample crawl under ``output_dir`` and serve it on 127.0.0.1 while the run lasts."""
-    from pipeline.demo.mirror import serve_directory
-    from pipeline.demo.samplecrawl import build_sample_crawl
-
-    root = config.output_dir / "sample-crawl"
-    crawl = build_sample_crawl(root)
-    dump = dumps.newest_dump(str(root)) if newest else SAMPLE_DUMP
-    with serve_directory(crawl.root) as base_url:
-        get_run_logger().info("serving the sample crawl (%d WARC files) at %s", len(crawl.warc_paths), base_url)
-        source = config.source.model_copy(update={"cc_base_url": base_url, "dump": dump})
-        yield config.model_copy(update={"source": source, "name": config.name or "sample"})
-
-
-def sample_conflict(config: RunConfig, newest_dump: bool) -> str | None:
-    """Why a sample run cannot honour ``config.source`` (it reads the embedded crawl instead), or None.
-
-    A sample run replaces the source's base URL and dump; a changed value would otherwise be dropped
-    without a word and the run would complete on the sample's dump.
-    """
-    source = config.source
-    ignored = []
-    if source.cc_base_url != COMMON_CRAWL_BASE_URL:
-        ignored.append(f"source.cc_base_url {source.cc_base_url!r} (must stay {COMMON_CRAWL_BASE_URL!r})")
-    if not newest_dump and source.dump != SAMPLE_DUMP:
-        ignored.append(f"source.dump {source.dump!r} (must stay {SAMPLE_DUMP!r})")
-    if not ignored:
-        return None
-    return (
-        f"a sample run reads the embedded sample crawl ({SAMPLE_DUMP}, served on 127.0.0.1), so it cannot use "
-        f"{' or '.join(ignored)}; set them back, or turn sample off (e.g. the local deployment) to read that source"
-    )
-
-
 def _checked_parameters(config: Any, sample: Any, newest_dump: Any) -> tuple[RunConfig, bool, bool]:
     """The parameters validated as Prefect would (``validate_parameters=False`` on the flow), plus sample rules.
 
@@ -252,30 +202,36 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
     with contextlib.ExitStack() as stack:
         stack.enter_context(_pipeline_logs_to_run())
         if sample:
-            config = stack.enter_context(_sample_source(config, newest_dump))
+            config = stack.enter_context(sample_source(config, newest_dump=newest_dump))
         elif newest_dump:
             dump = resolve_dump_task(config.source.cc_base_url, config.source.timeout_s)
             config = config.model_copy(update={"source": config.source.model_copy(update={"dump": dump})})
         run_name = config.name or config.source.dump
         logger.info("run %s -> %s", run_name, config.run_dir.resolve())
-        paths = plan_task(config)
-        outputs: dict[str, list[str]] = {}
-        for spec in PASSES:
-            if spec.enabled(config):
-                paths = outputs[spec.name] = pass_task(spec)(spec, config, paths)
-    report = Path(report_task(config)) if config.report else None
-    document_dirs = [Path(outputs[p.name][0]) for p in PASSES if p.documents and p.name in outputs]
-    stats = run_stats(document_dirs)
-    documents_dir = document_dirs[-1]
+        stack.enter_context(output_lock(config.run_dir, "flow run"))
+        state = plan_task(config)
+        for spec in enabled_passes(config):
+            state = pass_task(spec)(spec, config, state)
+    stats = state.stats()
+    site = site_from_env()
+    report = state.report_path.resolve() if state.report_path is not None else None
+    if report is not None:
+        url = site.url_for(report) if site is not None else None
+        logger.info("report: %s", f"{url} ({report})" if url else report)
     result = RunOutputs(
         run_dir=config.run_dir.resolve(),
-        documents_dir=documents_dir.resolve(),
-        documents=[p.resolve() for p in document_files(documents_dir)],
-        tokens=Path(outputs["tokenize"][0]).resolve() if "tokenize" in outputs else None,
+        documents_dir=state.documents_dir.resolve(),
+        documents=[p.resolve() for p in document_files(state.documents_dir)],
+        tokens=state.tokens_dir.resolve() if state.tokens_dir is not None else None,
         report=report,
     )
     report_json = _report_json(report) if report is not None else None
-    publish_run_artifacts(run_name, result, stats, report_json, site_from_env())
+    publish_run_artifacts(run_name, result, stats, report_json, site)
+    for warning in state.warnings:
+        logger.warning("%s", warning)
+    if state.failed:
+        failed = "\n".join(f"  {path}: {error}" for path, error in state.failed.items())
+        logger.warning("completed with failures: %d WARC file(s) are not in the output:\n%s", len(state.failed), failed)
     logger.info("run %s finished: %d documents\n%s", run_name, stats.docs_out, format_funnel(stats))
     return result.to_json()
 

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.core.parts import DOCUMENTS, load_stats
+from pipeline.app.passes import DEDUP_DIR, merge_passes
+from pipeline.core.parts import DOCUMENTS, MARKERS, load_stats, total_stats
+from pipeline.core.stats import PartStats
 
 
 def documents_by_part(run_dir: Path) -> dict[str, list[tuple[str, str]]]:
@@ -24,3 +26,14 @@ def funnel(run_dir: Path) -> dict[str, list]:
         s.part: [s.source, s.docs_out, [(st.name, st.docs_in, st.docs_out, dict(st.drops)) for st in s.stages]]
         for s in load_stats(run_dir)
     }
+
+
+def document_pass_dirs(run_dir: Path) -> list[Path]:
+    """Folders of the document passes a run has written, in run order (the run folder, then dedup/)."""
+    run_dir = Path(run_dir)
+    return [d for d in (run_dir, run_dir / DEDUP_DIR) if (d / MARKERS).is_dir()]
+
+
+def run_stats(pass_dirs: list[Path]) -> PartStats:
+    """One funnel over document passes, as the run reports it."""
+    return merge_passes([total_stats(d) for d in pass_dirs])

@@ -18,11 +18,11 @@ pytest.importorskip("prefect", reason="prefect is not installed (pip install 'pr
 pytest.importorskip("websockets", reason="websockets (a prefect dependency) is not installed")
 
 from flows.artifacts import artifact_key, funnel_rows  # noqa: E402
-from flows.passes import document_pass_dirs, run_stats  # noqa: E402
 from flows.ui import PrefectServer  # noqa: E402
 from pipeline.core.parts import document_files, total_stats  # noqa: E402
 from tests import prefect_api  # noqa: E402
 from tests.headless_chromium import Chromium, find_chromium  # noqa: E402
+from tests.outputs import document_pass_dirs, run_stats  # noqa: E402
 
 CHROMIUM = find_chromium()
 pytestmark = pytest.mark.skipif(

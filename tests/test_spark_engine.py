@@ -10,8 +10,11 @@ import pyarrow.parquet as pq
 import pytest
 
 from pipeline.app.config import SAMPLE_DUMP, load_config
-from pipeline.app.run import dedup_pass, run_pipeline, warc_pass
+from pipeline.app.passes import DEDUP_DIR
+from pipeline.app.run import run_pipeline
+from pipeline.app.warc import run_warc_pass as warc_pass
 from pipeline.core.parts import MARKERS, STATS
+from pipeline.dedup.dedup_pass import run_dedup
 from pipeline.engines.base import RunIncomplete, WorkUnit
 from pipeline.engines.local import LocalEngine
 from pipeline.engines.spark import SparkEngine
@@ -77,8 +80,9 @@ def test_warc_pass_on_real_warcs_same_parts_and_stats_on_both_engines(
     assert pq.read_schema(spark.run_dir / "documents" / name) == pq.read_schema(local.run_dir / "documents" / name)
 
     # dedup of the finished parts: the same documents survive (exact + MinHash clustered with Spark SQL)
-    local_dedup = dedup_pass(local, local.run_dir, LocalEngine(workers=2, progress=False))
-    spark_dedup = dedup_pass(spark, spark.run_dir, spark_engine)
+    local_dedup, spark_dedup = local.run_dir / DEDUP_DIR, spark.run_dir / DEDUP_DIR
+    run_dedup(local.run_dir, local_dedup, local.dedup, engine=LocalEngine(workers=2, progress=False))
+    run_dedup(spark.run_dir, spark_dedup, spark.dedup, engine=spark_engine)
     assert documents_by_part(spark_dedup) == documents_by_part(local_dedup)
     assert funnel(spark_dedup) == funnel(local_dedup)
 

@@ -26,7 +26,7 @@ from datatrove.executor.slurm import SlurmPipelineExecutor
 from datatrove.pipeline.base import PipelineStep
 
 from pipeline.app.config import ConfigError, RunConfig, load_config
-from pipeline.app.run import WarcPass, plan_units
+from pipeline.app.warc import WarcPass, plan_units
 from pipeline.core.parts import is_done
 from pipeline.engines.base import WorkUnit
 from pipeline.engines.local import UnitsStep

@@ -153,22 +153,6 @@ def _load(config_file: Path | None, overrides: dict) -> RunConfig:
         raise typer.Exit(2) from None
 
 
-SAMPLE_CRAWL_DIR = "sample-crawl"
-
-
-@contextlib.contextmanager
-def _sample_mirror(output_dir: Path) -> Iterator[str]:
-    """Build (once) the sample crawl under ``output_dir`` and serve it on 127.0.0.1 while the run lasts."""
-    from pipeline.demo.mirror import serve_directory
-    from pipeline.demo.samplecrawl import build_sample_crawl
-
-    root = output_dir / SAMPLE_CRAWL_DIR
-    build_sample_crawl(root)  # deterministic and under a second: always current with the package
-    with serve_directory(root) as base_url:
-        typer.echo(f"serving the sample crawl at {base_url}", err=True)
-        yield base_url
-
-
 @app.command()
 def run(
     config_file: ConfigOpt = None,
@@ -255,26 +239,20 @@ def run(
     if langs != "unset":
         flags["langid.languages"] = langs
     config = _load(config_file, flags)
-    from pipeline.app.run import run_pipeline
+    from pipeline.app.run import run_pipeline, sample_conflict, sample_source, with_newest_dump
 
-    with contextlib.ExitStack() as stack:
+    if sample and (problem := sample_conflict(config, newest_dump)):
+        typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(EXIT_USAGE)
+    with contextlib.ExitStack() as stack, _errors("running the pipeline", verbose):
         if sample:
-            base_url = stack.enter_context(_sample_mirror(config.output_dir))
-            config.source = config.source.model_copy(update={"cc_base_url": base_url, "dump": SAMPLE_DUMP})
-            if config.name is None:
-                config.name = "sample"
-            if config.tokenizer.val_shard_tokens is None:  # a sample is small: keep train shards besides val
-                config.tokenizer.val_shard_tokens = 8_192
-        with _errors(f"running {config.run_dir}", verbose):
-            if newest_dump:
-                from pipeline.sources.dumps import newest_dump as find_newest
-
-                source = config.source
-                where = str(config.output_dir / SAMPLE_CRAWL_DIR) if sample else source.cc_base_url
-                dump = find_newest(where, timeout_s=source.timeout_s)
-                typer.echo(f"newest dump: {dump}", err=True)
-                config.source = source.model_copy(update={"dump": dump})
-            summary = run_pipeline(config, progress=not no_progress)
+            config = stack.enter_context(sample_source(config, newest_dump=newest_dump))
+            typer.echo(f"serving the sample crawl at {config.source.cc_base_url}", err=True)
+        elif newest_dump:
+            config = with_newest_dump(config)
+        if newest_dump:
+            typer.echo(f"newest dump: {config.source.dump}", err=True)
+        summary = run_pipeline(config, progress=not no_progress)
     typer.echo(format_funnel(summary.stats))
     typer.echo(f"\ndocuments: {summary.documents_dir} ({summary.stats.docs_out:,} documents)")
     if summary.tokens_dir is not None:

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.app.config import RunConfig
-from pipeline.app.run import build_stage, process_records, stage_names
+from pipeline.app.warc import build_stage, process_records, stage_names
 from pipeline.core.lock import output_lock
 from pipeline.core.parts import PartWriter, part_name
 from pipeline.core.stage import run_chain

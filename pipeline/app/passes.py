@@ -1,0 +1,219 @@
+"""The passes of a run, in order: the one list ``refinery run`` loops over and the Prefect flow wraps (a task each).
+
+Each pass reads what it needs from the :class:`RunState` (the WARC files, the latest documents folder, the
+token shards) and records what it wrote there, so nothing else knows the order. To add a pass, write its
+``run(config, engine, state)`` and put one :class:`Pass` where it belongs in :data:`PASSES`; e.g. a
+quality-classifier pass over the deduplicated documents::
+
+    def classify(config: RunConfig, engine: Engine, state: RunState) -> None:
+        out = config.run_dir / "classified"
+        run_classifier(state.documents_dir, out, config.classifier, engine=engine)
+        state.documents_dirs.append(out)  # the next pass (tokens) reads these documents
+
+    Pass("classify", "classified", ("classifier",), classify, enabled=lambda c: c.classifier.enabled,
+         parts=document_parts),  # between dedup and tokenize in PASSES
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pipeline.app.config import RunConfig
+from pipeline.app.warc import failed_inputs, plan_units, run_warc_pass
+from pipeline.core.parts import done_parts, part_name, total_stats
+from pipeline.core.stats import PartStats
+from pipeline.engines import Engine
+from pipeline.engines.base import WorkUnit
+
+log = logging.getLogger(__name__)
+
+DEDUP_DIR = "dedup"
+TOKENS_DIR = "tokens"
+VALIDATION_DIR = "validation"
+REPORT_DIR = "report"
+
+
+@dataclass
+class RunState:
+    """What a run's passes have produced so far; each pass reads its input here and records its output."""
+
+    run_dir: Path
+    warc_paths: list[str]
+    """The WARC files of the run, in listing order: file ``i`` becomes part ``part-{i:05d}``."""
+    documents_dirs: list[Path] = field(default_factory=list)
+    """Folders of the document passes that ran, in order; the last one's ``documents/`` is the corpus so far."""
+    tokens_dir: Path | None = None
+    validation_dir: Path | None = None
+    report_path: Path | None = None
+    failed: dict[str, str] = field(default_factory=dict)
+    """WARC files that failed (path -> error), tolerated by ``max_failed_parts``."""
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def units(self) -> list[WorkUnit]:
+        return [WorkUnit(part=part_name(i), inputs=(path,)) for i, path in enumerate(self.warc_paths)]
+
+    @property
+    def documents_dir(self) -> Path:
+        if not self.documents_dirs:
+            raise RuntimeError("no document pass has run yet")
+        return self.documents_dirs[-1]
+
+    def stats(self) -> PartStats:
+        """One funnel over the document passes that ran."""
+        return merge_passes([total_stats(d) for d in self.documents_dirs])
+
+    def warn(self, message: str) -> None:
+        """A warning for the end of the run (the CLI prints them last, the flow logs them as warnings)."""
+        log.info("%s", message)
+        self.warnings.append(message)
+
+
+def start_run(config: RunConfig) -> RunState:
+    """The state before the first pass: the dump's WARC files this run reads (cut to ``limit_warcs``)."""
+    units = plan_units(config)
+    return RunState(run_dir=config.run_dir, warc_paths=[u.inputs[0] for u in units])
+
+
+@dataclass(frozen=True)
+class Pass:
+    """One pass: its name, its folder under the run, the config sections it reads, how it runs, when it is on."""
+
+    name: str
+    folder: str
+    sections: tuple[str, ...]
+    run: Callable[[RunConfig, Engine, RunState], None]
+    enabled: Callable[[RunConfig], bool] = lambda config: True
+    parts: Callable[[RunState], list[str]] | None = None
+    """The parts it writes (from its input), so a caller can follow its progress in ``out_dir``."""
+
+    def out_dir(self, config: RunConfig) -> Path:
+        return config.run_dir / self.folder
+
+
+# ---------------------------------------------------------------- the passes
+
+
+def warc(config: RunConfig, engine: Engine, state: RunState) -> None:
+    """WARC files -> documents in ``<run>``, one part per file (up to ``max_failed_parts`` may fail)."""
+    units = state.units
+    result = run_warc_pass(config, units, engine)
+    state.failed = failed_inputs(units, result)
+    state.documents_dirs.append(config.run_dir)
+    _warn_if_empty(state)
+
+
+def dedup(config: RunConfig, engine: Engine, state: RunState) -> None:
+    """Exact + MinHash dedup of the latest documents into ``<run>/dedup`` (same part names)."""
+    from pipeline.dedup.dedup_pass import run_dedup
+
+    out = config.run_dir / DEDUP_DIR
+    # a run owns its dedup folder: when the WARC pass's parts changed (a failed file now done), dedup is redone
+    run_dedup(state.documents_dir, out, config.dedup, keep_rejected=config.keep_rejected, engine=engine,
+              replace_stale=True)  # fmt: skip
+    state.documents_dirs.append(out)
+
+
+def tokenize(config: RunConfig, engine: Engine, state: RunState) -> None:
+    """The latest documents -> llm.c token shards + ``manifest.json`` in ``<run>/tokens``."""
+    from tokenization.tokenize_pass import run_tokenize
+
+    out = config.run_dir / TOKENS_DIR
+    run_tokenize(state.documents_dir, out, config.tokenizer, engine=engine)
+    state.tokens_dir = out
+
+
+def validate(config: RunConfig, engine: Engine, state: RunState) -> None:
+    """Train a small GPT on the shards (the GPU hand-off, run here): its verdict goes into the report."""
+    if state.tokens_dir is None or state.stats().docs_out == 0:
+        state.warn("shard validation skipped: there are no tokens to train on")
+        return
+    out = config.run_dir / VALIDATION_DIR
+    if validate_shards_subprocess(state.tokens_dir, out, config.validation_preset):
+        log.info("shard validation passed: %s", out / "validation.json")
+    else:
+        log.warning("shard validation did not pass; see %s", out / "validation.json")
+    state.validation_dir = out
+
+
+def report(config: RunConfig, engine: Engine, state: RunState) -> None:
+    """The dataset report (``<run>/report/index.html`` + ``report.json``) from the stats every pass wrote."""
+    from pipeline.report.build import write_report
+
+    state.report_path = write_report(config.run_dir).html_path
+
+
+def document_parts(state: RunState) -> list[str]:
+    """A pass over the latest documents writes the same parts."""
+    return done_parts(state.documents_dir)
+
+
+def dedup_enabled(config: RunConfig) -> bool:
+    return config.dedup.exact or config.dedup.minhash.enabled
+
+
+PASSES: tuple[Pass, ...] = (
+    Pass("warc", ".", ("source", "url_filter", "extraction", "langid", "quality"), warc,
+         parts=lambda state: [u.part for u in state.units]),
+    Pass("dedup", DEDUP_DIR, ("dedup",), dedup, enabled=dedup_enabled, parts=document_parts),
+    Pass("tokenize", TOKENS_DIR, ("tokenizer",), tokenize, enabled=lambda c: c.tokenize, parts=document_parts),
+    Pass("validate", VALIDATION_DIR, ("validation_preset",), validate,
+         enabled=lambda c: c.tokenize and c.validate_shards),
+    Pass("report", REPORT_DIR, (), report, enabled=lambda c: c.report),
+)  # fmt: skip
+"""Every pass of a run, in run order; a run runs the enabled ones."""
+
+
+def enabled_passes(config: RunConfig) -> list[Pass]:
+    return [p for p in PASSES if p.enabled(config)]
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def validate_shards_subprocess(tokens_dir: Path, out_dir: Path, preset: str) -> bool:
+    """The GPU hand-off, run locally: the training job in its own process, as on a training node.
+
+    Returns whether the shards passed; the job's report is ``out_dir/validation.json`` either way.
+    """
+    cmd = [sys.executable, "-m", "validation.validate", str(tokens_dir), "-o", str(out_dir), "--preset", preset]
+    log.info("validating shards: %s", " ".join(cmd))
+    done = subprocess.run(cmd, capture_output=True, text=True)
+    if done.returncode not in (0, 1):
+        raise RuntimeError(f"shard validation could not run (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    return done.returncode == 0
+
+
+def merge_passes(passes: list[PartStats]) -> PartStats:
+    """One funnel over consecutive passes: the first pass's source counters, every pass's stages in order."""
+    if not passes:
+        return PartStats(part="run")
+    total = PartStats(part="run", inputs=list(passes[0].inputs), source=passes[0].source.copy())
+    for p in passes:
+        total.stages.extend(p.stages)
+    total.docs_out = passes[-1].docs_out
+    total.seconds = sum(p.seconds for p in passes)
+    return total
+
+
+def _warn_if_empty(state: RunState) -> None:
+    stats = state.stats()
+    if stats.docs_out == 0:
+        state.warn(no_documents_warning(stats))
+
+
+def no_documents_warning(stats: PartStats) -> str:
+    """Why a run kept nothing: its largest drop reasons (or that no page was read)."""
+    drops: Counter[str] = Counter()
+    for stage in stats.stages:
+        drops.update(stage.drops)
+    if not drops:
+        return "no document was kept: no HTML page was read from the WARC files"
+    top = ", ".join(f"{key} ({count:,})" for key, count in drops.most_common(3))
+    return f"no document was kept: largest drop reasons: {top}"
