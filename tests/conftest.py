@@ -93,7 +93,7 @@ def mirror_url(sample_crawl) -> Iterator[str]:  # noqa: ANN001
 def sample_run(tmp_path_factory: pytest.TempPathFactory, mirror_url: str):  # noqa: ANN201 - RunSummary
     """One uninterrupted run of the pipeline over HTTP on the sample crawl, with rejected rows kept."""
     from pipeline.app.config import SAMPLE_DUMP, load_config
-    from pipeline.app.run import run_pipeline
+    from pipeline.app.run import SAMPLE_VAL_SHARD_TOKENS, run_pipeline
 
     out = tmp_path_factory.mktemp("run")
     config = load_config(
@@ -103,6 +103,7 @@ def sample_run(tmp_path_factory: pytest.TempPathFactory, mirror_url: str):  # no
             "output_dir": str(out),
             "name": "reference",
             "keep_rejected": True,
+            "tokenizer.val_shard_tokens": SAMPLE_VAL_SHARD_TOKENS,  # as `refinery run --sample` sets it
         }
     )
     return run_pipeline(config, progress=False)

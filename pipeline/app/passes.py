@@ -29,7 +29,7 @@ from pipeline.app.warc import failed_inputs, plan_units, run_warc_pass
 from pipeline.core.parts import done_parts, part_name, total_stats
 from pipeline.core.stats import PartStats
 from pipeline.engines import Engine
-from pipeline.engines.base import WorkUnit
+from pipeline.engines.base import PassResult, WorkUnit
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +48,8 @@ class RunState:
     """The WARC files of the run, in listing order: file ``i`` becomes part ``part-{i:05d}``."""
     documents_dirs: list[Path] = field(default_factory=list)
     """Folders of the document passes that ran, in order; the last one's ``documents/`` is the corpus so far."""
+    warc_result: PassResult | None = None
+    """Which WARC parts were done, skipped (done earlier) or failed."""
     tokens_dir: Path | None = None
     validation_dir: Path | None = None
     report_path: Path | None = None
@@ -103,7 +105,7 @@ class Pass:
 def warc(config: RunConfig, engine: Engine, state: RunState) -> None:
     """WARC files -> documents in ``<run>``, one part per file (up to ``max_failed_parts`` may fail)."""
     units = state.units
-    result = run_warc_pass(config, units, engine)
+    state.warc_result = result = run_warc_pass(config, units, engine)
     state.failed = failed_inputs(units, result)
     state.documents_dirs.append(config.run_dir)
     _warn_if_empty(state)

@@ -18,6 +18,7 @@ from pipeline.core.lock import output_lock
 from pipeline.core.stats import PartStats
 from pipeline.demo import SAMPLE_DUMP
 from pipeline.engines import Engine, make_engine
+from pipeline.engines.base import PassResult
 from pipeline.sources.config import COMMON_CRAWL_BASE_URL
 
 log = logging.getLogger(__name__)
@@ -32,6 +33,8 @@ class RunSummary:
     """Where a run's outputs are and what its passes counted."""
 
     run_dir: Path
+    result: PassResult
+    """The WARC pass's parts: done, skipped (done by an earlier attempt), failed."""
     stats: PartStats
     documents_dir: Path
     pass_stats: list[PartStats] = field(default_factory=list)
@@ -48,6 +51,7 @@ class RunSummary:
         pass_stats = [total_stats(d) for d in state.documents_dirs]
         return cls(
             run_dir=state.run_dir,
+            result=state.warc_result or PassResult(),
             stats=state.stats(),
             documents_dir=state.documents_dir / "documents",
             pass_stats=pass_stats,
