@@ -22,6 +22,9 @@ from typing import Any
 
 from websockets.sync.client import connect
 
+WAIT_S = 90.0
+"""How long a wait for page content lasts: the UI renders slowly when a busy 2-core machine also runs a flow."""
+
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -33,6 +36,24 @@ FLAGS = [
     "--disable-sync",
     "--disable-dev-shm-usage",
 ]
+
+
+# counts the page's requests in flight (fetch and XMLHttpRequest), so a test can wait until the page has its data;
+# keeps the text of every element added to the page, so a transient toast can be checked after it vanished
+_TRACK_PAGE = """
+window.__shownText = [];
+new MutationObserver(records => { for (const r of records) for (const n of r.addedNodes)
+  if (n.nodeType === 1 && n.textContent) window.__shownText.push(n.textContent.slice(0, 2000)); })
+  .observe(document, {childList: true, subtree: true});
+window.__pendingRequests = 0;
+const done = () => { window.__pendingRequests -= 1; };
+const fetch0 = window.fetch;
+window.fetch = (...args) => { window.__pendingRequests += 1; return fetch0(...args).finally(done); };
+const send0 = XMLHttpRequest.prototype.send;
+XMLHttpRequest.prototype.send = function (...args) {
+  window.__pendingRequests += 1; this.addEventListener('loadend', done, {once: true}); return send0.apply(this, args);
+};
+"""
 
 
 def find_chromium() -> str | None:
@@ -68,6 +89,7 @@ class Chromium:
             page = next(t for t in targets if t["type"] == "page")
             self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=10)
             self.call("Page.enable")
+            self.call("Page.addScriptToEvaluateOnNewDocument", source=_TRACK_PAGE)
         except BaseException:
             self.close()
             raise
@@ -83,7 +105,7 @@ class Chromium:
             time.sleep(0.1)
         raise TimeoutError(f"chromium did not open its DevTools port within {timeout_s} s")
 
-    def call(self, method: str, timeout_s: float = 30.0, **params: Any) -> dict[str, Any]:
+    def call(self, method: str, timeout_s: float = 60.0, **params: Any) -> dict[str, Any]:
         """Send one DevTools command and return its result (events in between are dropped)."""
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
@@ -101,7 +123,7 @@ class Chromium:
             raise RuntimeError(f"javascript failed: {result['exceptionDetails'].get('text')}")
         return result["result"].get("value")
 
-    def goto(self, url: str, timeout_s: float = 30.0) -> None:
+    def goto(self, url: str, timeout_s: float = WAIT_S) -> None:
         """Open ``url`` in a fresh document (via about:blank, so no text of the previous page can match a wait)."""
         self.call("Page.navigate", url="about:blank")
         deadline = time.monotonic() + timeout_s
@@ -114,7 +136,7 @@ class Chromium:
     def text(self) -> str:
         return visible_text(self.evaluate("document.body ? document.body.innerText : ''") or "")
 
-    def wait_for_text(self, *needles: str, timeout_s: float = 45.0) -> str:
+    def wait_for_text(self, *needles: str, timeout_s: float = WAIT_S) -> str:
         """The page's rendered text once it contains every needle; AssertionError with what it showed instead."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -126,7 +148,7 @@ class Chromium:
                 raise AssertionError(f"page never showed {missing}; it showed: {text[:3000]}")
             time.sleep(0.5)
 
-    def wait_for(self, expression: str, timeout_s: float = 45.0) -> Any:
+    def wait_for(self, expression: str, timeout_s: float = WAIT_S) -> Any:
         """The value of a JavaScript expression once it is truthy (polled)."""
         deadline = time.monotonic() + timeout_s
         while True:
@@ -136,6 +158,19 @@ class Chromium:
             if time.monotonic() > deadline:
                 raise AssertionError(f"never true on {self.evaluate('location.href')}: {expression}")
             time.sleep(0.25)
+
+    def wait_for_shown(self, *needles: str, timeout_s: float = WAIT_S) -> None:
+        """Until every needle was shown on this page at some point (toasts included, however briefly)."""
+        shown = "window.__shownText.map(t => t.replace(/\\s+/g, ' '))"
+        self.wait_for(
+            f"((seen, needles) => needles.every(n => seen.some(t => t.includes(n))))({shown}, "
+            f"{json.dumps(list(needles))})",
+            timeout_s,
+        )
+
+    def wait_for_requests(self, timeout_s: float = WAIT_S) -> None:
+        """Until the page has no request in flight (its data arrived and was applied)."""
+        self.wait_for("window.__pendingRequests === 0", timeout_s)
 
     def click_text(self, text: str, selector: str = "*") -> None:
         """Click the innermost element matching ``selector`` whose whole visible text is ``text``."""

@@ -1,8 +1,10 @@
 """The Prefect UI in a real headless Chromium: what a person sees after ``make ui``.
 
-A real server with the deployments served (as ``make ui`` starts them); the browser opens the deployment
-list, fills the run form (a bad value first, then a good one), presses Submit, watches the run complete
-and reads the artifacts. Checks are on the rendered page text, after the UI's JavaScript ran.
+A real server with the deployments served and the outputs on HTTP (as ``make ui`` starts them); the browser
+opens the deployment list, fills the run form (a bad value first, then a good one), presses Submit, waits for
+the run to complete, reads the artifacts and opens the report from its link. Checks are on durable page text
+after the UI's JavaScript ran, or on the run's state through the API: never on a toast, which vanishes after
+a few seconds and may be gone before a loaded machine looks.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -18,7 +21,8 @@ pytest.importorskip("prefect", reason="prefect is not installed (pip install 'pr
 pytest.importorskip("websockets", reason="websockets (a prefect dependency) is not installed")
 
 from flows.artifacts import artifact_key, funnel_rows  # noqa: E402
-from flows.ui import PrefectServer  # noqa: E402
+from flows.outputs import OutputsSite, serve_outputs  # noqa: E402
+from flows.ui import PrefectServer, free_port  # noqa: E402
 from pipeline.core.parts import document_files, total_stats  # noqa: E402
 from tests import prefect_api  # noqa: E402
 from tests.headless_chromium import Chromium, find_chromium  # noqa: E402
@@ -31,6 +35,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 RUN_NAME = "browser-run"
+RUN_CREATED_S = 120.0
+"""Submit to flow run in the API: one request, but the UI and the server share 2 busy cores with the test run."""
 _FIELD_VALUES = "[...document.querySelectorAll('input, textarea')].map(e => e.value)"
 _SET_VALUE = """
   const proto = el.tagName === 'TEXTAREA' ? HTMLTextAreaElement.prototype : HTMLInputElement.prototype;
@@ -44,6 +50,15 @@ _SET_FIELD = (
     "((old, value) => {const el = [...document.querySelectorAll('input, textarea')].find(e => e.value === old);"
     " if (!el) return false;" + _SET_VALUE + "})(%s, %s)"
 )
+# Submit once the form holds ``value``; until then (re)apply the edit old -> value and answer false, so a form
+# that re-renders with the deployment's values while a loaded machine loads the page gets the edit again
+_SUBMIT_WHEN_KEPT = (
+    "((old, value) => {const fields = [...document.querySelectorAll('input, textarea')];"
+    " if (!fields.some(e => e.value === value)) {const el = fields.find(e => e.value === old);"
+    " if (el) {" + _SET_VALUE.replace("return true;", "") + "} return false;}"
+    " const button = [...document.querySelectorAll('button')].filter(b => b.innerText.trim() === 'Submit').pop();"
+    " if (!button || button.disabled) return false; button.click(); return true;})(%s, %s)"
+)
 # the first form field after the text that describes it (the form shows each field's description above it)
 _SET_FIELD_AFTER = (
     "((text, value) => {const label = [...document.querySelectorAll('*')]"
@@ -54,12 +69,24 @@ _SET_FIELD_AFTER = (
 )
 
 
+@dataclass(frozen=True)
+class Live:
+    """The served UI, the folder flow runs execute in (output lands in workdir/out) and the outputs site."""
+
+    server: PrefectServer
+    workdir: Path
+    outputs: OutputsSite
+
+
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[PrefectServer, Path]]:
-    """Server + served deployments; flow runs execute with ``workdir`` as cwd (so output lands in workdir/out)."""
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """Server + served deployments + workdir/out over HTTP, as ``make ui`` starts them."""
     workdir = tmp_path_factory.mktemp("ui-cwd")
-    with prefect_api.live_prefect(tmp_path_factory.mktemp("ui-home"), workdir) as server:
-        yield server, workdir
+    with (
+        serve_outputs(workdir / "out", port=free_port()) as outputs,
+        prefect_api.live_prefect(tmp_path_factory.mktemp("ui-home"), workdir, outputs) as server,
+    ):
+        yield Live(server, workdir, outputs)
 
 
 @pytest.fixture(scope="module")
@@ -70,17 +97,16 @@ def browser() -> Iterator[Chromium]:
     b.close()
 
 
-def _set_field(browser: Chromium, old: str, new: str) -> None:
-    assert browser.evaluate(_SET_FIELD % (json.dumps(old), json.dumps(new))), f"no form field holds {old!r}"
-    time.sleep(0.3)
-    assert new in browser.evaluate(_FIELD_VALUES), f"the form did not keep {new!r}"
-
-
 def _set_field_after(browser: Chromium, description: str, new: str) -> None:
     found = browser.evaluate(_SET_FIELD_AFTER % (json.dumps(description), json.dumps(new)))
     assert found, f"no form field described as {description!r}"
-    time.sleep(0.3)
-    assert new in browser.evaluate(_FIELD_VALUES), f"the form did not keep {new!r}"
+    _wait_kept(browser, new)
+
+
+def _wait_kept(browser: Chromium, value: str) -> None:
+    """Until the form holds ``value`` and the requests the edit set off (if any) are answered."""
+    browser.wait_for(f"{_FIELD_VALUES}.includes({json.dumps(value)})")
+    browser.wait_for_requests()
 
 
 def _open_run_form(browser: Chromium, server: PrefectServer) -> None:
@@ -88,7 +114,7 @@ def _open_run_form(browser: Chromium, server: PrefectServer) -> None:
     browser.goto(f"{server.url}/deployments/deployment/{prefect_api.deployment_id(server.api_url, 'sample')}/run")
     browser.wait_for_text("Crawl id, e.g. CC-MAIN-2024-22.", "Submit")
     browser.wait_for(f"{_FIELD_VALUES}.includes('sample')")  # config.name of the sample deployment
-    time.sleep(0.5)  # let the form settle before editing it
+    browser.wait_for_requests()  # the form re-renders as late data arrives, which would undo an edit made earlier
 
 
 def _runs_of(server: PrefectServer, deployment: str) -> list[dict]:
@@ -96,22 +122,32 @@ def _runs_of(server: PrefectServer, deployment: str) -> list[dict]:
     return prefect_api.post(server.api_url, "/flow_runs/filter", {"flow_runs": {"deployment_id": {"any_": [dep]}}})
 
 
+def _wait_for_run(server: PrefectServer, browser: Chromium, before: int, timeout_s: float = RUN_CREATED_S) -> dict:
+    """The flow run Submit created, read through the API (the UI's "scheduled" toast is gone within seconds)."""
+    deadline = time.monotonic() + timeout_s
+    while len(runs := _runs_of(server, "sample")) == before:
+        if time.monotonic() > deadline:
+            shown = [t for t in browser.evaluate("window.__shownText") if len(t) < 300][-10:]
+            raise AssertionError(f"Submit created no flow run in {timeout_s:.0f} s; the page showed last: {shown}")
+        time.sleep(0.5)
+    assert len(runs) == before + 1, runs
+    return max(runs, key=lambda r: r["created"])
+
+
 @pytest.fixture(scope="module")
-def browser_run(live: tuple[PrefectServer, Path], browser: Chromium) -> dict:
+def browser_run(live: Live, browser: Chromium) -> dict:
     """Custom run from the form: the run name changed to RUN_NAME, then Submit; waits until the run is final."""
-    server, workdir = live
-    _open_run_form(browser, server)
-    _set_field(browser, "sample", RUN_NAME)
-    browser.click_text("Submit", "button")
-    browser.wait_for_text("scheduled to start now")
-    runs = [r for r in _runs_of(server, "sample") if r["parameters"]["config"]["name"] == RUN_NAME]
-    assert len(runs) == 1, runs
-    run = prefect_api.wait_final(server.api_url, runs[0]["id"], timeout_s=150)
-    return {"run": run, "id": run["id"], "run_dir": workdir / "out" / RUN_NAME}
+    before = len(_runs_of(live.server, "sample"))
+    _open_run_form(browser, live.server)
+    browser.wait_for(_SUBMIT_WHEN_KEPT % (json.dumps("sample"), json.dumps(RUN_NAME)))
+    created = _wait_for_run(live.server, browser, before)
+    assert created["parameters"]["config"]["name"] == RUN_NAME, "the form lost the edited run name"
+    run = prefect_api.wait_final(live.server.api_url, created["id"])
+    return {"run": run, "id": run["id"], "run_dir": live.workdir / "out" / RUN_NAME}
 
 
-def test_deployments_page_lists_the_deployments(live: tuple[PrefectServer, Path], browser: Chromium) -> None:
-    server, _ = live
+def test_deployments_page_lists_the_deployments(live: Live, browser: Chromium) -> None:
+    server = live.server
     browser.goto(f"{server.url}/deployments")
     browser.wait_for_text(
         "4 Deployments", "local refinery", "sample refinery", "weekly-newest-dump refinery", "spark-cluster refinery"
@@ -121,10 +157,8 @@ def test_deployments_page_lists_the_deployments(live: tuple[PrefectServer, Path]
     browser.wait_for_text("weekly-newest-dump", "At 03:00 AM, only on Monday", "flows.refinery_flow.refinery")
 
 
-def test_run_form_shows_the_config_with_defaults_and_descriptions(
-    live: tuple[PrefectServer, Path], browser: Chromium
-) -> None:
-    server, _ = live
+def test_run_form_shows_the_config_with_defaults_and_descriptions(live: Live, browser: Chromium) -> None:
+    server = live.server
     _open_run_form(browser, server)
     browser.wait_for_text(
         "Minimum score of a kept language.",
@@ -136,13 +170,15 @@ def test_run_form_shows_the_config_with_defaults_and_descriptions(
         assert default in values, f"form field with {default!r} missing: {values}"
 
 
-def test_out_of_range_value_in_the_form_is_refused(live: tuple[PrefectServer, Path], browser: Chromium) -> None:
-    server, _ = live
+def test_out_of_range_value_in_the_form_is_refused(live: Live, browser: Chromium) -> None:
+    server = live.server
     before = len(_runs_of(server, "sample"))
     _open_run_form(browser, server)
     _set_field_after(browser, "Minimum score of a kept language.", "1.5")
     browser.click_text("Submit", "button")
-    browser.wait_for_text("Validation failed for field 'config.langid.threshold'", "1.5 is greater than the maximum")
+    # a toast: checked in what the page showed, since it may be gone before a loaded machine looks
+    browser.wait_for_shown("Validation failed for field 'config.langid.threshold'", "1.5 is greater than the maximum")
+    browser.wait_for_requests()
     assert len(_runs_of(server, "sample")) == before, "an invalid form created a flow run"
 
 
@@ -153,10 +189,8 @@ def test_custom_run_from_the_form_completes(browser_run: dict) -> None:
     assert len(document_files(document_pass_dirs(browser_run["run_dir"])[-1])) == 4
 
 
-def test_finished_run_page_shows_completed_logs_and_artifacts(
-    live: tuple[PrefectServer, Path], browser: Chromium, browser_run: dict
-) -> None:
-    server, _ = live
+def test_finished_run_page_shows_completed_logs_and_artifacts(live: Live, browser: Chromium, browser_run: dict) -> None:
+    server = live.server
     warc = total_stats(browser_run["run_dir"])
     browser.goto(f"{server.url}/runs/flow-run/{browser_run['id']}")
     browser.wait_for_text("Completed", "warc pass finished: 4/4 parts done", f"run {RUN_NAME} finished")
@@ -166,16 +200,27 @@ def test_finished_run_page_shows_completed_logs_and_artifacts(
         artifact_key(RUN_NAME, "drop-reasons"),
         artifact_key(RUN_NAME, "outputs"),
         artifact_key(RUN_NAME, "report"),
+        artifact_key(RUN_NAME, "report-link"),
         f"warc pass: 4/4 parts done, {warc.source['documents']:,} documents read, {warc.docs_out:,} kept",
     )
 
 
-def test_funnel_artifact_page_shows_the_numbers(
-    live: tuple[PrefectServer, Path], browser: Chromium, browser_run: dict
-) -> None:
-    server, _ = live
+def test_funnel_artifact_page_shows_the_numbers(live: Live, browser: Chromium, browser_run: dict) -> None:
+    server = live.server
     funnel = prefect_api.artifacts(server.api_url, browser_run["id"])[artifact_key(RUN_NAME, "funnel")]
     browser.goto(f"{server.url}/artifacts/artifact/{funnel['id']}")
     rows = funnel_rows(run_stats(document_pass_dirs(browser_run["run_dir"])))
     assert [r["stage"] for r in rows][:3] == ["url_filter", "extract", "langid"]
     browser.wait_for_text(*(f"{r['stage']} {r['docs in']} {r['docs out']} {r['dropped']} {r['kept %']}" for r in rows))
+
+
+def test_report_artifact_links_to_the_report_and_it_opens(live: Live, browser: Chromium, browser_run: dict) -> None:
+    """The headline artifact shows the numbers and an http link (file:// links are dropped by the UI) that loads."""
+    report = prefect_api.artifacts(live.server.api_url, browser_run["id"])[artifact_key(RUN_NAME, "report")]
+    url = f"{live.outputs.url}{RUN_NAME}/report/index.html"
+    docs_out = run_stats(document_pass_dirs(browser_run["run_dir"])).docs_out
+    browser.goto(f"{live.server.url}/artifacts/artifact/{report['id']}")
+    browser.wait_for_text(f"Dataset report of run {RUN_NAME}", f"documents out {docs_out}", "Top drop reasons")
+    href = browser.wait_for(f"[...document.querySelectorAll('a')].map(a => a.href).find(h => h === {json.dumps(url)})")
+    browser.goto(href)
+    browser.wait_for_text(f"Dataset report: {RUN_NAME}", "Funnel", "Drop reasons")
