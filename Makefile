@@ -35,8 +35,8 @@ ui: install  ## local Prefect server (SQLite) on 127.0.0.1 with the deployments 
 test: install browser  ## run the test suite (fails if no test is collected)
 	$(BIN)/python -m pytest -q
 
-lint: install
-	$(BIN)/ruff check . && $(BIN)/ruff format --check .
+lint: install  ## ruff, and the import contracts that keep the layers one-way (pyproject.toml [tool.importlinter])
+	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
 bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md by hand
 	$(BIN)/python -m bench.bench_warc_readers
