@@ -45,7 +45,7 @@ from pipeline.core.profile import (
 )
 from pipeline.core.stage import with_drop_reasons
 from pipeline.report.build import ReportConfig, build_report, summary_markdown, write_report
-from pipeline.report.cli import report_command
+from pipeline.app.report_cli import report_command
 from pipeline.report.compare import compare_runs, write_comparison
 
 # ---------------------------------------------------------------- fixtures

@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 
 from pipeline.core.parts import PartWriter, total_stats
 from pipeline.core.stats import PartStats
-from tokenization.cli import shards_app
+from pipeline.app.shards_cli import shards_app
 from tokenization.encoders import (
     GPT2_SHA256,
     SPECS,

@@ -3,24 +3,35 @@
 from __future__ import annotations
 
 import contextlib
-import errno
 import faulthandler
 import json
-import logging
-import os
-import sys
-import traceback
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 import yaml
 
+from pipeline.app.cli_common import (
+    EXIT_COMPLETED_WITH_FAILURES,
+    EXIT_USAGE,
+    ConfigOpt,
+    EngineOpt,
+    KeepRejectedOpt,
+    LanguagesOpt,
+    MasterOpt,
+    NoProgressOpt,
+    SparkConfOpt,
+    ThresholdOpt,
+    VerboseOpt,
+    WorkersOpt,
+    common_flags,
+    errors,
+    overrides,
+    setup_logging,
+)
 from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
 from pipeline.core.processes import die_with_parent_on_fork
 from pipeline.core.stats import format_funnel
-from pipeline.engines.base import RunIncomplete
 
 app = typer.Typer(
     name="refinery",
@@ -30,119 +41,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     rich_markup_mode="markdown",
 )
-
-ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML run config (see `refinery config`); flags override it.")
-]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO) to stderr.")]
-NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (for logs and CI).")]
-KeepRejectedOpt = Annotated[
-    bool, typer.Option("--keep-rejected", help="Also write dropped documents, with the rule that dropped them.")
-]
-LanguagesOpt = Annotated[
-    str | None, typer.Option("--languages", help="Comma-separated ISO 639-1 codes to keep, or 'all'. Default: en.")
-]
-ThresholdOpt = Annotated[float | None, typer.Option("--lang-threshold", help="Minimum language score (0.65).")]
-WorkersOpt = Annotated[int | None, typer.Option("--workers", "-w", help="Processes running at once (1).")]
-EngineOpt = Annotated[
-    str | None,
-    typer.Option("--engine", help="Where stages run: local (processes on this machine) or spark (a Spark cluster)."),
-]
-MasterOpt = Annotated[
-    str | None,
-    typer.Option(
-        "--master",
-        help="Spark master URL (implies --engine spark): spark://host:7077, k8s://https://host, local[4]. "
-        "Default: spark-submit's, else local[*].",
-    ),
-]
-SparkConfOpt = Annotated[
-    list[str] | None,
-    typer.Option("--spark-conf", help="Spark setting KEY=VALUE, e.g. spark.executor.memory=8g (repeatable)."),
-]
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-    # trafilatura warns for every page it discards; the funnel counts those already
-    for noisy in ("trafilatura", "htmldate", "courlan"):
-        logging.getLogger(noisy).setLevel(logging.INFO if verbose else logging.ERROR)
-    logging.getLogger("matplotlib").setLevel(logging.ERROR)  # font fallbacks while drawing the report
-
-
-def _overrides(**flags: object) -> dict:
-    """CLI flags that were given, as dotted config keys."""
-    return {key: value for key, value in flags.items() if value is not None}
-
-
-def _engine_flags(engine: str | None, master: str | None, spark_conf: list[str] | None) -> dict:
-    """``--engine/--master/--spark-conf`` as config overrides; a master or Spark setting implies the Spark engine,
-    and so does running under spark-submit (unless ``--engine local``)."""
-    flags: dict = {}
-    if spark_conf:
-        conf = {}
-        for item in spark_conf:
-            key, sep, value = item.partition("=")
-            if not sep or not key.strip():
-                typer.secho(f"--spark-conf wants KEY=VALUE, got {item!r}", fg=typer.colors.RED, err=True)
-                raise typer.Exit(2)
-            conf[key.strip()] = value.strip()
-        flags["engine.spark_conf"] = conf
-    if master:
-        flags["engine.master"] = master
-    if engine or master or spark_conf:
-        flags["engine.kind"] = engine or "spark"
-    elif os.environ.get("PYSPARK_GATEWAY_PORT"):  # started by spark-submit: its cluster is what the user wants
-        flags["engine.kind"] = "spark"
-    return flags
-
-
-def _languages(value: str | None) -> list[str] | None | str:
-    if value is None:
-        return "unset"
-    if value.strip().lower() in ("all", "none", ""):
-        return None
-    return [code.strip() for code in value.split(",") if code.strip()]
-
-
-EXIT_FAILED = 1
-EXIT_USAGE = 2
-EXIT_COMPLETED_WITH_FAILURES = 3
-"""``refinery run``: every pass ran, but some WARC files failed (tolerated by ``--max-failed-parts``)."""
-
-
-@contextlib.contextmanager
-def _errors(what: str, verbose: bool, usage: tuple[type[Exception], ...] = ()) -> Iterator[None]:
-    """A failure as one red line saying what failed and where (exit 1; ``usage`` errors exit 2); ``-v`` adds
-    the traceback."""
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except RunIncomplete as e:  # already one line per failed part, naming its input
-        _fail(str(e), EXIT_FAILED, verbose)
-    except usage as e:
-        _fail(f"error: {e}", EXIT_USAGE, verbose)
-    except OSError as e:
-        if e.errno == errno.ENOSPC:
-            where = f" ({e.filename})" if e.filename else ""
-            _fail(f"error: disk full while {what}{where}: free space or write elsewhere", EXIT_FAILED, verbose)
-        _fail(f"error while {what}: {e}", EXIT_FAILED, verbose)
-    except Exception as e:  # listing, lock and config errors: one clear line
-        _fail(f"error while {what}: {e}", EXIT_FAILED, verbose)
-
-
-def _fail(message: str, code: int, verbose: bool) -> NoReturn:
-    if verbose:
-        traceback.print_exc(file=sys.stderr)
-    else:
-        message += "\n(-v shows the traceback)" if code == EXIT_FAILED and "\n" not in message else ""
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    raise typer.Exit(code) from None
 
 
 def _load(config_file: Path | None, overrides: dict) -> RunConfig:
@@ -218,33 +116,29 @@ def run(
 
     * `refinery run --dump CC-MAIN-2024-22 --master spark://head:7077 --output /shared/out` (see infra/README.md)
     """
-    _setup_logging(verbose)
-    langs = _languages(languages)
-    flags = _overrides(
+    setup_logging(verbose)
+    flags = overrides(
         **{
             "source.cc_base_url": cc_base_url,
             "source.dump": dump,
             "source.limit_warcs": limit_warcs,
             "output_dir": str(output) if output else None,
             "name": name,
-            "engine.workers": workers,
             "engine.tasks": tasks,
-            "langid.threshold": lang_threshold,
-            "keep_rejected": True if keep_rejected else None,
             "validate_shards": True if validate else None,
             "max_failed_parts": max_failed_parts,
         }
     )
-    flags.update(_engine_flags(engine, master, spark_conf))
-    if langs != "unset":
-        flags["langid.languages"] = langs
+    shared = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf,
+                          keep_rejected=keep_rejected, languages=languages, lang_threshold=lang_threshold)  # fmt: skip
+    flags.update(shared)
     config = _load(config_file, flags)
     from pipeline.app.run import run_pipeline, sample_conflict, sample_source, with_newest_dump
 
     if sample and (problem := sample_conflict(config, newest_dump)):
         typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_USAGE)
-    with contextlib.ExitStack() as stack, _errors("running the pipeline", verbose):
+    with contextlib.ExitStack() as stack, errors("running the pipeline", verbose):
         if sample:
             config = stack.enter_context(sample_source(config, newest_dump=newest_dump))
             typer.echo(f"serving the sample crawl at {config.source.cc_base_url}", err=True)
@@ -316,23 +210,14 @@ def stage(
 
     * `refinery stage langid -i /tmp/extracted/documents -o /tmp/lang --languages en,de --keep-rejected`
     """
-    _setup_logging(verbose)
-    flags = _overrides(
-        **{
-            "engine.workers": workers,
-            "langid.threshold": lang_threshold,
-            "keep_rejected": True if keep_rejected else None,
-        }
-    )
-    flags.update(_engine_flags(engine, master, spark_conf))
-    langs = _languages(languages)
-    if langs != "unset":
-        flags["langid.languages"] = langs
+    setup_logging(verbose)
+    flags = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf,
+                         keep_rejected=keep_rejected, languages=languages, lang_threshold=lang_threshold)  # fmt: skip
     config = _load(config_file, flags)
     from pipeline.app.stagerun import run_stage
     from pipeline.core.parts import total_stats
 
-    with _errors(f"running stage {name} into {output}", verbose, usage=(ValueError, FileNotFoundError)):
+    with errors(f"running stage {name} into {output}", verbose, usage=(ValueError, FileNotFoundError)):
         run_stage(name, inputs, output, config, limit=limit, progress=not no_progress)
     stats = total_stats(output)
     typer.echo(format_funnel(stats))
@@ -365,7 +250,7 @@ def dedup(
     Keeps the document with the smallest id in each cluster (independent of input order and workers),
     and writes dup_cluster_id / dup_cluster_size and dedup_clusters.json.
     """
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from pipeline.core.parts import total_stats
     from pipeline.dedup.config import DedupConfig, MinHashConfig
     from pipeline.dedup.dedup_pass import run_dedup
@@ -378,8 +263,8 @@ def dedup(
         raise typer.Exit(2) from None
     from pipeline.engines import make_engine
 
-    run_config = _load(None, {**_overrides(**{"engine.workers": workers}), **_engine_flags(engine, master, spark_conf)})
-    with _errors(f"deduplicating into {output_dir}", verbose, usage=(ValueError, FileNotFoundError)):
+    run_config = _load(None, common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf))
+    with errors(f"deduplicating into {output_dir}", verbose, usage=(ValueError, FileNotFoundError)):
         run_dedup(input_dir, output_dir, config, keep_rejected=keep_rejected,
                   engine=make_engine(run_config.engine, progress=not no_progress))  # fmt: skip
     typer.echo(format_funnel(total_stats(output_dir)))
@@ -435,7 +320,7 @@ def serve_crawl(
     """
     from pipeline.demo.mirror import serve_forever
 
-    _setup_logging(verbose=True)
+    setup_logging(verbose=True)
     if not (root / "crawl-data").is_dir():
         typer.secho(f"error: {root} has no crawl-data/ folder (build one with `refinery sample-crawl`)", err=True)
         raise typer.Exit(2)
@@ -488,8 +373,8 @@ def spark_package(
 
 
 def _mount_subcommands() -> None:
-    from pipeline.report.cli import report_command
-    from tokenization.cli import shards_app, tokenizer_app
+    from pipeline.app.report_cli import report_command
+    from pipeline.app.shards_cli import shards_app, tokenizer_app
 
     app.command("report")(report_command)
 

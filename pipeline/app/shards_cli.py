@@ -6,14 +6,13 @@ Mounted by the main CLI: ``app.add_typer(shards_app, name="shards")`` and
 
 from __future__ import annotations
 
-import logging
-import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
+from pipeline.app.cli_common import VerboseOpt, errors, fail, setup_logging
 from tokenization.shards import (
     MANIFEST_NAME,
     ShardError,
@@ -37,22 +36,6 @@ tokenizer_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO) to stderr.")]
-
-
-def _setup_logging(verbose: bool) -> None:
-    logging.basicConfig(
-        level=logging.INFO if verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    typer.secho(message, fg=typer.colors.RED, err=True)
-    return typer.Exit(code)
-
-
 def _preview(text: str, chars: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= chars else flat[:chars] + " ..."
@@ -63,7 +46,7 @@ def _inspect_file(path: Path) -> None:
     try:
         header = read_header(path)
     except ShardError as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
     tokens = load_tokens(path)
     low, high, _ = scan_tokens(tokens, -1)
     typer.echo(
@@ -105,16 +88,16 @@ def inspect(
 
     * `refinery shards inspect out/sample/tokens/val_000000.bin`
     """
-    _setup_logging(verbose)
+    setup_logging(verbose)
     if path.is_file():
         _inspect_file(path)
         return
     if not (path / MANIFEST_NAME).is_file():
-        raise _fail(f"{path}: no {MANIFEST_NAME}; not a shard directory")
+        fail(f"{path}: no {MANIFEST_NAME}; not a shard directory")
     try:
         manifest = read_manifest(path)
     except ShardError as e:
-        raise _fail(str(e)) from None
+        fail(str(e))
     tok, totals = manifest["tokenizer"], manifest.get("totals", {})
     typer.echo(
         f"tokenizer {tok['name']} (rank file sha256 {tok['sha256'][:16]}...), vocab {manifest['vocab_size']:,}, "
@@ -164,12 +147,11 @@ def build(
 
     Example: `refinery shards build out/sample --workers 2 --shard-size 1000000`
     """
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from pydantic import ValidationError
 
-    from pipeline.core.lock import OutputLocked
     from tokenization.encoders import TokenizerAssetError, TokenizerConfig
-    from tokenization.tokenize_pass import TokenizeError, run_tokenize
+    from tokenization.tokenize_pass import run_tokenize
 
     try:
         config = TokenizerConfig(
@@ -180,15 +162,10 @@ def build(
             workers=workers,
         )
     except ValidationError as e:
-        raise _fail(f"invalid options: {e}", 2) from None
+        fail(f"invalid options: {e}", 2)
     out = output or input_dir / "tokens"
-    try:
+    with errors(f"tokenizing into {out}", verbose, usage=(TokenizerAssetError,)):
         result = run_tokenize(input_dir, out, config, progress=not no_progress)
-    except (TokenizeError, TokenizerAssetError, OutputLocked) as e:
-        raise _fail(f"error: {e}") from None
-    except OSError as e:  # e.g. a full disk: one line naming where
-        logging.getLogger(__name__).info("tokenizing failed", exc_info=True)
-        raise _fail(f"error while tokenizing into {out}: {e}") from None
     totals = result["manifest"]["totals"]
     typer.echo(
         f"{totals['num_shards']} shards, {totals['num_tokens']:,} tokens, {totals['num_documents']:,} documents "
@@ -206,7 +183,7 @@ def fetch(
 
     GPT-2's comes from tiktoken's download when reachable, else from the openai-whisper source distribution.
     """
-    _setup_logging(verbose)
+    setup_logging(verbose)
     from tokenization.encoders import SPECS, TokenizerAssetError, fetch_rank_file
 
     names = sorted(SPECS) if name == "all" else [name]
@@ -214,7 +191,7 @@ def fetch(
         try:
             path = fetch_rank_file(one)
         except (TokenizerAssetError, ValueError) as e:
-            raise _fail(f"error: {e}") from None
+            fail(f"error: {e}")
         typer.echo(f"{one}: {path}")
 
 

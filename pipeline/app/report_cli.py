@@ -6,13 +6,13 @@ Mounted by the main CLI with ``app.command("report")(report_command)``.
 from __future__ import annotations
 
 import logging
-import sys
 import webbrowser
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from pipeline.app.cli_common import VerboseOpt, errors, setup_logging
 from pipeline.report.build import ReportConfig, ReportError, write_report
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def report_command(
     token_manifest: Annotated[str | None, typer.Option("--token-manifest", help="Shard manifest, relative.")] = None,
     validation: Annotated[str | None, typer.Option("--validation", help="Validation result, relative.")] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log details to stderr.")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Write the dataset report: the funnel, drop reasons with examples, languages, lengths, domains, duplicates,
     tokens and validation, as one self-contained HTML page plus report.json.
@@ -45,19 +45,16 @@ def report_command(
 
     * `refinery report out/run-a --compare out/run-b`
     """
-    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING, stream=sys.stderr)
+    setup_logging(verbose)
     overrides = {"dedup_clusters": dedup_clusters, "token_manifest": token_manifest, "validation": validation}
     config = ReportConfig(**{k: v for k, v in overrides.items() if v is not None})
-    try:
+    with errors(f"writing the report of {run_dir}", verbose, usage=(ReportError, FileNotFoundError)):
         files = write_report(run_dir, config, out_dir=output)
         comparison = None
         if compare is not None:
             from pipeline.report.compare import write_comparison
 
             comparison = write_comparison(run_dir, compare, out_dir=files.html_path.parent, config=config)
-    except (ReportError, FileNotFoundError) as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(2) from None
     funnel = files.report["funnel"]
     typer.echo(f"{funnel['docs_in']:,} documents in, {funnel['docs_out']:,} kept")
     for warning in files.report["warnings"]:
@@ -74,7 +71,7 @@ def report_command(
 
 
 def main() -> None:
-    """Run the command on its own (``python -m pipeline.report.cli``), e.g. before it is mounted."""
+    """Run the command on its own (``python -m pipeline.app.report_cli``), e.g. before it is mounted."""
     typer.run(report_command)
 
 
