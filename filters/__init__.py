@@ -1,1 +1,1 @@
-"""Document filters: URL filter now, quality filters (Gopher, C4, FineWeb) next. Each is a stage."""
+"""Document filters, each a stage: the URL filter (before extraction) and the quality filters (Gopher, C4, FineWeb)."""

@@ -19,9 +19,9 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
+from pipeline.app.shards_cli import shards_app
 from pipeline.core.parts import PartWriter, total_stats
 from pipeline.core.stats import PartStats
-from pipeline.app.shards_cli import shards_app
 from tokenization.encoders import (
     GPT2_SHA256,
     SPECS,

@@ -1,4 +1,5 @@
-"""``refinery``: run the pipeline, run one stage on samples, build and serve the sample crawl."""
+"""``refinery``: run the pipeline (WARC pass, dedup, tokens, validation, report) or one pass or stage of it, and
+build and serve the sample crawl. Sub-commands: ``report`` (report_cli), ``shards`` and ``tokenizer`` (shards_cli)."""
 
 from __future__ import annotations
 
@@ -95,9 +96,11 @@ def run(
     no_progress: NoProgressOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run the pipeline on a dump: download -> URL filter -> extraction -> language ID -> Parquet.
+    """Run the pipeline on a dump: the WARC pass (download -> URL filter -> extraction -> language ID -> quality
+    filters), dedup, token shards, optional shard validation, and the report.
 
-        Output goes to OUTPUT/NAME/documents/part-*.parquet, one part per WARC file. Rerunning the same
+        The corpus goes to OUTPUT/NAME/dedup/documents/part-*.parquet (one part per WARC file), token shards to
+    OUTPUT/NAME/tokens, the report to OUTPUT/NAME/report/index.html. Rerunning the same
     command resumes: finished parts are skipped, half-written ones are redone. One run per output folder:
     a second run on it is refused while the first lives.
 

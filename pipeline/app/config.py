@@ -36,7 +36,7 @@ __all__ = [
 class RunConfig(Settings):
     """A whole run: source, stages and engine. The CLI flags and the Prefect form both fill this."""
 
-    name: str | None = Field(None, description="Run name; output goes to <output_dir>/<name> (default: the dump).")
+    name: str | None = Field(None, description="Run name; output goes to OUTPUT_DIR/NAME (default: the dump).")
     output_dir: Path = Field(Path("out"), description="Root folder for runs.")
     keep_rejected: bool = Field(False, description="Also write dropped documents to rejected/ for inspection.")
     source: SourceConfig = Field(default_factory=SourceConfig)
@@ -46,12 +46,12 @@ class RunConfig(Settings):
     quality: QualityConfig = Field(default_factory=QualityConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)
-    tokenize: bool = Field(True, description="Tokenize the final documents into llm.c shards (<run>/tokens).")
+    tokenize: bool = Field(True, description="Tokenize the final documents into llm.c shards (RUN/tokens).")
     validate_shards: bool = Field(
-        False, description="Train a small GPT on the shards (needs torch, the train extra); result in <run>/validation."
+        False, description="Train a small GPT on the shards (needs torch, the train extra); result in RUN/validation."
     )
     validation_preset: str = Field("auto", description="Validation model: tiny, small, gpt2-124m or auto.")
-    report: bool = Field(True, description="Write the dataset report (<run>/report/index.html) at the end.")
+    report: bool = Field(True, description="Write the dataset report (RUN/report/index.html) at the end.")
     max_failed_parts: int = Field(
         0,
         ge=0,

@@ -1,4 +1,4 @@
-"""Counters a pass writes per part (``part-NNNNN.stats.json``) and merges for the funnel and the report."""
+"""Counters a pass writes per part (``stats/part-NNNNN.json``) and merges for the funnel and the report."""
 
 from __future__ import annotations
 

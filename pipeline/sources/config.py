@@ -19,11 +19,13 @@ class SourceConfig(Settings):
 
     cc_base_url: str = Field(
         COMMON_CRAWL_BASE_URL,
-        description="Base URL of a Common Crawl mirror (holds crawl-data/<dump>/warc.paths.gz), or a local folder.",
+        description="Base URL of a Common Crawl mirror (holds crawl-data/DUMP/warc.paths.gz), or a local folder.",
     )
     dump: str = Field(DEFAULT_DUMP, description="Crawl id, e.g. CC-MAIN-2024-22.")
     limit_warcs: int | None = Field(None, ge=1, description="Process only the first N WARC files of the dump.")
-    download_dir: Path | None = Field(None, description="Where WARC files are cached (default: <output>/warcs).")
+    download_dir: Path | None = Field(
+        None, description="Where WARC files are cached (default: OUTPUT_DIR/warc-cache, shared by the runs there)."
+    )
     retries: int = Field(5, ge=0, le=50, description="Retries per HTTP request on 5xx, timeouts and resets.")
     timeout_s: float = Field(60.0, gt=0, description="HTTP connect/read timeout in seconds.")
     min_speed_bytes_s: float = Field(
