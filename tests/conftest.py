@@ -29,11 +29,21 @@ def no_process_left_behind() -> Iterator[None]:
     become_subreaper()
     yield
     _stop_spark_gateway()
+    _stop_resource_tracker()
     left = wait_until_gone(descendants(os.getpid()), LEFTOVER_GRACE_S)
     if left:
         described = [f"{pid}: {command_line(pid)[:200]}" for pid in left]
         kill_all(left)
         pytest.fail("processes left running after the tests (now killed):\n  " + "\n  ".join(described))
+
+
+def _stop_resource_tracker() -> None:
+    """multiprocessing's resource tracker is this process's own helper (it exits with it): stop it now."""
+    from multiprocessing import resource_tracker
+
+    stop = getattr(resource_tracker._resource_tracker, "_stop", None)
+    if stop is not None:
+        stop()
 
 
 def _stop_spark_gateway() -> None:
@@ -92,21 +102,27 @@ def mirror_url(sample_crawl) -> Iterator[str]:  # noqa: ANN001
 @pytest.fixture(scope="session")
 def sample_run(tmp_path_factory: pytest.TempPathFactory, mirror_url: str):  # noqa: ANN201 - RunSummary
     """One uninterrupted run of the pipeline over HTTP on the sample crawl, with rejected rows kept."""
-    from pipeline.app.config import SAMPLE_DUMP, load_config
     from pipeline.app.run import SAMPLE_VAL_SHARD_TOKENS, run_pipeline
+    from tests.samples import sample_config
 
-    out = tmp_path_factory.mktemp("run")
-    config = load_config(
-        overrides={
-            "source.cc_base_url": mirror_url,
-            "source.dump": SAMPLE_DUMP,
-            "output_dir": str(out),
-            "name": "reference",
-            "keep_rejected": True,
-            "tokenizer.val_shard_tokens": SAMPLE_VAL_SHARD_TOKENS,  # as `refinery run --sample` sets it
-        }
+    overrides = {
+        "keep_rejected": True,
+        "tokenizer.val_shard_tokens": SAMPLE_VAL_SHARD_TOKENS,  # as `refinery run --sample` sets it
+    }
+    return run_pipeline(
+        sample_config(mirror_url, tmp_path_factory.mktemp("run"), "reference", overrides), progress=False
     )
-    return run_pipeline(config, progress=False)
+
+
+@pytest.fixture(scope="module")
+def prefect_ui(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Iterator[tests.prefect_api.LiveUI]
+    """A real Prefect server with the deployments served and the runs' folder on HTTP, as ``make ui`` starts
+    them; one per test module (starting one takes 15-60 s)."""
+    pytest.importorskip("prefect", reason="prefect is not installed (pip install 'prefect==3.8.8' 'fastapi<0.155')")
+    from tests.prefect_api import live_ui
+
+    with live_ui(tmp_path_factory.mktemp("prefect-ui")) as ui:
+        yield ui
 
 
 @pytest.fixture(scope="session")
