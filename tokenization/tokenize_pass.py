@@ -255,31 +255,26 @@ def run_tokenize(
     progress: bool = False,
     engine: Engine | None = None,
 ) -> dict[str, Any]:
-    """:func:`_run_tokenize` while holding ``output_dir``'s lock (one tokenization per output folder)."""
-    with output_lock(Path(output_dir), "tokenize"):
-        return _run_tokenize(input_dir, output_dir, config, workers=workers, progress=progress, engine=engine)
-
-
-def _run_tokenize(
-    input_dir: Path,
-    output_dir: Path,
-    config: TokenizerConfig | None = None,
-    *,
-    workers: int | None = None,
-    progress: bool = False,
-    engine: Engine | None = None,
-) -> dict[str, Any]:
     """Tokenize a pass's finished parts into shards + manifest in ``output_dir``; resumable and deterministic.
 
-    Parts are tokenized by ``workers`` local processes, or as Spark tasks on a Spark ``engine``; the shards
-    are assembled here, in part order, so both give the same bytes.
+    Parts are tokenized on ``engine`` (default: ``workers`` local processes), as worker processes or Spark
+    tasks; the shards are assembled here, in part order, so every engine gives the same bytes. One
+    tokenization per output folder (its lock is held throughout).
 
     Returns ``{"manifest": ..., "parts_tokenized": n, "parts_reused": m, "seconds": s, ...}``; raises
     TokenizeError (after finishing every other part) if some parts fail.
     """
-    start = time.perf_counter()
     config = config or TokenizerConfig()
-    workers = workers if workers is not None else config.workers
+    if engine is None:
+        from pipeline.engines.local import LocalEngine
+
+        engine = LocalEngine(workers=workers if workers is not None else config.workers, progress=progress)
+    with output_lock(Path(output_dir), "tokenize"):
+        return _tokenize_parts(input_dir, output_dir, config, engine)
+
+
+def _tokenize_parts(input_dir: Path, output_dir: Path, config: TokenizerConfig, engine: Engine) -> dict[str, Any]:
+    start = time.perf_counter()
     input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()  # as executors see them
     parts = input_parts(input_dir)
     if not parts:
@@ -296,11 +291,7 @@ def _run_tokenize(
             finished[name] = info
         else:
             jobs.append(PartJob(name, path, output_dir, config.name, rank_file, config.batch_size, config.threads))
-    log.info("tokenizing %d parts (%d already done) with %d workers", len(jobs), len(finished), workers)
-    if engine is None:
-        from pipeline.engines.local import LocalEngine
-
-        engine = LocalEngine(workers=workers, progress=progress)
+    log.info("tokenizing %d parts (%d already done) on the %s engine", len(jobs), len(finished), engine.kind)
     results, failures = _run_jobs(jobs, engine)
     finished.update(results)
     if failures:
