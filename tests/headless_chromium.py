@@ -1,8 +1,9 @@
 """Drive a headless Chromium (the Debian package) over the DevTools protocol: open pages, read the rendered text.
 
-Only what the UI tests need: navigate, wait until text appears after the page's JavaScript ran, click by text,
-evaluate JavaScript, take a screenshot. Every wait has a timeout; the browser runs in its own process group
-and is killed with it.
+The one browser launcher of the tests. Only what they need: navigate, wait until text appears after the page's
+JavaScript ran, click by text, evaluate JavaScript, take a screenshot, and a record of what the page did (console
+errors, every HTTP response with its status, the body of failed ones) for checks and for failure messages.
+Every wait has a timeout; the browser runs in its own process group and is killed with it.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
+    "--hide-scrollbars",
 ]
 
 
@@ -72,9 +74,12 @@ def visible_text(raw: str) -> str:
 
 
 class Chromium:
-    """One headless browser with one page."""
+    """One headless browser with one page; records the page's console errors and HTTP responses."""
 
-    def __init__(self, binary: str, width: int = 1400, height: int = 2000) -> None:
+    def __init__(self, binary: str | None = None, width: int = 1400, height: int = 2000) -> None:
+        binary = binary or find_chromium()
+        if binary is None:
+            raise RuntimeError("Chromium not found: install it or set CC_REFINERY_CHROMIUM")
         self.profile = Path(tempfile.mkdtemp(prefix="cc-refinery-chromium-"))
         cmd = [binary, *FLAGS, f"--user-data-dir={self.profile}", "--remote-debugging-port=0"]
         cmd += [f"--window-size={width},{height}", "about:blank"]
@@ -82,13 +87,26 @@ class Chromium:
             cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL, start_new_session=True
         )
         self._id = 0
+        self.requests: dict[str, dict[str, Any]] = {}
+        """Every HTTP request of the page since the last ``goto``, by DevTools request id, in order."""
+        self.console: list[str] = []
+        """Console errors, uncaught exceptions and browser log errors since the last ``goto``."""
         try:
             port = self._devtools_port(timeout_s=30)
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as resp:
                 targets = json.load(resp)
             page = next(t for t in targets if t["type"] == "page")
-            self.ws = connect(page["webSocketDebuggerUrl"], max_size=64 * 1024 * 1024, open_timeout=10)
-            self.call("Page.enable")
+            # no keepalive pings (a local socket; a test busy elsewhere for minutes would miss the pong) and no
+            # cap on queued events (a full queue stops reading the socket, pongs included)
+            self.ws = connect(
+                page["webSocketDebuggerUrl"],
+                max_size=64 * 1024 * 1024,
+                max_queue=None,
+                open_timeout=10,
+                ping_interval=None,
+            )
+            for domain in ("Page", "Runtime", "Log", "Network"):
+                self.call(f"{domain}.enable")
             self.call("Page.addScriptToEvaluateOnNewDocument", source=_TRACK_PAGE)
         except BaseException:
             self.close()
@@ -106,7 +124,7 @@ class Chromium:
         raise TimeoutError(f"chromium did not open its DevTools port within {timeout_s} s")
 
     def call(self, method: str, timeout_s: float = 60.0, **params: Any) -> dict[str, Any]:
-        """Send one DevTools command and return its result (events in between are dropped)."""
+        """Send one DevTools command and return its result (events in between are recorded)."""
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         deadline = time.monotonic() + timeout_s
@@ -116,6 +134,60 @@ class Chromium:
                 if "error" in message:
                     raise RuntimeError(f"{method}: {message['error']}")
                 return message.get("result", {})
+            if "method" in message:
+                self._record(message["method"], message.get("params", {}))
+
+    def _record(self, event: str, params: dict[str, Any]) -> None:
+        if event == "Network.requestWillBeSent":
+            request = params["request"]
+            self.requests[params["requestId"]] = {
+                "method": request["method"],
+                "url": request["url"],
+                "body": request.get("postData"),
+                "status": None,
+                "error": None,
+                "done": False,
+            }
+        elif event == "Network.responseReceived" and params["requestId"] in self.requests:
+            self.requests[params["requestId"]]["status"] = params["response"]["status"]
+        elif event == "Network.loadingFinished" and params["requestId"] in self.requests:
+            self.requests[params["requestId"]]["done"] = True
+        elif event == "Network.loadingFailed" and params["requestId"] in self.requests:
+            self.requests[params["requestId"]].update(done=True, error=params.get("errorText", "failed"))
+        elif event == "Runtime.exceptionThrown":
+            details = params["exceptionDetails"]
+            self.console.append(details.get("exception", {}).get("description") or details.get("text", ""))
+        elif event == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
+            self.console.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params["args"]))
+        elif event == "Log.entryAdded" and params["entry"]["level"] == "error":
+            self.console.append(params["entry"]["text"])
+
+    def failed_requests(self, url_part: str = "") -> list[dict[str, Any]]:
+        """Requests (whose URL contains ``url_part``) answered with an HTTP error or never answered, with the
+        response body where the browser still holds it: what a failure message needs to say what went wrong."""
+        failed = []
+        for request_id, request in self.requests.items():
+            if url_part not in request["url"] or not (request["error"] or (request["status"] or 0) >= 400):
+                continue
+            try:
+                body = self.call("Network.getResponseBody", requestId=request_id)["body"]
+            except RuntimeError as e:
+                body = f"(body unavailable: {e})"
+            failed.append({**request, "response": body[:2000]})
+        return failed
+
+    def wait_for_answer(self, url_suffix: str, skip: int = 0, timeout_s: float = WAIT_S) -> dict[str, Any]:
+        """The first request whose URL ends with ``url_suffix``, after ``skip`` earlier ones, once it has an answer
+        (an HTTP status, or a network error) since the last ``goto``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.evaluate("0")  # reads the events that arrived meanwhile
+            matching = [r for r in self.requests.values() if r["url"].endswith(url_suffix)][skip:]
+            if matching and (matching[0]["status"] is not None or matching[0]["error"]):
+                return matching[0]
+            if time.monotonic() > deadline:
+                raise AssertionError(f"no answer to a request to ...{url_suffix} in {timeout_s:.0f} s: {matching}")
+            time.sleep(0.25)
 
     def evaluate(self, expression: str) -> Any:
         result = self.call("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)
@@ -124,14 +196,24 @@ class Chromium:
         return result["result"].get("value")
 
     def goto(self, url: str, timeout_s: float = WAIT_S) -> None:
-        """Open ``url`` in a fresh document (via about:blank, so no text of the previous page can match a wait)."""
+        """Open ``url`` in a fresh document (via about:blank, so no text of the previous page can match a wait).
+
+        The record of requests and console errors starts anew with it.
+        """
         self.call("Page.navigate", url="about:blank")
         deadline = time.monotonic() + timeout_s
         while self.evaluate("location.href") != "about:blank":
             if time.monotonic() > deadline:
                 raise TimeoutError("the page did not go blank")
             time.sleep(0.05)
+        self.requests.clear()
+        self.console.clear()
         self.call("Page.navigate", url=url)
+
+    def load(self, url: str, timeout_s: float = WAIT_S) -> None:
+        """``goto`` and wait until the document and its subresources (images, scripts) have loaded."""
+        self.goto(url, timeout_s)
+        self.wait_for(f"location.href === {json.dumps(url)} && document.readyState === 'complete'", timeout_s=timeout_s)
 
     def text(self) -> str:
         return visible_text(self.evaluate("document.body ? document.body.innerText : ''") or "")
@@ -191,6 +273,12 @@ class Chromium:
         data = self.call("Page.captureScreenshot", format="png")["data"]
         Path(path).write_bytes(base64.b64decode(data))
         return Path(path)
+
+    def __enter__(self) -> Chromium:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def close(self) -> None:
         ws = getattr(self, "ws", None)

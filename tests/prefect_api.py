@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from unittest import mock
 
 import requests
 
@@ -90,7 +93,10 @@ def live_prefect(home: Path, workdir: Path, outputs: OutputsSite | None = None) 
     from flows.deployments import build_deployments
     from flows.ui import free_port, start_serve, start_server, wait_for_deployments
 
-    server = start_server(home, port=free_port(), timeout_s=150)
+    # the server logs the SQLite lock errors it answers with 503 (Prefect hides them by default): a UI test that
+    # saw "Something went wrong" can then tell why
+    with mock.patch.dict(os.environ, {"PREFECT_API_LOG_RETRYABLE_ERRORS": "true"}):
+        server = start_server(home, port=free_port(), timeout_s=150)
     serve = None
     try:
         serve = start_serve(server, cwd=workdir, log_path=home / "serve.log", poll_s=1.0, outputs=outputs)
@@ -100,6 +106,31 @@ def live_prefect(home: Path, workdir: Path, outputs: OutputsSite | None = None) 
         if serve is not None:
             serve.stop()
         server.stop()
+
+
+@dataclass(frozen=True)
+class LiveUI:
+    """The served UI, the folder its flow runs execute in and the outputs site (``workdir/out`` over HTTP)."""
+
+    server: PrefectServer
+    workdir: Path
+    outputs: OutputsSite
+
+
+@contextlib.contextmanager
+def live_ui(base: Path) -> Iterator[LiveUI]:
+    """What ``make ui`` starts, under ``base``: ``base/cwd/out`` served over HTTP, the server (its home in
+    ``base/home``) and the served deployments, whose flow runs execute in ``base/cwd``."""
+    from flows.outputs import serve_outputs
+    from flows.ui import free_port
+
+    workdir = Path(base) / "cwd"
+    workdir.mkdir(parents=True, exist_ok=True)
+    with (
+        serve_outputs(workdir / "out", port=free_port()) as outputs,
+        live_prefect(Path(base) / "home", workdir, outputs) as server,
+    ):
+        yield LiveUI(server, workdir, outputs)
 
 
 def deployment_id(api_url: str, name: str) -> str:

@@ -12,7 +12,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -20,6 +19,8 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+
+from flows.ui import free_port
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,6 @@ def java_home() -> str | None:
     if java is None:
         return None
     return str(Path(java).resolve().parent.parent)
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now (the OS picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def spark_env(tmp_dir: Path) -> dict[str, str]:

@@ -6,23 +6,15 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.config import SAMPLE_DUMP, load_config
 from pipeline.app.run import run_pipeline
 from pipeline.core.parts import done_parts, read_documents
 from pipeline.engines.base import RunIncomplete
 from tests.http_faults import Cut, Fail, FaultServer, Serve
+from tests.samples import sample_config
 
 
 def _config(base_url: str, out: Path):  # noqa: ANN202
-    return load_config(
-        overrides={
-            "source.cc_base_url": base_url,
-            "source.dump": SAMPLE_DUMP,
-            "source.retries": 2,
-            "output_dir": str(out),
-            "name": "flaky",
-        }
-    )
+    return sample_config(base_url, out, "flaky", {"source.retries": 2})
 
 
 def _rows(run_dir: Path) -> list[tuple[str, str]]:

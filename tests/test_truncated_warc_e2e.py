@@ -8,28 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.app.config import SAMPLE_DUMP, RunConfig, load_config
+from pipeline.app.config import SAMPLE_DUMP, RunConfig
 from pipeline.app.run import run_pipeline
 from pipeline.core.parts import done_parts, load_stats, read_documents
 from pipeline.engines.base import RunIncomplete
 from pipeline.sources.warc import read_warc
 from tests.http_faults import FaultServer
+from tests.samples import WARC_PASS_ONLY, sample_config
 
 
 def _config(base_url: str, out: Path) -> RunConfig:
-    return load_config(
-        overrides={
-            "source.cc_base_url": base_url,
-            "source.dump": SAMPLE_DUMP,
-            "source.retries": 2,
-            "output_dir": str(out),
-            "name": "truncated",
-            "dedup.exact": False,
-            "dedup.minhash.enabled": False,
-            "tokenize": False,
-            "report": False,
-        }
-    )
+    return sample_config(base_url, out, "truncated", {"source.retries": 2, **WARC_PASS_ONLY})
 
 
 def _reader_counts(data: bytes, tmp: Path, warc_path: str) -> Counter[str]:

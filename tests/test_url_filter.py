@@ -6,7 +6,6 @@ import io
 import itertools
 import multiprocessing
 import tarfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -229,27 +228,6 @@ def test_stage_contract() -> None:
     assert off.column("drop_reason").null_count == len(urls)
     with pytest.raises(ValueError, match="needs a 'url' column"):
         UrlFilterStage()(pa.table({"id": ["a"]}))
-
-
-def test_throughput(warc_urls: list[str], crafted: dict[str, list[str]], reference: object) -> None:
-    urls = (warc_urls + [u for group in crafted.values() for u in group if len(u) < 2000]) * 4
-    table = _table(urls)
-    stage = UrlFilterStage(UrlFilterConfig())
-    stage(table.slice(0, 10))
-    start = time.perf_counter()
-    for offset in range(0, len(urls), 500):  # the engine's default batch size
-        stage(table.slice(offset, 500))
-    ours = len(urls) / (time.perf_counter() - start)
-
-    from datatrove.data import Document
-
-    docs = [Document(text="", id=str(i), metadata={"url": u}) for i, u in enumerate(urls)]
-    start = time.perf_counter()
-    for doc in docs:
-        reference.filter(doc)
-    theirs = len(urls) / (time.perf_counter() - start)
-    print(f"\nURL filter throughput on {len(urls)} URLs: ours {ours:,.0f}/s, datatrove {theirs:,.0f}/s")
-    assert ours > 0.8 * theirs
 
 
 def _write_assets(folder: Path, domains: list[str], urls: list[str]) -> Path:
