@@ -36,6 +36,7 @@ tokenizer_app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
 def _preview(text: str, chars: int) -> str:
     flat = " ".join(text.split())
     return flat if len(flat) <= chars else flat[:chars] + " ..."
