@@ -21,7 +21,7 @@ from typing import ClassVar, NamedTuple
 import numpy as np
 import pyarrow as pa
 
-from filters.base import Signal, TextFilter, Threshold, texts_of
+from filters.base import Rule, TextFilter, register_filter, texts_of
 from filters.config import C4Config
 from filters.text import count_sentences, split_sentences
 from pipeline.core.stage import with_drop_reasons
@@ -80,19 +80,21 @@ def clean(text: str, cfg: C4Config, exact_sentences: bool = False) -> Cleaned:
     return Cleaned(("\n" if cfg.split_paragraph else " ").join(kept).strip(), None, num_sentences)
 
 
+@register_filter("c4")
 @dataclass
 class C4Stage(TextFilter):
     """C4's line cleaning and document rules; rewrites ``text`` of kept rows, leaves dropped rows' text as it was.
 
-    Rules: ``lorem_ipsum``, ``curly_bracket``, ``too_few_sentences``.
+    Rules: ``lorem_ipsum``, ``curly_bracket`` (switches, not thresholds: no histogram), ``too_few_sentences``.
+    Signals: ``c4_sentences``, sentences left after line cleaning, and ``c4_removed_char_frac``, the share of
+    characters line cleaning removed (both NaN when a document rule dropped the text first).
     """
 
     config: C4Config = field(default_factory=C4Config)
-    name: ClassVar[str] = "c4"
-    SIGNALS: ClassVar[tuple[Signal, ...]] = (
-        Signal("c4_sentences", "sentences left after line cleaning (NaN if a document rule dropped it first)"),
-        Signal("c4_removed_char_frac", "share of characters line cleaning removed (NaN if dropped)"),
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("too_few_sentences", "c4_sentences", "<", "min_num_sentences", off=(-1,)),
     )
+    extra_signals: ClassVar[tuple[str, ...]] = ("c4_removed_char_frac",)
 
     def __call__(self, table: pa.Table) -> pa.Table:
         texts = texts_of(table, self.name)
@@ -106,9 +108,6 @@ class C4Stage(TextFilter):
     def reason(self, text: str) -> str | None:
         return clean(text, self.config).reason
 
-    def signal_specs(self) -> tuple[Signal, ...]:
-        return self.SIGNALS
-
     def signals(self, texts: list[str]) -> dict[str, np.ndarray]:
         sentences = np.full(len(texts), np.nan, dtype=np.float32)
         removed = np.full(len(texts), np.nan, dtype=np.float32)
@@ -119,8 +118,3 @@ class C4Stage(TextFilter):
             if result.text is not None and text:
                 removed[i] = 1 - len(result.text) / len(text)
         return {"c4_sentences": sentences, "c4_removed_char_frac": removed}
-
-    def thresholds(self) -> list[Threshold]:
-        if self.config.min_num_sentences == -1:
-            return []
-        return [Threshold("too_few_sentences", "c4_sentences", "<", self.config.min_num_sentences)]

@@ -118,6 +118,14 @@ class QualityConfig(Settings):
     plugins: tuple[str, ...] = Field(
         (), description="Modules to import before the filters are built (where extra filters register)."
     )
+    extra: tuple[str, ...] = Field(
+        (), description="Registered filter names to run after `filters` (plugins, without restating the default list)."
+    )
+
+    @property
+    def chain(self) -> tuple[str, ...]:
+        """Every filter name in the order the filters run: ``filters``, then ``extra``."""
+        return (*self.filters, *self.extra)
 
     @model_validator(mode="after")
     def _known_filters(self) -> QualityConfig:

@@ -5,94 +5,69 @@ measurements, compared the same way, in the same order, and the first rule that 
 are faster because they split words once per document with a cached tokenizer (:mod:`filters.text`), count
 repeated lines and paragraphs with sets, and measure word n-grams on hashes (:mod:`filters.ngrams`).
 
-Each measurement is yielded lazily in rule order: a decision stops at the first failing rule (as datatrove
-does), :meth:`signals` runs them all for the report.
+Each filter declares its rules once (:class:`filters.base.Rule`) and yields its measurements lazily in rule
+order: a decision stops at the first failing rule (as datatrove does), :meth:`signals` runs them all for the
+report.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
-from filters.base import Measure, MeasuredFilter, Signal, Threshold, rule_on
+from filters.base import Drop, MeasuredFilter, Measurements, Rule, register_filter
 from filters.config import GopherQualityConfig, GopherRepetitionConfig
 from filters.ngrams import WordNgrams
 from filters.text import GOPHER_STOP_WORDS, LINE_SPLIT, PARAGRAPH_SPLIT, PUNCTUATION_SET, duplicates, word_splitter
 
 
+@register_filter("gopher_repetition")
 @dataclass
 class GopherRepetitionStage(MeasuredFilter):
     """Drops documents made of repeated lines, paragraphs or word n-grams.
 
-    Rules, in order: ``empty``, ``dup_para_frac``, ``dup_para_char_frac``, ``dup_line_frac``,
-    ``dup_line_char_frac``, ``top_{n}_gram``, ``duplicated_{n}_n_grams``.
+    Rules, in order: ``empty``, then the declared ones (``top_{n}_gram`` and ``duplicated_{n}_n_grams`` once per
+    configured n). Signals: paragraphs are split at blank lines; a ``*_char_frac`` is characters in repeated
+    paragraphs/lines over characters; ``top_{n}_gram_frac`` is the most frequent word n-gram's characters times
+    its count over characters; ``dup_{n}_gram_frac`` is characters in word n-grams repeating an earlier one.
     """
 
     config: GopherRepetitionConfig = field(default_factory=GopherRepetitionConfig)
-    name: ClassVar[str] = "gopher_repetition"
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("dup_para_frac", "dup_para_frac", ">", "dup_para_frac"),
+        Rule("dup_para_char_frac", "dup_para_char_frac", ">", "dup_para_char_frac"),
+        Rule("dup_line_frac", "dup_line_frac", ">", "dup_line_frac"),
+        Rule("dup_line_char_frac", "dup_line_char_frac", ">", "dup_line_char_frac"),
+        Rule("top_{n}_gram", "top_{n}_gram_frac", ">", "top_n_grams", off=()),
+        Rule("duplicated_{n}_n_grams", "dup_{n}_gram_frac", ">", "dup_n_grams", off=()),
+    )
 
-    def signal_specs(self) -> tuple[Signal, ...]:
-        cfg = self.config
-        return (
-            Signal("dup_para_frac", "paragraphs (split at blank lines) repeating an earlier one / paragraphs"),
-            Signal("dup_para_char_frac", "characters in repeated paragraphs / characters"),
-            Signal("dup_line_frac", "lines repeating an earlier line / lines"),
-            Signal("dup_line_char_frac", "characters in repeated lines / characters"),
-            *(
-                Signal(f"top_{n}_gram_frac", f"characters of the most frequent word {n}-gram x its count / characters")
-                for n, _ in cfg.top_n_grams
-            ),
-            *(
-                Signal(f"dup_{n}_gram_frac", f"characters in word {n}-grams repeating an earlier one / characters")
-                for n, _ in cfg.dup_n_grams
-            ),
-        )
-
-    def thresholds(self) -> list[Threshold]:
-        cfg = self.config
-        rules = [
-            ("dup_para_frac", "dup_para_frac", rule_on(cfg.dup_para_frac)),
-            ("dup_para_char_frac", "dup_para_char_frac", rule_on(cfg.dup_para_char_frac)),
-            ("dup_line_frac", "dup_line_frac", rule_on(cfg.dup_line_frac)),
-            ("dup_line_char_frac", "dup_line_char_frac", rule_on(cfg.dup_line_char_frac)),
-            *((f"top_{n}_gram", f"top_{n}_gram_frac", frac) for n, frac in cfg.top_n_grams),
-            *((f"duplicated_{n}_n_grams", f"dup_{n}_gram_frac", frac) for n, frac in cfg.dup_n_grams),
-        ]
-        return [Threshold(rule, signal, ">", value) for rule, signal, value in rules if value is not None]
-
-    def measures(self, text: str) -> Iterator[Measure]:
-        """datatrove's measurements in datatrove's order; ``empty`` comes first for an empty text."""
+    def measure(self, text: str) -> Measurements:
+        """datatrove's measurements in datatrove's order; an empty text is ``empty``."""
         cfg = self.config
         if not text:
-            yield Measure("empty", "chars", "<", 0.0, 1.0)
+            yield Drop("empty")
             return
         n_chars = len(text)
         paragraphs = PARAGRAPH_SPLIT.split(text.strip())
         repeated, repeated_chars = duplicates(paragraphs)
-        yield Measure("dup_para_frac", "dup_para_frac", ">", repeated / len(paragraphs), rule_on(cfg.dup_para_frac))
-        yield Measure(
-            "dup_para_char_frac", "dup_para_char_frac", ">", repeated_chars / n_chars, rule_on(cfg.dup_para_char_frac)
-        )
+        yield "dup_para_frac", repeated / len(paragraphs)
+        yield "dup_para_char_frac", repeated_chars / n_chars
         lines = LINE_SPLIT.split(text)
         repeated, repeated_chars = duplicates(lines)
-        yield Measure("dup_line_frac", "dup_line_frac", ">", repeated / len(lines), rule_on(cfg.dup_line_frac))
-        yield Measure(
-            "dup_line_char_frac", "dup_line_char_frac", ">", repeated_chars / n_chars, rule_on(cfg.dup_line_char_frac)
-        )
+        yield "dup_line_frac", repeated / len(lines)
+        yield "dup_line_char_frac", repeated_chars / n_chars
         words = word_splitter(cfg.language).split(text)
         ngrams = WordNgrams(words, [n for n, _ in cfg.top_n_grams], [n for n, _ in cfg.dup_n_grams])
-        for n, frac in cfg.top_n_grams:
+        for n, _ in cfg.top_n_grams:
             top = ngrams.top_ngram_chars(n)
             if top is not None:
-                yield Measure(f"top_{n}_gram", f"top_{n}_gram_frac", ">", top / n_chars, frac)
-        for n, frac in cfg.dup_n_grams:
-            yield Measure(
-                f"duplicated_{n}_n_grams", f"dup_{n}_gram_frac", ">", ngrams.duplicate_ngram_chars(n) / n_chars, frac
-            )
+                yield f"top_{n}_gram_frac", top / n_chars
+        for n, _ in cfg.dup_n_grams:
+            yield f"dup_{n}_gram_frac", ngrams.duplicate_ngram_chars(n) / n_chars
 
 
 _NON_SYMBOL = 1
@@ -119,93 +94,59 @@ class _WordFlags(dict[str, int]):
 _WORD_FLAGS = _WordFlags()
 
 
+@register_filter("gopher_quality")
 @dataclass
 class GopherQualityStage(MeasuredFilter):
     """Drops documents too short or long, with odd word lengths, symbols, bullets, ellipses or no stop words.
 
-    Rules, in order: ``gopher_short_doc``, ``gopher_long_doc``, ``gopher_below_avg_threshold``,
-    ``gopher_above_avg_threshold``, ``gopher_too_many_hashes``, ``gopher_too_many_ellipsis``,
-    ``gopher_too_many_bullets``, ``gopher_too_many_end_ellipsis``, ``gopher_below_alpha_threshold``,
-    ``gopher_enough_stop_words``. A text without any word is ``gopher_short_doc`` even with the length rule off
-    (datatrove divides by zero there).
+    Rules in the declared order. ``gopher_words`` counts words with a character that is not punctuation, and
+    the ratios are per word (``hash_word_ratio``: '#'; ``ellipsis_word_ratio``: '...' and '…'), per line
+    (``bullet_lines_frac``: starting '•' or '-'; ``ellipsis_lines_frac``: ending '...' or '…'), or the share of
+    words with a letter (``alpha_words_frac``). A text without any word is ``gopher_short_doc`` even with the
+    length rule off (datatrove divides by zero there).
     """
 
     config: GopherQualityConfig = field(default_factory=GopherQualityConfig)
-    name: ClassVar[str] = "gopher_quality"
-    SIGNALS: ClassVar[tuple[Signal, ...]] = (
-        Signal("gopher_words", "words with a character that is not punctuation"),
-        Signal("mean_word_length", "mean characters of those words"),
-        Signal("hash_word_ratio", "'#' characters / words"),
-        Signal("ellipsis_word_ratio", "'...' and '…' / words"),
-        Signal("bullet_lines_frac", "lines starting with '•' or '-' / lines"),
-        Signal("ellipsis_lines_frac", "lines ending with '...' or '…' / lines"),
-        Signal("alpha_words_frac", "words with a letter / words"),
-        Signal("stop_words", "distinct Gopher stop words present"),
+    rules: ClassVar[tuple[Rule, ...]] = (
+        Rule("gopher_short_doc", "gopher_words", "<", "min_doc_words"),
+        Rule("gopher_long_doc", "gopher_words", ">", "max_doc_words"),
+        Rule("gopher_below_avg_threshold", "mean_word_length", "<", "min_avg_word_length"),
+        Rule("gopher_above_avg_threshold", "mean_word_length", ">", "max_avg_word_length"),
+        Rule("gopher_too_many_hashes", "hash_word_ratio", ">", "max_symbol_word_ratio"),
+        Rule("gopher_too_many_ellipsis", "ellipsis_word_ratio", ">", "max_symbol_word_ratio"),
+        Rule("gopher_too_many_bullets", "bullet_lines_frac", ">", "max_bullet_lines_ratio"),
+        Rule("gopher_too_many_end_ellipsis", "ellipsis_lines_frac", ">", "max_ellipsis_lines_ratio"),
+        Rule("gopher_below_alpha_threshold", "alpha_words_frac", "<", "max_non_alpha_words_ratio"),
+        Rule("gopher_enough_stop_words", "stop_words", "<", "min_stop_words"),
     )
 
-    def signal_specs(self) -> tuple[Signal, ...]:
-        return self.SIGNALS
-
-    def thresholds(self) -> list[Threshold]:
-        cfg = self.config
-        rules = [
-            ("gopher_short_doc", "gopher_words", "<", rule_on(cfg.min_doc_words)),
-            ("gopher_long_doc", "gopher_words", ">", rule_on(cfg.max_doc_words)),
-            ("gopher_below_avg_threshold", "mean_word_length", "<", rule_on(cfg.min_avg_word_length)),
-            ("gopher_above_avg_threshold", "mean_word_length", ">", rule_on(cfg.max_avg_word_length)),
-            ("gopher_too_many_hashes", "hash_word_ratio", ">", rule_on(cfg.max_symbol_word_ratio)),
-            ("gopher_too_many_ellipsis", "ellipsis_word_ratio", ">", rule_on(cfg.max_symbol_word_ratio)),
-            ("gopher_too_many_bullets", "bullet_lines_frac", ">", rule_on(cfg.max_bullet_lines_ratio)),
-            ("gopher_too_many_end_ellipsis", "ellipsis_lines_frac", ">", rule_on(cfg.max_ellipsis_lines_ratio)),
-            ("gopher_below_alpha_threshold", "alpha_words_frac", "<", rule_on(cfg.max_non_alpha_words_ratio)),
-            ("gopher_enough_stop_words", "stop_words", "<", rule_on(cfg.min_stop_words)),
-        ]
-        return [Threshold(rule, signal, op, value) for rule, signal, op, value in rules if value is not None]
-
-    def measures(self, text: str) -> Iterator[Measure]:
+    def measure(self, text: str) -> Measurements:
         """datatrove's measurements in datatrove's order."""
         cfg = self.config
         words = word_splitter(cfg.language).split(text)
         n_words = len(words)
         if n_words == 0:
-            yield Measure("gopher_short_doc", "gopher_words", "<", 0.0, math.inf)
+            yield "gopher_words", 0.0
+            yield Drop("gopher_short_doc")
             return
         flags = np.fromiter(map(_WORD_FLAGS.__getitem__, words), dtype=np.uint8, count=n_words)
         non_symbol = (flags & _NON_SYMBOL).astype(bool)
         n_non_symbol = int(non_symbol.sum())
-        yield Measure("gopher_short_doc", "gopher_words", "<", n_non_symbol, rule_on(cfg.min_doc_words))
-        yield Measure("gopher_long_doc", "gopher_words", ">", n_non_symbol, rule_on(cfg.max_doc_words))
+        yield "gopher_words", n_non_symbol
 
         if n_non_symbol:
             lengths = np.fromiter(map(len, words), dtype=np.int64, count=n_words)
-            mean_length = int(lengths[non_symbol].sum()) / n_non_symbol
+            yield "mean_word_length", int(lengths[non_symbol].sum()) / n_non_symbol
         else:
-            mean_length = math.nan  # numpy's mean of nothing: every comparison is False
-        low, high = rule_on(cfg.min_avg_word_length), rule_on(cfg.max_avg_word_length)
-        yield Measure("gopher_below_avg_threshold", "mean_word_length", "<", mean_length, low)
-        yield Measure("gopher_above_avg_threshold", "mean_word_length", ">", mean_length, high)
+            yield "mean_word_length", math.nan  # numpy's mean of nothing: every comparison is False
 
-        ratio = rule_on(cfg.max_symbol_word_ratio)
-        yield Measure("gopher_too_many_hashes", "hash_word_ratio", ">", text.count("#") / n_words, ratio)
-        ellipses = (text.count("...") + text.count("\u2026")) / n_words
-        yield Measure("gopher_too_many_ellipsis", "ellipsis_word_ratio", ">", ellipses, ratio)
+        yield "hash_word_ratio", text.count("#") / n_words
+        yield "ellipsis_word_ratio", (text.count("...") + text.count("\u2026")) / n_words
 
         lines = text.splitlines()
-        bullets = sum(1 for s in lines if s.lstrip().startswith(("\u2022", "-"))) / len(lines)
-        yield Measure("gopher_too_many_bullets", "bullet_lines_frac", ">", bullets, rule_on(cfg.max_bullet_lines_ratio))
-        end_ellipses = sum(1 for s in lines if s.rstrip().endswith(("...", "\u2026"))) / len(lines)
-        yield Measure(
-            "gopher_too_many_end_ellipsis",
-            "ellipsis_lines_frac",
-            ">",
-            end_ellipses,
-            rule_on(cfg.max_ellipsis_lines_ratio),
-        )
+        yield "bullet_lines_frac", sum(1 for s in lines if s.lstrip().startswith(("\u2022", "-"))) / len(lines)
+        yield "ellipsis_lines_frac", sum(1 for s in lines if s.rstrip().endswith(("...", "\u2026"))) / len(lines)
 
-        alpha = int(np.count_nonzero(flags & _HAS_ALPHA)) / n_words
-        yield Measure(
-            "gopher_below_alpha_threshold", "alpha_words_frac", "<", alpha, rule_on(cfg.max_non_alpha_words_ratio)
-        )
+        yield "alpha_words_frac", int(np.count_nonzero(flags & _HAS_ALPHA)) / n_words
         stop_words = cfg.stop_words if cfg.stop_words is not None else GOPHER_STOP_WORDS
-        present = len(set(stop_words).intersection(words))
-        yield Measure("gopher_enough_stop_words", "stop_words", "<", present, rule_on(cfg.min_stop_words))
+        yield "stop_words", len(set(stop_words).intersection(words))

@@ -1,74 +1,40 @@
-"""Quality filters by name: what ``quality.filters`` in a run's configuration refers to.
+"""Quality filters by name: what ``quality.filters`` and ``quality.extra`` in a run's configuration refer to.
 
-The four FineWeb filters are built in. A new filter is a stage class (usually a :class:`filters.base.TextFilter`
-with a ``reason`` method) whose constructor takes its config, registered with :func:`register_filter`; its
-settings come from ``quality.options.<name>``, validated by the config model it registered with, and the module
-that registers it is named in ``quality.plugins`` (imported before the stages are built).
+The four FineWeb filters are built in. A new filter is a stage class (usually a :class:`filters.base.MeasuredFilter`
+declaring its rules) whose constructor takes its config, registered with :func:`filters.base.register_filter`;
+its settings come from ``quality.options.<name>``, validated by its config model, and the module that registers
+it is named in ``quality.plugins`` (imported before the stages are built). ``quality.extra`` runs it after the
+default list.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections import Counter
 
 from pydantic import BaseModel, ValidationError
 
+from filters.base import FILTERS, FilterSpec, TextFilter
 from filters.c4 import C4Stage
-from filters.config import (
-    QUALITY_FILTER_ORDER,
-    C4Config,
-    FineWebQualityConfig,
-    GopherQualityConfig,
-    GopherRepetitionConfig,
-    QualityConfig,
-)
+from filters.config import QUALITY_FILTER_ORDER, QualityConfig
 from filters.fineweb import FineWebQualityStage
 from filters.gopher import GopherQualityStage, GopherRepetitionStage
 from pipeline.core.stage import Stage
 
-F = TypeVar("F", bound=Callable[..., Stage])
-
-
-@dataclass(frozen=True)
-class FilterSpec:
-    """A registered filter: its name, its settings' model, and what builds the stage from those settings."""
-
-    name: str
-    config_model: type[BaseModel]
-    factory: Callable[[Any], Stage]
-
-
-_REGISTRY: dict[str, FilterSpec] = {
-    "gopher_repetition": FilterSpec("gopher_repetition", GopherRepetitionConfig, GopherRepetitionStage),
-    "gopher_quality": FilterSpec("gopher_quality", GopherQualityConfig, GopherQualityStage),
-    "c4": FilterSpec("c4", C4Config, C4Stage),
-    "fineweb_quality": FilterSpec("fineweb_quality", FineWebQualityConfig, FineWebQualityStage),
-}
-
-
-def register_filter(name: str, config_model: type[BaseModel]) -> Callable[[F], F]:
-    """Class decorator: make the stage ``factory(config)`` available as ``name`` in ``quality.filters``."""
-
-    def decorate(factory: F) -> F:
-        known = _REGISTRY.get(name)
-        if known is not None and known.factory is not factory:
-            raise ValueError(f"a quality filter named {name!r} is already registered ({known.factory!r})")
-        _REGISTRY[name] = FilterSpec(name, config_model, factory)
-        return factory
-
-    return decorate
+BUILT_IN: tuple[type[TextFilter], ...] = (GopherRepetitionStage, GopherQualityStage, C4Stage, FineWebQualityStage)
+"""FineWeb's filters in FineWeb's order; each registers itself where it is defined."""
 
 
 def registered_filters() -> tuple[str, ...]:
-    return tuple(_REGISTRY)
+    """Every registered filter: the built-in ones in FineWeb's order, then plugins in the order they registered."""
+    built_in = tuple(f.name for f in BUILT_IN)
+    return built_in + tuple(name for name in FILTERS if name not in built_in)
 
 
 def _spec(name: str) -> FilterSpec:
-    spec = _REGISTRY.get(name)
+    spec = FILTERS.get(name)
     if spec is None:
-        raise ValueError(f"unknown quality filter {name!r}; registered: {', '.join(_REGISTRY)}")
+        raise ValueError(f"unknown quality filter {name!r}; registered: {', '.join(registered_filters())}")
     return spec
 
 
@@ -89,30 +55,39 @@ def build_filter(name: str, quality: QualityConfig | None = None) -> Stage:
 
 
 def check_filters(quality: QualityConfig) -> None:
-    """Raise ValueError unless every plugin imports and every name in ``quality.filters`` is a registered
-    filter with valid settings."""
+    """Raise ValueError unless every plugin imports and every name in ``quality.filters`` and ``quality.extra`` is
+    a registered filter with valid settings, listed once."""
+    _import_plugins(quality)
+    for field in ("filters", "extra"):
+        if unknown := [name for name in getattr(quality, field) if name not in FILTERS]:
+            raise ValueError(
+                f"unknown quality filter(s) {', '.join(map(repr, unknown))} in quality.{field}; "
+                f"registered: {', '.join(registered_filters())}"
+            )
+    if twice := [name for name, n in Counter(quality.chain).items() if n > 1]:
+        raise ValueError(
+            f"quality filter(s) {', '.join(map(repr, twice))} listed more than once in quality.filters + quality.extra"
+        )
+    for name in quality.chain:
+        filter_config(name, quality)
+
+
+def quality_stages(quality: QualityConfig | None = None) -> list[Stage]:
+    """The enabled quality filters of ``quality``, in its order (FineWeb's by default, then ``extra``)."""
+    quality = quality or QualityConfig()
+    _import_plugins(quality)
+    stages = []
+    for name in quality.chain:
+        config = filter_config(name, quality)
+        if getattr(config, "enabled", True):
+            stages.append(_spec(name).factory(config))
+    return stages
+
+
+def _import_plugins(quality: QualityConfig) -> None:
+    """Import ``quality.plugins``, where extra filters register themselves."""
     for module in quality.plugins:
         try:
             importlib.import_module(module)
         except ImportError as e:
             raise ValueError(f"quality.plugins: cannot import {module!r}: {e}") from None
-    if unknown := [name for name in quality.filters if name not in _REGISTRY]:
-        raise ValueError(
-            f"unknown quality filter(s) {', '.join(map(repr, unknown))} in quality.filters; "
-            f"registered: {', '.join(_REGISTRY)}"
-        )
-    for name in quality.filters:
-        filter_config(name, quality)
-
-
-def quality_stages(quality: QualityConfig | None = None) -> list[Stage]:
-    """The enabled quality filters of ``quality``, in its order (FineWeb's by default)."""
-    quality = quality or QualityConfig()
-    for module in quality.plugins:
-        importlib.import_module(module)
-    stages = []
-    for name in quality.filters:
-        config = filter_config(name, quality)
-        if getattr(config, "enabled", True):
-            stages.append(_spec(name).factory(config))
-    return stages

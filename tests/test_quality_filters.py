@@ -10,25 +10,35 @@ from __future__ import annotations
 
 import copy
 import gzip
+import importlib
 import json
 import pickle
 import re
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import pyarrow as pa
 import pytest
+import yaml
 from lxml import html as lxml_html
-from pydantic import BaseModel
 
-from filters.base import TextFilter
+from filters.base import FILTERS, MeasuredFilter, Rule, TextFilter, Threshold, register_filter
 from filters.c4 import CITATION, C4Stage
-from filters.config import C4Config, FineWebQualityConfig, GopherQualityConfig, GopherRepetitionConfig, QualityConfig
+from filters.config import (
+    QUALITY_FILTER_ORDER,
+    C4Config,
+    FineWebQualityConfig,
+    GopherQualityConfig,
+    GopherRepetitionConfig,
+    QualityConfig,
+)
 from filters.fineweb import FineWebQualityStage
 from filters.gopher import GopherQualityStage, GopherRepetitionStage
-from filters.registry import build_filter, quality_stages, register_filter
+from filters.registry import BUILT_IN, build_filter, quality_stages, registered_filters
 from filters.text import PUNCTUATION, SENTENCE_END_CHARS, TERMINAL_PUNCTUATION, count_sentences, split_words
 from pipeline.core.schema import RAW_SCHEMA, conform
 from pipeline.core.stage import run_chain
@@ -458,7 +468,7 @@ def test_signals_and_thresholds_agree_with_decisions(texts: list[str]) -> None:
     """For the measured stages, the first threshold a document's signals cross is the rule that drops it."""
     for stage in (GopherRepetitionStage(), GopherQualityStage(), FineWebQualityStage()):
         signals = stage.signals(texts)
-        assert set(signals) == {s.name for s in stage.signal_specs()}
+        assert list(signals) == stage.signal_names()
         assert all(v.dtype.name == "float32" and len(v) == len(texts) for v in signals.values())
         reasons, _ = our_reasons(stage, texts)
         for i, reason in enumerate(reasons):
@@ -518,26 +528,67 @@ def test_stages_pickle_small_and_survive_bad_text() -> None:
         GopherQualityStage()(pa.table({"id": ["a"]}))
 
 
-class MaxLinesConfig(BaseModel):
-    enabled: bool = True
-    max_lines: int = 1000
+def test_rules_declare_thresholds_signals_and_names() -> None:
+    """Thresholds, signals and names come from the declarations: a rule's field, its ``off`` values, n pairs."""
+    assert [f.name for f in BUILT_IN] == list(QUALITY_FILTER_ORDER) == list(registered_filters()[:4])
+    assert all(FILTERS[f.name].factory is f for f in BUILT_IN)
+    rules = {t.rule: t for t in GopherQualityStage().thresholds()}
+    assert rules["gopher_too_many_ellipsis"] == Threshold("gopher_too_many_ellipsis", "ellipsis_word_ratio", ">", 0.1)
+    off = GopherQualityStage(GopherQualityConfig(min_doc_words=0, max_doc_words=None))
+    assert "gopher_short_doc" not in {t.rule for t in off.thresholds()} and "gopher_words" in off.signal_names()
+    assert off.reason("") == "gopher_short_doc"  # no word at all: dropped whatever the thresholds
+    at_zero = FineWebQualityStage(FineWebQualityConfig(char_duplicates_ratio=0.0)).thresholds()
+    assert Threshold("char_dup_ratio", "char_dup_ratio", ">", 0.0) in at_zero  # datatrove applies it at 0
+    grams = GopherRepetitionStage(GopherRepetitionConfig(top_n_grams=((3, 0.5),), dup_n_grams=())).thresholds()
+    assert [(t.rule, t.signal, t.value) for t in grams][-1] == ("top_3_gram", "top_3_gram_frac", 0.5)
+    assert C4Stage(C4Config(min_num_sentences=-1)).thresholds() == []
+    assert C4Stage().signal_names() == ["c4_sentences", "c4_removed_char_frac"]
 
 
-@register_filter("max_lines", MaxLinesConfig)
-@dataclass
-class MaxLinesStage(TextFilter):
-    """The README's example: drop documents with more than ``max_lines`` lines."""
-
-    config: MaxLinesConfig = field(default_factory=MaxLinesConfig)
-    name = "max_lines"
-
-    def reason(self, text: str) -> str | None:
-        return "too_many_lines" if text.count("\n") + 1 > self.config.max_lines else None
+README = Path(__file__).resolve().parents[1] / "README.md"
 
 
-def test_registering_a_new_filter(texts: list[str]) -> None:
+def readme_block(language: str) -> str:
+    """The first ``language`` code block of the README's "Adding a quality filter" section."""
+    section = README.read_text(encoding="utf-8").split("### Adding a quality filter\n", 1)[1]
+    return section.split(f"```{language}\n", 1)[1].split("```", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def my_filters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
+    """The README's example filter as the plugin module ``my_filters`` its YAML names (registers ``max_lines``)."""
+    folder = tmp_path_factory.mktemp("plugin")
+    (folder / "my_filters.py").write_text(readme_block("python"), encoding="utf-8")
+    sys.path.insert(0, str(folder))
+    try:
+        yield importlib.import_module("my_filters")
+    finally:
+        sys.path.remove(str(folder))
+
+
+def test_readme_example_filter(my_filters: ModuleType, texts: list[str]) -> None:
+    """The README's filter, test and YAML as written: a plugin appended by ``quality.extra``, with its histogram."""
+    assert len([line for line in readme_block("python").splitlines() if line.strip()]) < 25
+    my_filters.test_max_lines()
+    quality = QualityConfig.model_validate(yaml.safe_load(readme_block("yaml"))["quality"])
+    assert quality.filters == QUALITY_FILTER_ORDER and quality.extra == ("max_lines",)
+    stages = quality_stages(quality)
+    assert [s.name for s in stages] == [*QUALITY_FILTER_ORDER, "max_lines"]
+    assert stages[-1].config.max_lines == 500
+    stats = PartStats("p")
+    run_chain(stages, table_of(texts[:100]), stats)
+    assert stats.stage("max_lines").docs_in == stats.stage("fineweb_quality").docs_out > 0
+    stats = PartStats("p")
+    run_chain(stages[-1:], table_of([*texts[:100], "\n".join(texts[:100])]), stats)  # the last one is long
+    lines = stats.profile.signals["lines"]
+    assert lines.stage == "max_lines" and lines.thresholds == {"too_many_lines (>)": 500.0}
+    assert (lines.kept.total, lines.dropped.total) == (100, 1)
+    assert stats.stage("max_lines").drops == {"max_lines:too_many_lines": 1}
+
+
+def test_registering_a_new_filter(my_filters: ModuleType, texts: list[str]) -> None:
     quality = QualityConfig(
-        filters=("max_lines", "gopher_quality"), options={"max_lines": {"max_lines": 20}}, plugins=(__name__,)
+        filters=("max_lines", "gopher_quality"), options={"max_lines": {"max_lines": 20}}, plugins=("my_filters",)
     )
     stages = quality_stages(quality)
     assert [s.name for s in stages] == ["max_lines", "gopher_quality"]
@@ -545,14 +596,31 @@ def test_registering_a_new_filter(texts: list[str]) -> None:
     assert reasons == ["too_many_lines" if t.count("\n") >= 20 else None for t in texts]
     assert "too_many_lines" in reasons and None in reasons
     assert build_filter("max_lines").config.max_lines == 1000
-    assert MaxLinesStage()(table_of(["a\nb"])).column("drop_reason").to_pylist() == [None]
+    assert my_filters.MaxLinesFilter.name == "max_lines" and "max_lines" in registered_filters()
+    assert my_filters.MaxLinesFilter()(table_of(["a\nb"])).column("drop_reason").to_pylist() == [None]
+    assert not MeasuredFilter.rules and my_filters.MaxLinesFilter.rules == (
+        Rule("too_many_lines", "lines", ">", "max_lines"),
+    )
+
+    @dataclass
+    class Other(MeasuredFilter):
+        config: Any = None
+
+    with pytest.raises(ValueError, match="'max_lines' is already registered"):
+        register_filter("max_lines", GopherQualityConfig)(Other)
+    with pytest.raises(TypeError, match="pass config_model"):
+        register_filter("other")(Other)
     # bad names, plugins and settings fail when the config is built, before any WARC file is downloaded
     with pytest.raises(ValueError, match="cannot import 'no_such_filters_module'"):
         QualityConfig(plugins=("no_such_filters_module",))
     with pytest.raises(ValueError, match="unknown quality filter.*'nope'.*registered: gopher_repetition"):
         QualityConfig(filters=("nope",))
+    with pytest.raises(ValueError, match="unknown quality filter.*'nope' in quality.extra"):
+        QualityConfig(extra=("nope",))
+    with pytest.raises(ValueError, match="'c4' listed more than once"):
+        QualityConfig(extra=("c4",))
     with pytest.raises(ValueError, match="quality.options.max_lines"):
-        QualityConfig(filters=("max_lines",), options={"max_lines": {"max_lines": "many"}})
+        QualityConfig(extra=("max_lines",), options={"max_lines": {"max_lines": "many"}})
     off = QualityConfig(c4=C4Config(enabled=False))
     assert [s.name for s in quality_stages(off)] == ["gopher_repetition", "gopher_quality", "fineweb_quality"]
     assert copy.deepcopy(stages[0]).config.max_lines == 20
