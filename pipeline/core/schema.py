@@ -33,7 +33,6 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("language_score", pa.float32()),
         pa.field("dup_cluster_id", pa.string()),
         pa.field("dup_cluster_size", pa.int32()),
-        pa.field("token_count", pa.int32()),
     ]
 )
 """Every documents/part-*.parquet file has exactly this schema."""
