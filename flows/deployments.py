@@ -37,7 +37,7 @@ WEEKLY_CRON = "0 3 * * 1"
 """Mondays 03:00 (UTC): Common Crawl publishes a dump roughly monthly, so a weekly look finds each one within days."""
 WEEKLY_LIMIT_WARCS = 8
 """The weekly run is a canary on the newest dump (a whole dump is ~90,000 WARC files); raise it in the form."""
-EXTRA_LOGGERS = "pipeline,filters,tokenization"
+EXTRA_LOGGERS = "pipeline,filters,tokenization,validation"
 """Our loggers whose records Prefect ships to the run's log in the UI."""
 
 

@@ -22,7 +22,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.exceptions import ParameterTypeError
-from prefect.states import State
+from prefect.states import Completed, State
 from prefect.tasks import Task, exponential_backoff
 
 from flows.artifacts import RunOutputs, artifact_key, publish_run_artifacts
@@ -39,6 +39,9 @@ from pipeline.sources.download import DownloadError, NotGzipError
 
 DEFAULT_CONFIG = RunConfig()
 """The form's defaults in the UI: exactly ``RunConfig``'s, the one source of defaults and descriptions."""
+
+COMPLETED_WITH_FAILURES = "Completed with failures"
+"""The final state's name when up to ``max_failed_parts`` WARC files failed (``refinery run`` exits 3)."""
 
 PASS_RETRIES = 2
 PASS_BACKOFF_S = 30.0
@@ -120,9 +123,9 @@ _FORK_HOOK_INSTALLED = False
 def _forked_children_die_on_sigterm() -> None:
     """Give processes forked from the flow process the default SIGTERM action back.
 
-    Prefect's flow engine turns SIGTERM into an exception; forked engine workers inherit that handler,
-    and datatrove's process pool stops idle workers with SIGTERM at the end of a pass, which then
-    sometimes leaves a worker alive and the pass waiting for it forever.
+    Prefect's flow engine turns SIGTERM into an exception; forked engine workers would inherit that handler,
+    so a worker told to stop (SIGTERM from a scheduler or a user) would raise inside its task instead of
+    ending, and could be left running.
     """
     global _FORK_HOOK_INSTALLED
     if not _FORK_HOOK_INSTALLED and hasattr(os, "register_at_fork"):
@@ -229,10 +232,12 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
     publish_run_artifacts(run_name, result, stats, report_json, site)
     for warning in state.warnings:
         logger.warning("%s", warning)
-    if state.failed:
-        failed = "\n".join(f"  {path}: {error}" for path, error in state.failed.items())
-        logger.warning("completed with failures: %d WARC file(s) are not in the output:\n%s", len(state.failed), failed)
     logger.info("run %s finished: %d documents\n%s", run_name, stats.docs_out, format_funnel(stats))
+    if state.failed:  # as `refinery run` exits 3: every pass ran, without these files
+        failed = "\n".join(f"  {path}: {error}" for path, error in state.failed.items())
+        message = f"completed with failures: {len(state.failed)} WARC file(s) are not in the output"
+        logger.warning("%s:\n%s", message, failed)
+        return Completed(name=COMPLETED_WITH_FAILURES, message=message, data=result.to_json())
     return result.to_json()
 
 
@@ -253,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         parser.error(str(e))
     state = refinery(config=config, sample=args.sample, newest_dump=args.newest_dump, return_state=True)
-    return 0 if state.is_completed() else 1
+    if not state.is_completed():
+        return 1
+    return 3 if state.name == COMPLETED_WITH_FAILURES else 0
 
 
 if __name__ == "__main__":

@@ -98,11 +98,11 @@ class DieOn:
 
     def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
         if unit.part == self.victim:
+            faulthandler.disable()  # the test session's handler would print a traceback for SIGSEGV/SIGBUS
             if self.how == "memmap":  # what a full disk does to a store into a memory-mapped file
                 assert self.scratch is not None
                 array = np.lib.format.open_memmap(self.scratch / "big.npy", mode="w+", dtype=np.uint8, shape=(8 << 20,))
                 array[:] = 1
-            faulthandler.disable()  # the test session's handler would print a traceback for SIGSEGV
             os.kill(os.getpid(), getattr(signal, self.how))
         with PartWriter(out_dir, unit.part) as writer:
             writer.write(pa.table({"id": [unit.part], "text": ["x"]}))
@@ -269,8 +269,10 @@ def test_a_second_run_on_the_same_output_is_refused_naming_the_holder(
 
     proc.kill()  # the holder dies without releasing: its lock is taken over, with a warning
     proc.wait()
-    with output_lock(run_dir):
-        assert json.loads((run_dir / LOCK_FILE).read_text())["pid"] == os.getpid()
+    with output_lock(run_dir):  # read from another process: closing a descriptor here would drop our lock
+        holder = subprocess.run([sys.executable, "-c", f"print(open({str(run_dir / LOCK_FILE)!r}).read())"],
+                                capture_output=True, text=True, check=True).stdout  # fmt: skip
+        assert json.loads(holder)["pid"] == os.getpid()
     assert not (run_dir / LOCK_FILE).exists(), "a clean release leaves no lock file behind"
 
 

@@ -31,7 +31,6 @@ from pipeline.app.cli_common import (
     setup_logging,
 )
 from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
-from pipeline.core.processes import die_with_parent_on_fork
 from pipeline.core.stats import format_funnel
 
 app = typer.Typer(
@@ -391,7 +390,6 @@ _mount_subcommands()
 
 def main() -> None:
     faulthandler.enable()  # a worker killed by SIGSEGV/SIGBUS prints where it was
-    die_with_parent_on_fork()  # kill -9 of this process takes its worker processes with it
     app()
 
 

@@ -27,7 +27,8 @@ from pathlib import Path
 from pipeline.app.config import RunConfig
 from pipeline.app.warc import failed_inputs, plan_units, run_warc_pass
 from pipeline.core.parts import done_parts, part_name, total_stats
-from pipeline.core.stats import PartStats
+from pipeline.core.processes import die_with_this_process
+from pipeline.core.stats import PartStats, nothing_kept
 from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, WorkUnit
 
@@ -186,7 +187,7 @@ def validate_shards_subprocess(tokens_dir: Path, out_dir: Path, preset: str) -> 
     """
     cmd = [sys.executable, "-m", "validation.validate", str(tokens_dir), "-o", str(out_dir), "--preset", preset]
     log.info("validating shards: %s", " ".join(cmd))
-    done = subprocess.run(cmd, capture_output=True, text=True)
+    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_this_process())
     if done.returncode not in (0, 1):
         raise RuntimeError(f"shard validation could not run (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     return done.returncode == 0
@@ -211,11 +212,7 @@ def _warn_if_empty(state: RunState) -> None:
 
 
 def no_documents_warning(stats: PartStats) -> str:
-    """Why a run kept nothing: its largest drop reasons (or that no page was read)."""
     drops: Counter[str] = Counter()
     for stage in stats.stages:
         drops.update(stage.drops)
-    if not drops:
-        return "no document was kept: no HTML page was read from the WARC files"
-    top = ", ".join(f"{key} ({count:,})" for key, count in drops.most_common(3))
-    return f"no document was kept: largest drop reasons: {top}"
+    return nothing_kept(stats.stages[0].docs_in if stats.stages else 0, drops)

@@ -18,6 +18,7 @@ import logging
 import os
 import socket
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 
 LOCK_FILE = ".refinery.lock"
 _HELD: dict[str, str] = {}
+_HELD_GUARD = threading.Lock()
 """Lock files this process holds -> what holds them."""
 
 
@@ -65,9 +67,16 @@ def output_lock(output_dir: Path, what: str = "run") -> Iterator[None]:
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_FILE
     key = str(path.resolve())
-    if key in _HELD:
-        raise OutputLocked(f"{output_dir} is already in use by this process ({_HELD[key]})")
-    fd = _acquire(path, output_dir, what)
+    with _HELD_GUARD:  # POSIX locks do not exclude threads of one process: this does
+        if key in _HELD:
+            raise OutputLocked(f"{output_dir} is already in use by this process ({_HELD[key]})")
+        _HELD[key] = what
+    try:
+        fd = _acquire(path, output_dir, what)
+    except BaseException:
+        with _HELD_GUARD:
+            del _HELD[key]
+        raise
     try:
         if old := _parse(os.pread(fd, 1 << 16, 0)):
             log.warning("taking over the lock of %s left by a run that is no longer alive (%s)",
@@ -81,15 +90,13 @@ def output_lock(output_dir: Path, what: str = "run") -> Iterator[None]:
         }
         os.ftruncate(fd, 0)
         os.pwrite(fd, json.dumps(me).encode(), 0)
-        _HELD[key] = what
-        try:
-            yield
-        finally:
-            del _HELD[key]
-            path.unlink(missing_ok=True)  # released cleanly: no file left, the next run takes it without a warning
-            fcntl.lockf(fd, fcntl.LOCK_UN)
+        yield
     finally:
+        path.unlink(missing_ok=True)  # released by a live process: the next run takes it without a warning
+        fcntl.lockf(fd, fcntl.LOCK_UN)
         os.close(fd)
+        with _HELD_GUARD:
+            del _HELD[key]
 
 
 def _acquire(path: Path, output_dir: Path, what: str) -> int:

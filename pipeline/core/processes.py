@@ -1,8 +1,9 @@
 """Worker processes that never outlive their parent, and exit codes that say what killed a worker.
 
-A ``kill -9`` of a run's main process must not leave its worker pool, datatrove's queue manager or a
-tokenize pool running forever: on Linux every process forked from a process that called
-:func:`die_with_parent_on_fork` asks the kernel for SIGKILL when its parent dies (``PR_SET_PDEATHSIG``).
+A ``kill -9`` of a run's main process must not leave its workers (or the shard-validation job) running:
+on Linux each child this project starts asks the kernel for SIGKILL when its parent dies
+(``PR_SET_PDEATHSIG``, :func:`die_with_parent`). Only our own children do: a process-wide fork hook would
+also reach children third-party code starts (pyspark's JVM), tying their life to a thread.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 _PR_SET_PDEATHSIG = 1
-_installed = False
-_parent_pid: int | None = None
+JOIN_AFTER_RESULT_S = 30.0
+"""A child that sent its result but does not exit (a stray non-daemon thread) is killed after this."""
 
 SIGNAL_HINTS = {
     signal.SIGBUS: "bus error: often a full disk under a memory-mapped file",
@@ -45,27 +46,22 @@ def _prctl_pdeathsig() -> bool:
     return libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
 
 
-def _before_fork() -> None:
-    global _parent_pid
-    _parent_pid = os.getpid()
+def die_with_parent(parent_pid: int) -> None:
+    """Called first thing in a child: SIGKILL when ``parent_pid`` dies (Linux; elsewhere nothing).
 
-
-def _after_fork_in_child() -> None:
-    if _prctl_pdeathsig() and _parent_pid is not None and os.getppid() != _parent_pid:
-        os._exit(1)  # the parent died between fork and prctl: nobody waits for this child
-
-
-def die_with_parent_on_fork() -> None:
-    """From now on, children forked by this process (and theirs) get SIGKILL when their parent dies (Linux).
-
-    The kernel ties the signal to the thread that forked: forking threads must outlive their children,
-    which every pool here does (it joins its workers before returning).
+    The kernel ties the signal to the thread that started the child: callers must outlive their children,
+    which every caller here does (it waits for them before returning).
     """
-    global _installed
-    if _installed or not sys.platform.startswith("linux"):
+    if not sys.platform.startswith("linux"):
         return
-    os.register_at_fork(before=_before_fork, after_in_child=_after_fork_in_child)
-    _installed = True
+    if _prctl_pdeathsig() and os.getppid() != parent_pid:
+        os._exit(1)  # the parent died before prctl took effect: nobody waits for this child
+
+
+def die_with_this_process() -> Callable[[], None]:
+    """A ``preexec_fn`` for ``subprocess``: the child dies with this process (Linux)."""
+    parent = os.getpid()
+    return lambda: die_with_parent(parent)
 
 
 def describe_exit(exitcode: int | None) -> str:
@@ -113,8 +109,8 @@ def run_supervised(
     ``ItemFailed("worker process killed by SIGKILL (...)")``; the other items go on. Children die with
     the parent. ``on_result(index, outcome)`` is called in the parent as items finish (progress bars).
     """
-    die_with_parent_on_fork()
     context = multiprocessing.get_context("fork")
+    parent = os.getpid()
     results: list[T | ItemFailed] = [ItemFailed("not run")] * count
     pending = list(range(count))
     running: dict[int, tuple[multiprocessing.process.BaseProcess, Connection]] = {}
@@ -123,7 +119,7 @@ def run_supervised(
             while pending and len(running) < max(1, workers):
                 index = pending.pop(0)
                 receiver, sender = context.Pipe(duplex=False)
-                child = context.Process(target=_child, args=(fn, index, sender), name=f"item-{index}")
+                child = context.Process(target=_child, args=(fn, index, sender, parent), name=f"item-{index}")
                 child.start()
                 sender.close()
                 running[index] = (child, receiver)
@@ -147,7 +143,8 @@ def run_supervised(
     return results
 
 
-def _child(fn: Callable[[int], Any], index: int, sender: Connection) -> None:
+def _child(fn: Callable[[int], Any], index: int, sender: Connection, parent: int) -> None:
+    die_with_parent(parent)
     outcome = call_item(fn, index)
     try:
         sender.send((index, outcome))
@@ -165,7 +162,11 @@ def _receive(receiver: Connection, child: multiprocessing.process.BaseProcess) -
         pass
     finally:
         receiver.close()
-    child.join()
+    child.join(JOIN_AFTER_RESULT_S if message is not None else None)
+    if child.exitcode is None:  # answered but cannot exit: its result stands, the process goes
+        log.warning("worker %s did not exit after its result; killing it", child.name)
+        child.kill()
+        child.join()
     if message is None:
         return ItemFailed(f"worker process {describe_exit(child.exitcode)}")
     return message[1]

@@ -140,3 +140,11 @@ def format_funnel(stats: PartStats) -> str:
         for rule, count in drops.most_common():
             lines.append(f"  {rule:<{width}} {count:>8,}")
     return "\n".join(lines)
+
+
+def nothing_kept(docs_in: int, drops: Counter[str]) -> str:
+    """Why a run kept no document, in one line (the CLI, the flow and the report say it the same way)."""
+    if not drops:
+        return "no document was kept: no HTML page was read from the WARC files"
+    top = ", ".join(f"{key} ({count:,})" for key, count in drops.most_common(3))
+    return f"no document was kept: {docs_in:,} read, largest drop reasons: {top}"

@@ -18,6 +18,7 @@ import importlib.resources
 import io
 import json
 import logging
+import os
 import re
 import struct
 import tarfile
@@ -34,6 +35,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
+from pipeline.core.parts import write_bytes_atomic
 from pipeline.demo import SAMPLE_DUMP
 
 log = logging.getLogger(__name__)
@@ -724,7 +726,9 @@ def _write_warc(path: Path, dump: str, captures: list[_Capture], start: datetime
     ).encode()
     info_id = _record_id(path.name, "warcinfo")
     records = []
-    with open(path, "wb") as out:
+    # a temporary name renamed into place: a mirror serving the previous build (another run) never sees half a file
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as out:
         writer = WARCWriter(out, gzip=True)
         warcinfo = writer.create_warc_record(
             "",
@@ -752,6 +756,7 @@ def _write_warc(path: Path, dump: str, captures: list[_Capture], start: datetime
                     "kinds": sorted(cap.kinds),
                 }
             )
+    os.replace(tmp, path)
     return records
 
 
@@ -830,7 +835,7 @@ def build_sample_crawl(dest: Path, dump: str = SAMPLE_DUMP, num_warcs: int = 4) 
             records.append({"warc_path": rel, **rec})
         warc_paths.append(rel)
         first += len(chunk)
-    (dump_dir / "warc.paths.gz").write_bytes(_gzip("".join(p + "\n" for p in warc_paths).encode()))
+    write_bytes_atomic(dump_dir / "warc.paths.gz", _gzip("".join(p + "\n" for p in warc_paths).encode()))
 
     planted = _planted(captures)
     num_html = sum(c.is_html for c in captures)
@@ -843,7 +848,7 @@ def build_sample_crawl(dest: Path, dump: str = SAMPLE_DUMP, num_warcs: int = 4) 
         "planted": planted,
         "responses": records,
     }
-    crawl.manifest_path.write_text(json.dumps(manifest, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    write_bytes_atomic(crawl.manifest_path, (json.dumps(manifest, indent=1, ensure_ascii=False) + "\n").encode())
     size = sum((dest / p).stat().st_size for p in warc_paths)
     log.info(
         "sample crawl %s: %d WARC files, %d responses (%d HTML), %d bytes",

@@ -1,4 +1,4 @@
-"""Engines run a pass's work units: ``local`` (datatrove's process pool) or ``spark`` (one Spark task per unit).
+"""Engines run a pass's work units: ``local`` (watched processes on this machine) or ``spark`` (a Spark task each).
 
 What an engine offers is all in :class:`pipeline.engines.base.Engine`; a new engine (Ray, say) implements that
 protocol and a branch in :func:`make_engine`, and every pass runs on it unchanged.

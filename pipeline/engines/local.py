@@ -1,8 +1,11 @@
-"""Local engine: datatrove's ``LocalPipelineExecutor`` spreads work units over tasks x workers.
+"""Local engine: datatrove's executor splits work units over tasks; each task runs in a watched process.
 
-datatrove does what it is good at (process pool, task ranks, per-task logs); our one step runs the
-units of its rank. Resume is by our per-part markers, finer than datatrove's per-task completions,
-so datatrove's own task skipping is off (it would be wrong if the number of tasks changes between runs).
+datatrove does what it is good at (task ranks, per-task logs and stats); our one step runs the units of
+its rank. With more than one worker each task is a forked process supervised by
+:func:`pipeline.core.processes.run_supervised` (a dead worker fails its parts, never hangs the pass); with
+one worker the tasks run in this process. Resume is by our per-part markers, finer than datatrove's
+per-task completions, so datatrove's own task skipping is off (it would be wrong if the number of tasks
+changes between runs).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import multiprocessing
 import multiprocessing.connection
 import threading
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
@@ -23,7 +27,7 @@ from loguru import logger as datatrove_logger
 from tqdm.auto import tqdm
 
 from pipeline.core.parts import MARKERS, STATS
-from pipeline.core.processes import ItemFailed, call_item, die_with_parent_on_fork, run_supervised
+from pipeline.core.processes import ItemFailed, call_item, run_supervised
 from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
 
 if TYPE_CHECKING:
@@ -48,9 +52,12 @@ class SupervisedExecutor(LocalPipelineExecutor):
         self.on_death = on_death
 
     def run(self) -> None:
-        die_with_parent_on_fork()  # also for the queue manager datatrove forks with one worker
-        if self.workers == 1:  # in this process, as datatrove does it (tracebacks, debuggers, monkeypatching)
-            super().run()
+        if self.workers == 1:  # in this process (tracebacks, debuggers); no queue-manager process to orphan
+            pipeline = self.pipeline
+            for rank in range(self.local_tasks):
+                self.pipeline = deepcopy(pipeline)  # fresh step stats per task, as datatrove does
+                self._run_for_rank(rank, local_rank=0)
+            self.pipeline = pipeline
             return
 
         def run_task(rank: int) -> None:
@@ -128,7 +135,7 @@ def run_local(
 
 @dataclass
 class LocalEngine:
-    """One machine: datatrove's process pool, ``workers`` processes at once."""
+    """One machine: ``workers`` watched processes at once (one: in this process)."""
 
     workers: int = 1
     tasks: int | None = None

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
 from pipeline.core.profile import DocumentProfile, Histogram
-from pipeline.core.stats import PartStats, merge_parts
+from pipeline.core.stats import PartStats, merge_parts, nothing_kept
 from pipeline.report.inputs import (
     SNIPPET_CHARS,
     clean_sample,
@@ -543,8 +543,7 @@ def no_documents_reason(report: dict[str, Any]) -> str | None:
     funnel = report["funnel"]
     if funnel["docs_out"] or not report["drops"]:
         return None
-    top = ", ".join(f"{d['key']} ({d['count']:,})" for d in report["drops"][:3])
-    return f"no document was kept: {funnel['docs_in']:,} read, largest drop reasons: {top}"
+    return nothing_kept(funnel["docs_in"], Counter({d["key"]: d["count"] for d in report["drops"]}))
 
 
 def _warnings(passes: list[PassData], report: dict[str, Any]) -> list[str]:

@@ -19,6 +19,7 @@ that is not gzip at all and HTTP errors still fail.
 from __future__ import annotations
 
 import email.utils
+import errno
 import hashlib
 import json
 import logging
@@ -404,6 +405,8 @@ class _Fetch:
                 except _BAD_REQUEST_ERRORS as e:
                     raise DownloadError(f"cannot request {self.url}: {e}", url=self.url) from None
                 except (_Retryable, *_TRANSPORT_ERRORS) as e:
+                    if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise  # a full disk is not a network fault: retrying cannot help
                     size = self._partial_size()
                     if size > self.high_water:
                         if self._kept_pace(size):
