@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -138,6 +139,44 @@ def test_map_items_keeps_order_and_runs_each_item_as_its_own_task(spark_engine: 
     results = spark_engine.map_items(_square_with_partition, 7)
     assert [value for value, _ in results] == [i * i for i in range(7)]
     assert sorted(partition for _, partition in results) == list(range(7))
+
+
+def test_a_python_worker_killed_mid_task_fails_its_parts_not_the_pass(
+    spark_engine: SparkEngine, tmp_path: Path
+) -> None:
+    """A dead worker ends Spark's job (local mode does not retry); the parts it held are failed with the reason,
+    parts committed before it stay done, and a rerun finishes the rest."""
+    units = [WorkUnit(part=f"part-{i:05d}", inputs=(f"in-{i}",)) for i in range(3)]
+    out = tmp_path / "out"
+    with pytest.raises(RunIncomplete) as raised:
+        spark_engine.run_units(units, KillWorkerOn("part-00001"), out)
+    failed = raised.value.result.failed
+    assert "part-00001" in failed and failed["part-00001"].startswith("spark task failed"), failed
+    assert set(raised.value.result.done) | set(failed) == {u.part for u in units}
+    result = spark_engine.run_units(units, KillWorkerOn("none"), out)
+    assert sorted(result.done + result.skipped) == [u.part for u in units]
+
+
+@dataclass
+class KillWorkerOn:
+    """Commits a tiny part, except for ``victim``, whose Python worker is killed."""
+
+    victim: str
+
+    def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
+        import os
+        import signal
+
+        import pyarrow as pa
+
+        from pipeline.core.parts import PartWriter
+        from pipeline.core.stats import PartStats
+
+        if unit.part == self.victim:
+            os.kill(os.getpid(), signal.SIGKILL)
+        with PartWriter(out_dir, unit.part) as writer:
+            writer.write(pa.table({"id": [unit.part], "text": ["x"]}))
+            writer.commit(PartStats(part=unit.part))
 
 
 def _square_with_partition(i: int) -> tuple[int, int]:

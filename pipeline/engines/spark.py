@@ -29,7 +29,15 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 
 from pipeline.core.processes import ItemFailed, call_item
-from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit, run_pass, run_unit
+from pipeline.engines.base import (
+    PassResult,
+    UnitProcessor,
+    WorkUnit,
+    fail_unfinished,
+    failure_path,
+    run_pass,
+    run_unit,
+)
 from pipeline.engines.spark_code import ship_code
 
 if TYPE_CHECKING:
@@ -194,8 +202,13 @@ class SparkEngine:
         self.spark.sparkContext.setJobGroup(group, description)
         frame = self.spark.range(count, numPartitions=count).toDF("index")
         out = frame.mapInArrow(_run_indexed(cloudpickle.dumps(partial(call_item, fn))), "index long, result binary")
-        with SparkStatusLog(self.spark, description, group):
-            rows = out.collect()
+        try:
+            with SparkStatusLog(self.spark, description, group):
+                rows = out.collect()
+        except Exception as e:  # a task failed past Spark's retries (its Python worker died, an executor is lost)
+            error = spark_job_error(e)
+            log.error("spark: %s failed: %s", description, error)
+            return [ItemFailed(error)] * count  # the job's results are lost; work committed on disk stays done
         results: list[Any] = [None] * count
         for row in rows:
             results[row["index"]] = cloudpickle.loads(row["result"])
@@ -212,7 +225,10 @@ class SparkEngine:
         def run_todo(todo: list[WorkUnit]) -> None:
             with ProgressMonitor(out_dir, units, enabled=self.progress, description=description):
                 task = _UnitTask(processor, todo, out_dir)
-                self.map_items(task, len(todo), description=f"cc-refinery: {description}")
+                outcomes = self.map_items(task, len(todo), description=f"cc-refinery: {description}")
+            for unit, outcome in zip(todo, outcomes, strict=True):  # units whose task died record why
+                if isinstance(outcome, ItemFailed) and not failure_path(out_dir, unit.part).exists():
+                    fail_unfinished([unit], out_dir, outcome.error)
 
         return run_pass(units, out_dir, run_todo, description)
 
@@ -221,3 +237,10 @@ class SparkEngine:
         from pipeline.dedup.spark_clustering import cluster_spark
 
         return cluster_spark(self.spark, output_dir, names, config)
+
+
+def spark_job_error(error: Exception) -> str:
+    """The first meaningful line of a failed Spark job (py4j wraps the executor's error in a Java stack)."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    cause = next((line for line in lines if "Error" in line or "Exception" in line), lines[0] if lines else "")
+    return f"spark task failed: {cause[:500]}"
