@@ -18,8 +18,10 @@ that is not gzip at all and HTTP errors still fail.
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -279,21 +281,38 @@ def fetch_warc(
     if is_local(base_url):
         return _use_local(local_dir(base_url) / rel, salvage_truncated)
     final = Path(dest_dir) / rel
-    info = _read_sidecar(final)
-    if _is_recorded_complete(final, info) and (salvage_truncated or not info.get("truncated_at_source")):
-        logger.debug("already complete: %s", final)
-        return final
     final.parent.mkdir(parents=True, exist_ok=True)
-    partial = final.with_name(final.name + ".partial")
-    if final.exists():  # a final name without a matching sidecar is not trusted: check it like a partial
-        os.replace(final, partial)
-        _sidecar(final).unlink(missing_ok=True)
-    url = join_url(base_url, rel_path)
-    limits = Limits(min_speed_bps=min_speed_bps, window_s=speed_window_s, deadline_s=deadline_s)
-    with new_session() as session:
-        return _Fetch(
-            session, url, partial, final, retries, timeout_s, backoff_s, progress, limits, salvage_truncated
-        ).run()
+    with _one_download_at_a_time(final):  # runs sharing the cache take turns; the second finds the file done
+        info = _read_sidecar(final)
+        if _is_recorded_complete(final, info) and (salvage_truncated or not info.get("truncated_at_source")):
+            logger.debug("already complete: %s", final)
+            return final
+        partial = final.with_name(final.name + ".partial")
+        if final.exists():  # a final name without a matching sidecar is not trusted: check it like a partial
+            os.replace(final, partial)
+            _sidecar(final).unlink(missing_ok=True)
+        url = join_url(base_url, rel_path)
+        limits = Limits(min_speed_bps=min_speed_bps, window_s=speed_window_s, deadline_s=deadline_s)
+        with new_session() as session:
+            return _Fetch(
+                session, url, partial, final, retries, timeout_s, backoff_s, progress, limits, salvage_truncated
+            ).run()
+
+
+@contextlib.contextmanager
+def _one_download_at_a_time(final: Path) -> Iterator[None]:
+    """An exclusive POSIX lock on ``.<name>.lock`` beside the file (freed by the kernel if its holder dies), so
+    two processes never write the same ``.partial``; a second one waits for the first, then reuses its file."""
+    fd = os.open(final.with_name(f".{final.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            logger.info("waiting for another process downloading %s", final)
+            fcntl.lockf(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # drops the lock
 
 
 def _use_local(path: Path, salvage: bool) -> Path:
