@@ -93,13 +93,14 @@ def _report_json(html: Path) -> dict[str, Any]:
 def _run_pass(spec: Pass, config: RunConfig, state: RunState) -> RunState:
     """Run one pass with live progress; log its start and end; return the run's state after it."""
     logger = get_run_logger()
-    logger.info("%s pass started", spec.name)
     engine = make_engine(config.engine, progress=False)  # the flow shows progress as artifacts
     if spec.parts is None:
+        logger.info("%s pass started", spec.name)
         spec.run(config, engine, state)
         logger.info("%s pass finished", spec.name)
         return state
     out_dir, parts = spec.out_dir(config), spec.parts(state)
+    logger.info("%s pass started: %d inputs", spec.name, len(parts))
     key = artifact_key(config.name or config.source.dump, f"{spec.name}-progress")
     with ProgressReporter(f"{spec.name} pass", out_dir, parts, key=key, logger=logger) as reporter:
         spec.run(config, engine, state)
