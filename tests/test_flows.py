@@ -167,7 +167,7 @@ def test_sample_flow_publishes_funnel_drops_outputs_and_progress(sample_flow, ap
     )
     assert any("serving the sample crawl (4 WARC files)" in m for m in messages)
     tasks = prefect_api.task_runs(api_url, sample_flow["id"])
-    assert set(tasks) == {"plan", "warc pass", "dedup pass", "tokenize pass", "report"}
+    assert set(tasks) == {"plan", "warc pass", "dedup pass", "tokenize pass", "report pass"}
     assert all(t["state_type"] == "COMPLETED" and t["run_count"] == 1 for t in tasks.values())
 
 
@@ -212,7 +212,7 @@ def test_failed_part_fails_the_run_clearly_then_resumes(api_url: str, local_craw
     assert tasks["newest dump"]["state_type"] == "COMPLETED"
     assert tasks["warc pass"]["state_type"] == "FAILED"
     assert tasks["warc pass"]["run_count"] == 2, "the pass was not retried"
-    assert "report" not in tasks, "a failed pass must stop the run"
+    assert "report pass" not in tasks, "a failed pass must stop the run"
     done = {p.name: p.stat().st_mtime_ns for p in (run_dir / "documents").glob("*.parquet")}
 
     hidden.rename(victim)
