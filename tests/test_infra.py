@@ -16,6 +16,7 @@ import yaml
 
 from flows.ui import free_port
 from pipeline.app.config import SAMPLE_DUMP
+from pipeline.engines.spark_code import CODE_PACKAGES
 
 INFRA = Path(__file__).resolve().parents[1] / "infra"
 SCRIPTS = sorted([*INFRA.glob("**/*.sh"), *INFRA.glob("**/*.sbatch")])
@@ -34,6 +35,11 @@ def test_kubernetes_manifests_parse() -> None:
     assert "run" in app["spec"]["arguments"] and "spark" in app["spec"]["arguments"]
     kinds = {d["kind"] for d in yaml.safe_load_all((INFRA / "k8s" / "namespace.yaml").read_text()) if d}
     assert {"Namespace", "ServiceAccount", "PersistentVolumeClaim"} <= kinds
+
+
+def test_the_image_holds_every_package_executors_import() -> None:
+    dockerfile = (INFRA / "k8s" / "Dockerfile").read_text()
+    assert all(f"COPY {package} ./{package}" in dockerfile for package in CODE_PACKAGES), CODE_PACKAGES
 
 
 @pytest.mark.timeout(240)
