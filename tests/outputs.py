@@ -6,9 +6,8 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from pipeline.app.passes import DEDUP_DIR, merge_passes
-from pipeline.core.parts import DOCUMENTS, MARKERS, load_stats, total_stats
-from pipeline.core.stats import PartStats
+from pipeline.app.passes import DEDUP_DIR
+from pipeline.core.parts import DOCUMENTS, MARKERS, load_stats
 
 
 def documents_by_part(run_dir: Path) -> dict[str, list[tuple[str, str]]]:
@@ -32,8 +31,3 @@ def document_pass_dirs(run_dir: Path) -> list[Path]:
     """Folders of the document passes a run has written, in run order (the run folder, then dedup/)."""
     run_dir = Path(run_dir)
     return [d for d in (run_dir, run_dir / DEDUP_DIR) if (d / MARKERS).is_dir()]
-
-
-def run_stats(pass_dirs: list[Path]) -> PartStats:
-    """One funnel over document passes, as the run reports it."""
-    return merge_passes([total_stats(d) for d in pass_dirs])

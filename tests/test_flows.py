@@ -37,6 +37,7 @@ from flows.outputs import OutputsSite, site_from_env  # noqa: E402
 from flows.progress import read_progress  # noqa: E402
 from flows.refinery_flow import refinery  # noqa: E402
 from pipeline.app.config import COMMON_CRAWL_BASE_URL, SAMPLE_DUMP, RunConfig  # noqa: E402
+from pipeline.app.passes import run_stats  # noqa: E402
 from pipeline.app.run import sample_conflict  # noqa: E402
 from pipeline.core.parts import part_name, read_documents, total_stats  # noqa: E402
 from pipeline.demo.mirror import serve_directory  # noqa: E402
@@ -44,7 +45,7 @@ from pipeline.demo.samplecrawl import build_sample_crawl, sample_manifest  # noq
 from pipeline.sources.download import DownloadError  # noqa: E402
 from pipeline.sources.dumps import collinfo_url_for, newest_dump, newest_of  # noqa: E402
 from tests import prefect_api  # noqa: E402
-from tests.outputs import document_pass_dirs, run_stats  # noqa: E402
+from tests.outputs import document_pass_dirs  # noqa: E402
 
 
 @pytest.fixture(scope="session")

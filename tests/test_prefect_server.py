@@ -33,10 +33,11 @@ from flows.deployments import WEEKLY, WEEKLY_CRON  # noqa: E402
 from flows.outputs import OutputsSite  # noqa: E402
 from flows.ui import PrefectServer, free_port, port_in_use, prefect_env  # noqa: E402
 from pipeline.app.config import SAMPLE_DUMP  # noqa: E402
+from pipeline.app.passes import run_stats  # noqa: E402
 from pipeline.core.parts import read_documents  # noqa: E402
 from pipeline.demo.samplecrawl import sample_manifest  # noqa: E402
 from tests import prefect_api  # noqa: E402
-from tests.outputs import document_pass_dirs, run_stats  # noqa: E402
+from tests.outputs import document_pass_dirs  # noqa: E402
 
 
 @pytest.fixture(scope="module")

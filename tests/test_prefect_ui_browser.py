@@ -20,10 +20,11 @@ pytest.importorskip("websockets", reason="websockets (a prefect dependency) is n
 
 from flows.artifacts import artifact_key, funnel_rows  # noqa: E402
 from flows.ui import PrefectServer  # noqa: E402
+from pipeline.app.passes import run_stats  # noqa: E402
 from pipeline.core.parts import document_files, total_stats  # noqa: E402
 from tests import prefect_api  # noqa: E402
 from tests.headless_chromium import Chromium, find_chromium  # noqa: E402
-from tests.outputs import document_pass_dirs, run_stats  # noqa: E402
+from tests.outputs import document_pass_dirs  # noqa: E402
 from tests.prefect_api import LiveUI  # noqa: E402
 
 CHROMIUM = find_chromium()

@@ -70,7 +70,7 @@ class RunState:
 
     def stats(self) -> PartStats:
         """One funnel over the document passes that ran."""
-        return merge_passes([total_stats(d) for d in self.documents_dirs])
+        return run_stats(self.documents_dirs)
 
     def warn(self, message: str) -> None:
         """A warning for the end of the run (the CLI prints them last, the flow logs them as warnings)."""
@@ -191,6 +191,11 @@ def validate_shards_subprocess(tokens_dir: Path, out_dir: Path, preset: str) -> 
     if done.returncode not in (0, 1):
         raise RuntimeError(f"shard validation could not run (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
     return done.returncode == 0
+
+
+def run_stats(pass_dirs: list[Path]) -> PartStats:
+    """One funnel over the finished parts of document passes, in run order (what the CLI and the report show)."""
+    return merge_passes([total_stats(d) for d in pass_dirs])
 
 
 def merge_passes(passes: list[PartStats]) -> PartStats:

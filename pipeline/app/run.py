@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.app.config import RunConfig
-from pipeline.app.passes import RunState, enabled_passes, start_run
+from pipeline.app.passes import RunState, enabled_passes, merge_passes, start_run
 from pipeline.core.lock import output_lock
 from pipeline.core.stats import PartStats
 from pipeline.demo import SAMPLE_DUMP
@@ -48,11 +48,11 @@ class RunSummary:
     def of(cls, state: RunState) -> RunSummary:
         from pipeline.core.parts import total_stats
 
-        pass_stats = [total_stats(d) for d in state.documents_dirs]
+        pass_stats = [total_stats(d) for d in state.documents_dirs]  # read once: the funnel merges these
         return cls(
             run_dir=state.run_dir,
             result=state.warc_result or PassResult(),
-            stats=state.stats(),
+            stats=merge_passes(pass_stats),
             documents_dir=state.documents_dir / "documents",
             pass_stats=pass_stats,
             tokens_dir=state.tokens_dir,
