@@ -116,9 +116,8 @@ class SeaweedServer:
             f"-s3.config={self.root / 's3.json'}", "-s3.autoCreateBucket=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256", "-volume.max=50",
         ]  # fmt: skip
-        self.process = subprocess.Popen(
-            command, cwd=self.root, stdout=open(self.root / "weed.out", "ab"), stderr=subprocess.STDOUT
-        )
+        with open(self.root / "weed.out", "ab") as log:
+            self.process = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
         return self
 

@@ -44,6 +44,8 @@ STORE_DEFAULTS: dict[str, dict[str, Any]] = {
     "abfs": {"use_listings_cache": False},
     "az": {"use_listings_cache": False},
 }
+EXTRAS = {"gs": "gcs", "gcs": "gcs", "az": "azure", "abfs": "azure"}
+"""The optional extra that installs the backend of a scheme."""
 SCRATCH_ENV = "REFINERY_SCRATCH"
 _configured: dict[str, dict[str, Any]] = {}
 
@@ -76,8 +78,7 @@ def location(where: str | os.PathLike[str] | Location) -> Location:
     try:
         fsspec.get_filesystem_class(scheme)
     except (ValueError, ImportError) as e:
-        hint = {"gs": "pip install gcsfs", "gcs": "pip install gcsfs", "az": "pip install adlfs", "abfs": "pip install adlfs"}
-        extra = f" ({hint[scheme]})" if scheme in hint else ""
+        extra = f" (pip install 'cc-refinery[{EXTRAS[scheme]}]')" if scheme in EXTRAS else ""
         raise StorageError(f"{text}: no storage backend for scheme {scheme!r}{extra}: {e}") from None
     _apply_defaults(scheme)
     return UPath(text)
