@@ -34,6 +34,7 @@ from pipeline.app.run import newest_dump_at, sample_conflict, sample_source
 from pipeline.core.lock import output_lock
 from pipeline.core.parts import document_files
 from pipeline.core.stats import format_funnel
+from pipeline.core.storage import Location, check_writable, configure_storage, is_remote
 from pipeline.engines import make_engine
 from pipeline.sources.download import DownloadError, NotGzipError
 
@@ -85,7 +86,12 @@ def _resolve_dump(base_url: str, timeout_s: float) -> str:
     return newest_dump_at(base_url, timeout_s)
 
 
-def _report_json(html: Path) -> dict[str, Any]:
+def _absolute(where: Location) -> Location:
+    """A local path made absolute (the UI's links need it); a store URL as it is."""
+    return where if is_remote(where) else Path(where).resolve()
+
+
+def _report_json(html: Location) -> dict[str, Any]:
     """The ``report.json`` written next to the report's ``index.html``."""
     return json.loads((html.parent / "report.json").read_text())
 
@@ -211,22 +217,24 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
             dump = resolve_dump_task(config.source.cc_base_url, config.source.timeout_s)
             config = config.model_copy(update={"source": config.source.model_copy(update={"dump": dump})})
         run_name = config.name or config.source.dump
-        logger.info("run %s -> %s", run_name, config.run_dir.resolve())
+        logger.info("run %s -> %s", run_name, _absolute(config.run_dir))
+        configure_storage(config.storage_options)
+        check_writable(config.run_dir)
         stack.enter_context(output_lock(config.run_dir, "flow run"))
         state = plan_task(config)
         for spec in enabled_passes(config):
             state = pass_task(spec)(spec, config, state)
     stats = state.stats()
     site = site_from_env()
-    report = state.report_path.resolve() if state.report_path is not None else None
+    report = _absolute(state.report_path) if state.report_path is not None else None
     if report is not None:
         url = site.url_for(report) if site is not None else None
         logger.info("report: %s", f"{url} ({report})" if url else report)
     result = RunOutputs(
-        run_dir=config.run_dir.resolve(),
-        documents_dir=state.documents_dir.resolve(),
-        documents=[p.resolve() for p in document_files(state.documents_dir)],
-        tokens=state.tokens_dir.resolve() if state.tokens_dir is not None else None,
+        run_dir=_absolute(config.run_dir),
+        documents_dir=_absolute(state.documents_dir),
+        documents=[_absolute(p) for p in document_files(state.documents_dir)],
+        tokens=_absolute(state.tokens_dir) if state.tokens_dir is not None else None,
         report=report,
     )
     report_json = _report_json(report) if report is not None else None

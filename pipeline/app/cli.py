@@ -32,6 +32,7 @@ from pipeline.app.cli_common import (
 )
 from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
 from pipeline.core.stats import format_funnel
+from pipeline.core.storage import check_writable, location
 
 app = typer.Typer(
     name="refinery",
@@ -43,7 +44,7 @@ app = typer.Typer(
 )
 
 
-def _load(config_file: Path | None, overrides: dict) -> RunConfig:
+def _load(config_file: str | None, overrides: dict) -> RunConfig:
     try:
         return load_config(config_file, overrides)
     except ConfigError as e:
@@ -59,7 +60,12 @@ def run(
     ] = None,
     dump: Annotated[str | None, typer.Option("--dump", help="Crawl id, e.g. CC-MAIN-2024-22.")] = None,
     limit_warcs: Annotated[int | None, typer.Option("--limit-warcs", help="Only the first N WARC files.")] = None,
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Root folder for runs (out).")] = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Root folder for runs (out): a local path or a store URL (s3://bucket/prefix)."
+        ),
+    ] = None,
     name: Annotated[str | None, typer.Option("--name", help="Run name (default: the dump id).")] = None,
     workers: WorkersOpt = None,
     tasks: Annotated[int | None, typer.Option("--tasks", help="Tasks to split the WARC files into.")] = None,
@@ -124,7 +130,7 @@ def run(
             "source.cc_base_url": cc_base_url,
             "source.dump": dump,
             "source.limit_warcs": limit_warcs,
-            "output_dir": str(output) if output else None,
+            "output_dir": output,
             "name": name,
             "engine.tasks": tasks,
             "validate_shards": True if validate else None,
@@ -186,9 +192,14 @@ def stage(
         ),
     ],
     inputs: Annotated[
-        list[Path], typer.Option("--input", "-i", help="WARC or Parquet file, or a folder of them (repeatable).")
+        list[str],
+        typer.Option(
+            "--input", "-i", help="WARC or Parquet file, or a folder of them, local or a store URL (repeatable)."
+        ),
     ],
-    output: Annotated[Path, typer.Option("--output", "-o", help="Output folder (documents/, stats/, rejected/).")],
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Output folder (documents/, stats/, rejected/), local or a store URL.")
+    ],
     limit: Annotated[int | None, typer.Option("--limit", "-n", help="At most N documents per input file.")] = None,
     config_file: ConfigOpt = None,
     languages: LanguagesOpt = None,
@@ -220,18 +231,21 @@ def stage(
     from pipeline.core.parts import total_stats
 
     with errors(f"running stage {name} into {output}", verbose, usage=(ValueError, FileNotFoundError)):
+        check_writable(output)
         run_stage(name, inputs, output, config, limit=limit, progress=not no_progress)
     stats = total_stats(output)
     typer.echo(format_funnel(stats))
-    typer.echo(f"\ndocuments: {output / 'documents'} ({stats.docs_out:,} documents)")
+    typer.echo(f"\ndocuments: {location(output) / 'documents'} ({stats.docs_out:,} documents)")
     if config.keep_rejected:
-        typer.echo(f"rejected:  {output / 'rejected'}")
+        typer.echo(f"rejected:  {location(output) / 'rejected'}")
 
 
 @app.command()
 def dedup(
-    input_dir: Annotated[Path, typer.Argument(help="A pass's output folder (documents/ + markers/), e.g. out/sample.")],
-    output_dir: Annotated[Path, typer.Argument(help="Where the deduplicated parts go, e.g. out/sample/dedup.")],
+    input_dir: Annotated[
+        str, typer.Argument(help="A pass's output folder (documents/ + markers/), e.g. out/sample or s3://b/run.")
+    ],
+    output_dir: Annotated[str, typer.Argument(help="Where the deduplicated parts go, e.g. out/sample/dedup.")],
     scope: Annotated[
         str, typer.Option("--scope", help="dump (FineWeb) or run: where duplicates are looked for.")
     ] = "dump",
@@ -267,11 +281,12 @@ def dedup(
 
     run_config = _load(None, common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf))
     with errors(f"deduplicating into {output_dir}", verbose, usage=(ValueError, FileNotFoundError)):
+        check_writable(output_dir)
         run_dedup(input_dir, output_dir, config, keep_rejected=keep_rejected,
                   engine=make_engine(run_config.engine, progress=not no_progress))  # fmt: skip
     typer.echo(format_funnel(total_stats(output_dir)))
-    typer.echo(f"\ndocuments: {output_dir / 'documents'}")
-    typer.echo(f"clusters:  {output_dir / 'dedup_clusters.json'}")
+    typer.echo(f"\ndocuments: {location(output_dir) / 'documents'}")
+    typer.echo(f"clusters:  {location(output_dir) / 'dedup_clusters.json'}")
 
 
 @app.command(

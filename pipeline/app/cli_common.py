@@ -13,15 +13,20 @@ import os
 import sys
 import traceback
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
+from pipeline.core.storage import StorageError
 from pipeline.engines.base import RunIncomplete
 
 ConfigOpt = Annotated[
-    Path | None, typer.Option("--config", "-c", help="YAML run config (see `refinery config`); flags override it.")
+    str | None,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML run config, a local path or a store URL (see `refinery config`); flags override it.",
+    ),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO) to stderr.")]
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (for logs and CI).")]
@@ -115,6 +120,8 @@ def errors(what: str, verbose: bool, usage: tuple[type[Exception], ...] = ()) ->
     except RunIncomplete as e:  # already one line per failed part, naming its input
         fail(str(e), EXIT_FAILED, verbose)
     except usage as e:
+        fail(f"error: {e}", EXIT_USAGE, verbose)
+    except StorageError as e:  # a location that cannot be used as given: what to fix, exit 2
         fail(f"error: {e}", EXIT_USAGE, verbose)
     except OSError as e:
         if e.errno == errno.ENOSPC:

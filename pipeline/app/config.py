@@ -6,12 +6,14 @@ Each section's model lives with the code it configures; this module composes the
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError
+from pydantic import Field, ValidationError, field_validator
 
 from filters.config import QualityConfig, UrlFilterConfig
 from pipeline.core.settings import Settings
+from pipeline.core.storage import Location, StorageError, configure_storage, describe_storage_error, location
 from pipeline.dedup.config import DedupConfig
 from pipeline.demo import SAMPLE_DUMP
 from pipeline.engines.config import EngineConfig
@@ -37,7 +39,16 @@ class RunConfig(Settings):
     """A whole run: source, stages and engine. The CLI flags and the Prefect form both fill this."""
 
     name: str | None = Field(None, description="Run name; output goes to OUTPUT_DIR/NAME (default: the dump).")
-    output_dir: Path = Field(Path("out"), description="Root folder for runs.")
+    output_dir: str = Field(
+        "out", description="Root folder for runs: a local path or a store URL (s3://bucket/prefix, gs://...)."
+    )
+    storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        exclude=True,  # may hold credentials: never written back (config.yaml, report, Prefect parameters)
+        repr=False,
+        description="Per-protocol fsspec options, e.g. {s3: {endpoint_url: ..., key: ..., secret: ...}}; "
+        "AWS_* environment variables and ~/.aws are read anyway. Never recorded in the run's outputs.",
+    )
     keep_rejected: bool = Field(False, description="Also write dropped documents to rejected/ for inspection.")
     source: SourceConfig = Field(default_factory=SourceConfig)
     url_filter: UrlFilterConfig = Field(default_factory=UrlFilterConfig)
@@ -61,9 +72,14 @@ class RunConfig(Settings):
     )
     engine: EngineConfig = Field(default_factory=EngineConfig)
 
+    @field_validator("output_dir", mode="before")
+    @classmethod
+    def _output_text(cls, value: object) -> object:
+        return str(value) if isinstance(value, Path) else value
+
     @property
-    def run_dir(self) -> Path:
-        return self.output_dir / (self.name or self.source.dump)
+    def run_dir(self) -> Location:
+        return location(self.output_dir) / (self.name or self.source.dump)
 
 
 class ConfigError(ValueError):
@@ -78,14 +94,19 @@ def format_validation_error(err: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
-def load_config(path: Path | None = None, overrides: dict | None = None) -> RunConfig:
-    """Load a RunConfig from YAML (optional), then apply nested ``overrides``; raise ConfigError if invalid."""
+def load_config(path: Path | str | None = None, overrides: dict | None = None) -> RunConfig:
+    """Load a RunConfig from YAML (optional; a local path or a store URL), then apply nested ``overrides``;
+    raise ConfigError if invalid."""
     data: dict = {}
     if path is not None:
         try:
-            loaded = yaml.safe_load(Path(path).read_text())
+            loaded = yaml.safe_load(location(path).read_text())
         except FileNotFoundError as e:
             raise ConfigError(f"config file not found: {path}") from e
+        except StorageError as e:
+            raise ConfigError(f"config file {e}") from e
+        except OSError as e:
+            raise ConfigError(f"config file {describe_storage_error(e, path)}") from e
         except yaml.YAMLError as e:
             raise ConfigError(f"config file {path} is not valid YAML: {e}") from e
         if loaded is not None and not isinstance(loaded, dict):
@@ -94,9 +115,11 @@ def load_config(path: Path | None = None, overrides: dict | None = None) -> RunC
     for key, value in (overrides or {}).items():
         _set_nested(data, key.split("."), value)
     try:
-        return RunConfig.model_validate(data)
+        config = RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e)) from None
+    configure_storage(config.storage_options)
+    return config
 
 
 def _set_nested(data: dict, keys: list[str], value: object) -> None:

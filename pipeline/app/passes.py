@@ -29,6 +29,7 @@ from pipeline.app.warc import failed_inputs, plan_units, run_warc_pass
 from pipeline.core.parts import done_parts, part_name, total_stats
 from pipeline.core.processes import die_with_this_process
 from pipeline.core.stats import PartStats, nothing_kept
+from pipeline.core.storage import Location
 from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, WorkUnit
 
@@ -44,16 +45,16 @@ REPORT_DIR = "report"
 class RunState:
     """What a run's passes have produced so far; each pass reads its input here and records its output."""
 
-    run_dir: Path
+    run_dir: Location
     warc_paths: list[str]
     """The WARC files of the run, in listing order: file ``i`` becomes part ``part-{i:05d}``."""
-    documents_dirs: list[Path] = field(default_factory=list)
+    documents_dirs: list[Location] = field(default_factory=list)
     """Folders of the document passes that ran, in order; the last one's ``documents/`` is the corpus so far."""
     warc_result: PassResult | None = None
     """Which WARC parts were done, skipped (done earlier) or failed."""
-    tokens_dir: Path | None = None
-    validation_dir: Path | None = None
-    report_path: Path | None = None
+    tokens_dir: Location | None = None
+    validation_dir: Location | None = None
+    report_path: Location | None = None
     failed: dict[str, str] = field(default_factory=dict)
     """WARC files that failed (path -> error), tolerated by ``max_failed_parts``."""
     warnings: list[str] = field(default_factory=list)
@@ -63,7 +64,7 @@ class RunState:
         return [WorkUnit(part=part_name(i), inputs=(path,)) for i, path in enumerate(self.warc_paths)]
 
     @property
-    def documents_dir(self) -> Path:
+    def documents_dir(self) -> Location:
         if not self.documents_dirs:
             raise RuntimeError("no document pass has run yet")
         return self.documents_dirs[-1]
@@ -96,7 +97,7 @@ class Pass:
     parts: Callable[[RunState], list[str]] | None = None
     """The parts it writes (from its input), so a caller can follow its progress in ``out_dir``."""
 
-    def out_dir(self, config: RunConfig) -> Path:
+    def out_dir(self, config: RunConfig) -> Location:
         return config.run_dir / self.folder
 
 
@@ -193,7 +194,7 @@ def validate_shards_subprocess(tokens_dir: Path, out_dir: Path, preset: str) -> 
     return done.returncode == 0
 
 
-def run_stats(pass_dirs: list[Path]) -> PartStats:
+def run_stats(pass_dirs: list[Location]) -> PartStats:
     """One funnel over the finished parts of document passes, in run order (what the CLI and the report show)."""
     return merge_passes([total_stats(d) for d in pass_dirs])
 

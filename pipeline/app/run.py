@@ -16,6 +16,7 @@ from pipeline.app.config import RunConfig
 from pipeline.app.passes import RunState, enabled_passes, merge_passes, start_run
 from pipeline.core.lock import output_lock
 from pipeline.core.stats import PartStats
+from pipeline.core.storage import Location, check_writable, configure_storage, is_remote, scratch_dir
 from pipeline.demo import SAMPLE_DUMP
 from pipeline.engines import Engine, make_engine
 from pipeline.engines.base import PassResult
@@ -32,14 +33,14 @@ SAMPLE_VAL_SHARD_TOKENS = 8_192
 class RunSummary:
     """Where a run's outputs are and what its passes counted."""
 
-    run_dir: Path
+    run_dir: Location
     result: PassResult
     """The WARC pass's parts: done, skipped (done by an earlier attempt), failed."""
     stats: PartStats
-    documents_dir: Path
+    documents_dir: Location
     pass_stats: list[PartStats] = field(default_factory=list)
-    tokens_dir: Path | None = None
-    report_path: Path | None = None
+    tokens_dir: Location | None = None
+    report_path: Location | None = None
     failed: dict[str, str] = field(default_factory=dict)
     """WARC files that failed (path -> error), tolerated by ``max_failed_parts``: the run completed without them."""
     warnings: list[str] = field(default_factory=list)
@@ -66,7 +67,11 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, engine: Engine | N
     """Run every enabled pass for ``config`` on its engine; each resumes whatever an earlier attempt finished.
 
     One run per run folder: a second one is refused (:class:`pipeline.core.lock.OutputLocked`) while this lives.
+    A run folder on a store that cannot be written fails here, before any work, with
+    :class:`pipeline.core.storage.StorageError`.
     """
+    configure_storage(config.storage_options)
+    check_writable(config.run_dir)
     with output_lock(config.run_dir, "run"):
         engine = engine or make_engine(config.engine, progress=progress)
         state = start_run(config)
@@ -85,7 +90,7 @@ def sample_source(config: RunConfig, *, newest_dump: bool = False) -> Iterator[R
     from pipeline.demo.mirror import serve_directory
     from pipeline.demo.samplecrawl import build_sample_crawl
 
-    root = config.output_dir / SAMPLE_CRAWL_DIR
+    root = (scratch_dir() if is_remote(config.output_dir) else Path(config.output_dir)) / SAMPLE_CRAWL_DIR
     crawl = build_sample_crawl(root)  # deterministic and under a second: always current with the package
     dump = newest_dump_at(str(root), config.source.timeout_s) if newest_dump else SAMPLE_DUMP
     with serve_directory(crawl.root) as base_url:

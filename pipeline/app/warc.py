@@ -19,6 +19,7 @@ from pipeline.app.config import RunConfig
 from pipeline.core.parts import PartWriter, part_name, write_bytes_atomic
 from pipeline.core.stage import Stage, run_chain
 from pipeline.core.stats import PartStats
+from pipeline.core.storage import Location, is_remote, location, scratch_dir
 from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, RunIncomplete, WorkUnit, write_progress
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
@@ -89,7 +90,7 @@ class WarcPass:
 
     config: RunConfig
 
-    def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
+    def __call__(self, unit: WorkUnit, out_dir: Location) -> None:
         (warc_path,) = unit.inputs
         source = self.config.source
         start = time.perf_counter()
@@ -127,7 +128,11 @@ class WarcPass:
 
 
 def download_dir(config: RunConfig) -> Path:
-    return config.source.download_dir or config.output_dir / "warc-cache"
+    """The local WARC cache: ``source.download_dir``, else beside the runs on disk, else in local scratch."""
+    if config.source.download_dir is not None:
+        return config.source.download_dir
+    root = location(config.output_dir)
+    return scratch_dir() / "warc-cache" if is_remote(root) else root / "warc-cache"
 
 
 def plan_units(config: RunConfig) -> list[WorkUnit]:
@@ -145,7 +150,8 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
         source = source.model_copy(update={"download_dir": source.download_dir.resolve()})
     if is_local(source.cc_base_url) and not local_dir(source.cc_base_url).is_absolute():
         source = source.model_copy(update={"cc_base_url": f"{local_dir(source.cc_base_url).resolve()}/"})
-    return config.model_copy(update={"output_dir": config.output_dir.resolve(), "source": source})
+    output_dir = config.output_dir if is_remote(config.output_dir) else str(Path(config.output_dir).resolve())
+    return config.model_copy(update={"output_dir": output_dir, "source": source})
 
 
 def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> PassResult:
@@ -156,7 +162,6 @@ def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> P
     """
     config = with_absolute_paths(config)
     run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     recorded = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
     write_bytes_atomic(run_dir / "config.yaml", recorded.encode())
     try:

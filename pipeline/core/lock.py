@@ -6,6 +6,12 @@ the holding process dies (even by ``kill -9``), and forked workers do not inheri
 dead run is simply taken over, with a warning naming the old holder. The file's content (host, pid, start
 time, command) is what a refused run prints. POSIX locks do not exclude the holder itself, so this
 process also keeps the set of folders it holds.
+
+An object store has no locks: there the lock is a lease, the same JSON object renewed every
+``LEASE_RENEW_S`` by a thread of the holder. A run finding a lease renewed less than ``LEASE_S`` ago by a
+live holder is refused; a lease whose holder is dead (same host, pid gone) or that was not renewed in time
+is taken over with a warning. Two runs starting within the same second may both read "free": the lease is
+re-read after writing and the later writer wins, the other is refused.
 """
 
 from __future__ import annotations
@@ -20,12 +26,18 @@ import socket
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
+
+from pipeline.core.storage import Location, is_remote, location, remove, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
 LOCK_FILE = ".refinery.lock"
+LEASE_S = 60.0
+"""A store lease not renewed for this long is free (its holder is gone)."""
+LEASE_RENEW_S = 15.0
 _HELD: dict[str, str] = {}
 _HELD_GUARD = threading.Lock()
 """Lock files this process holds -> what holds them."""
@@ -60,10 +72,24 @@ def describe_holder(holder: dict) -> str:
     return f"pid {holder.get('pid', '?')} on {holder.get('host', '?')}, started {when}: {holder.get('command', '?')}"
 
 
+def _me(what: str) -> dict:
+    return {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.time(),
+        "what": what,
+        "command": " ".join(sys.argv) or sys.executable,
+    }
+
+
 @contextlib.contextmanager
-def output_lock(output_dir: Path, what: str = "run") -> Iterator[None]:
+def output_lock(output_dir: Location | str, what: str = "run") -> Iterator[None]:
     """Hold ``output_dir``'s lock while the block runs; raise :class:`OutputLocked` at once if a live run has it."""
-    output_dir = Path(output_dir)
+    output_dir = location(output_dir)
+    if is_remote(output_dir):
+        with _store_lease(output_dir, what):
+            yield
+        return
     output_dir.mkdir(parents=True, exist_ok=True)
     path = output_dir / LOCK_FILE
     key = str(path.resolve())
@@ -81,15 +107,8 @@ def output_lock(output_dir: Path, what: str = "run") -> Iterator[None]:
         if old := _parse(os.pread(fd, 1 << 16, 0)):
             log.warning("taking over the lock of %s left by a run that is no longer alive (%s)",
                         output_dir, describe_holder(old))  # fmt: skip
-        me = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": time.time(),
-            "what": what,
-            "command": " ".join(sys.argv) or sys.executable,
-        }
         os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(me).encode(), 0)
+        os.pwrite(fd, json.dumps(_me(what)).encode(), 0)
         yield
     finally:
         path.unlink(missing_ok=True)  # released by a live process: the next run takes it without a warning
@@ -120,3 +139,77 @@ def _acquire(path: Path, output_dir: Path, what: str) -> int:
         except FileNotFoundError:
             pass
         os.close(fd)  # locked a file its holder removed on release: take the new one
+
+
+def _holder_alive(holder: dict) -> bool:
+    """Whether a lease's holder may still run: on another host we cannot tell, so only its renewals count."""
+    if holder.get("host") != socket.gethostname():
+        return True
+    pid = holder.get("pid")
+    if not isinstance(pid, int):
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _read_lease(path: Location) -> dict:
+    try:
+        return _parse(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+
+
+@contextlib.contextmanager
+def _store_lease(output_dir: Location, what: str) -> Iterator[None]:
+    """The lock of a folder on an object store: a lease object renewed by a thread while the block runs."""
+    path = output_dir / LOCK_FILE
+    key = str(path)
+    with _HELD_GUARD:
+        if key in _HELD:
+            raise OutputLocked(f"{output_dir} is already in use by this process ({_HELD[key]})")
+        _HELD[key] = what
+    stop = threading.Event()
+    renewer: threading.Thread | None = None
+    token = uuid.uuid4().hex
+    try:
+        old = _read_lease(path)
+        if old and old.get("token") != token:
+            age = time.time() - float(old.get("renewed", 0) or 0)
+            if age < LEASE_S and _holder_alive(old):
+                raise OutputLocked(
+                    f"{output_dir} is in use by another {what}: {describe_holder(old)} (lease renewed {age:.0f} s "
+                    f"ago; a holder that died frees it after {LEASE_S:.0f} s). Wait for it to finish, or stop it, "
+                    "then rerun (a rerun resumes where it stopped)."
+                )
+            log.warning("taking over the lock of %s left by a run that is no longer alive (%s)",
+                        output_dir, describe_holder(old))  # fmt: skip
+        lease = {**_me(what), "token": token, "renewed": time.time()}
+        write_bytes_atomic(path, json.dumps(lease).encode())
+        now = _read_lease(path)
+        if now.get("token") != token:  # another run wrote its lease at the same moment, after us
+            raise OutputLocked(f"{output_dir} is in use by another {what}: {describe_holder(now)}")
+
+        def renew() -> None:
+            while not stop.wait(LEASE_RENEW_S):
+                try:
+                    write_bytes_atomic(path, json.dumps({**lease, "renewed": time.time()}).encode())
+                except Exception as e:  # a store hiccup: the next renewal retries well within the lease
+                    log.warning("could not renew the lock of %s: %s", output_dir, e)
+
+        renewer = threading.Thread(target=renew, name="refinery-lease", daemon=True)
+        renewer.start()
+        yield
+    finally:
+        stop.set()
+        if renewer is not None:
+            renewer.join()
+            with contextlib.suppress(Exception):  # released: the next run takes it without a warning
+                if _read_lease(path).get("token") == token:
+                    remove(path)
+        with _HELD_GUARD:
+            del _HELD[key]

@@ -2,9 +2,10 @@
 
 A pass writes, per input unit, ``documents/part-NNNNN.parquet`` (and ``rejected/part-NNNNN.parquet``
 with ``--keep-rejected``), then ``stats/part-NNNNN.json``, then the completion marker
-``markers/part-NNNNN.done``, last. Files are written under a hidden temporary name and renamed into
-place, so a reader never sees a half-written part. A part without its marker is not done: a rerun
-deletes whatever it left and writes it again, so after ``kill -9`` and a rerun every document is
+``markers/part-NNNNN.done``, last. On local disk files are written under a hidden temporary name and
+renamed into place; on an object store each is uploaded as one object once complete (see
+:mod:`pipeline.core.storage`), so a reader never sees a half-written part. A part without its marker
+is not done: a rerun deletes whatever it left and writes it again, so after ``kill -9`` and a rerun every document is
 present exactly once.
 """
 
@@ -12,11 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-from collections.abc import Callable
-from pathlib import Path
 from types import TracebackType
-from typing import BinaryIO
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,6 +21,20 @@ import pyarrow.parquet as pq
 from pipeline.core.profile import DocumentProfile, profile_documents
 from pipeline.core.schema import DOCUMENT_SCHEMA, REJECTED_SCHEMA, conform
 from pipeline.core.stats import PartStats, merge_parts
+from pipeline.core.storage import (
+    Location,
+    arrow_source,
+    is_remote,
+    list_names,
+    location,
+    publish,
+    remove,
+    temp_path_for,
+    write_bytes_atomic,
+    write_file_atomic,
+)
+
+__all__ = ["Location", "location", "write_bytes_atomic", "write_file_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -37,52 +48,36 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
 
-def marker_path(out_dir: Path, name: str) -> Path:
-    return Path(out_dir) / MARKERS / f"{name}.done"
+def marker_path(out_dir: Location | str, name: str) -> Location:
+    return location(out_dir) / MARKERS / f"{name}.done"
 
 
-def is_done(out_dir: Path, name: str) -> bool:
+def is_done(out_dir: Location | str, name: str) -> bool:
     return marker_path(out_dir, name).exists()
 
 
-def clear_part(out_dir: Path, name: str) -> None:
-    """Remove everything an unfinished attempt at part ``name`` may have left behind."""
-    out_dir = Path(out_dir)
+def clear_part(out_dir: Location | str, name: str) -> None:
+    """Remove everything an unfinished attempt at part ``name`` may have left behind (marker first, so a
+    reader never sees a marker without its files)."""
+    out_dir = location(out_dir)
+    remove(marker_path(out_dir, name))
     for folder, suffix in ((DOCUMENTS, ".parquet"), (REJECTED, ".parquet"), (STATS, ".json")):
         directory = out_dir / folder
-        if not directory.is_dir():
-            continue
-        for leftover in directory.glob(f".{name}{suffix}.*"):
-            leftover.unlink(missing_ok=True)
-        (directory / f"{name}{suffix}").unlink(missing_ok=True)
-    marker_path(out_dir, name).unlink(missing_ok=True)
-
-
-def write_file_atomic(path: Path, write: Callable[[BinaryIO], object]) -> None:
-    """``write(file)`` under a temporary name, fsync, rename: readers see the old file or the whole new one."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        write(f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """``data`` as the whole content of ``path``, atomically (see :func:`write_file_atomic`)."""
-    write_file_atomic(path, lambda f: f.write(data))
+        if not is_remote(directory):  # local temporaries of a killed attempt (a store has none: temps are local)
+            if not directory.is_dir():
+                continue
+            for leftover in directory.glob(f".{name}{suffix}.*"):
+                leftover.unlink(missing_ok=True)
+        remove(directory / f"{name}{suffix}")
 
 
 class _AtomicParquet:
-    """A Parquet file written batch by batch under a temporary name, renamed on commit."""
+    """A Parquet file written batch by batch to a local temporary file, published (renamed/uploaded) on commit."""
 
-    def __init__(self, path: Path, schema: pa.Schema) -> None:
+    def __init__(self, path: Location, schema: pa.Schema) -> None:
         self.path = path
         self.schema = schema
-        self.tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = temp_path_for(path)
         self.writer = pq.ParquetWriter(self.tmp, schema, compression="zstd")
         self.rows = 0
 
@@ -93,7 +88,7 @@ class _AtomicParquet:
 
     def commit(self) -> None:
         self.writer.close()
-        os.replace(self.tmp, self.path)
+        publish(self.tmp, self.path)
 
     def abort(self) -> None:
         try:
@@ -108,8 +103,8 @@ class PartWriter:
     Used as a context manager, an exception before ``commit`` leaves no part behind.
     """
 
-    def __init__(self, out_dir: Path, name: str, keep_rejected: bool = False) -> None:
-        self.out_dir = Path(out_dir)
+    def __init__(self, out_dir: Location | str, name: str, keep_rejected: bool = False) -> None:
+        self.out_dir = location(out_dir)
         self.name = name
         clear_part(self.out_dir, name)
         self.documents = _AtomicParquet(self.out_dir / DOCUMENTS / f"{name}.parquet", DOCUMENT_SCHEMA)
@@ -133,12 +128,8 @@ class PartWriter:
         self.documents.commit()
         if self.rejected is not None:
             self.rejected.commit()
-        stats_path = self.out_dir / STATS / f"{self.name}.json"
-        stats_path.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(stats_path, json.dumps(stats.to_json(), indent=1).encode())
-        marker = marker_path(self.out_dir, self.name)
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes_atomic(marker, json.dumps({"rows": self.documents.rows}).encode())
+        write_bytes_atomic(self.out_dir / STATS / f"{self.name}.json", json.dumps(stats.to_json(), indent=1).encode())
+        write_bytes_atomic(marker_path(self.out_dir, self.name), json.dumps({"rows": self.documents.rows}).encode())
         self.committed = True
 
     def abort(self) -> None:
@@ -156,27 +147,35 @@ class PartWriter:
             self.abort()
 
 
-def done_parts(out_dir: Path) -> list[str]:
-    directory = Path(out_dir) / MARKERS
-    return sorted(p.name.removesuffix(".done") for p in directory.glob("part-*.done")) if directory.is_dir() else []
+def done_parts(out_dir: Location | str) -> list[str]:
+    """Names of the finished parts, from one listing of the markers folder."""
+    return [name.removesuffix(".done") for name in list_names(location(out_dir) / MARKERS, ".done", "part-")]
 
 
-def load_stats(out_dir: Path) -> list[PartStats]:
+def load_stats(out_dir: Location | str) -> list[PartStats]:
     """Stats of every finished part (unfinished parts' stats are ignored, as their documents are)."""
-    return [PartStats.load(Path(out_dir) / STATS / f"{name}.json") for name in done_parts(out_dir)]
+    out_dir = location(out_dir)
+    return [PartStats.load(out_dir / STATS / f"{name}.json") for name in done_parts(out_dir)]
 
 
-def total_stats(out_dir: Path) -> PartStats:
+def total_stats(out_dir: Location | str) -> PartStats:
     return merge_parts(load_stats(out_dir), name=str(out_dir))
 
 
-def document_files(out_dir: Path) -> list[Path]:
+def document_files(out_dir: Location | str) -> list[Location]:
     """Parquet files of finished parts, in part order."""
-    return [Path(out_dir) / DOCUMENTS / f"{name}.parquet" for name in done_parts(out_dir)]
+    out_dir = location(out_dir)
+    return [out_dir / DOCUMENTS / f"{name}.parquet" for name in done_parts(out_dir)]
 
 
-def read_documents(out_dir: Path, columns: list[str] | None = None) -> pa.Table:
+def read_parquet(path: Location | str, columns: list[str] | None = None) -> pa.Table:
+    """One Parquet file from disk or a store."""
+    source, filesystem = arrow_source(path)
+    return pq.read_table(source, columns=columns, filesystem=filesystem)
+
+
+def read_documents(out_dir: Location | str, columns: list[str] | None = None) -> pa.Table:
     files = document_files(out_dir)
     if not files:
         return DOCUMENT_SCHEMA.empty_table() if columns is None else DOCUMENT_SCHEMA.empty_table().select(columns)
-    return pa.concat_tables(pq.read_table(f, columns=columns) for f in files)
+    return pa.concat_tables(read_parquet(f, columns=columns) for f in files)

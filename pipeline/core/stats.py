@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from dataclasses import dataclass, field, fields
-from pathlib import Path
 from typing import Any
 
 from pipeline.core.profile import DocumentProfile
+from pipeline.core.storage import Location, location
 
 SAMPLES_PER_RULE = 5
 
@@ -95,8 +95,8 @@ class PartStats:
         )
 
     @classmethod
-    def load(cls, path: Path) -> PartStats:
-        return cls.from_json(json.loads(Path(path).read_text()))
+    def load(cls, path: Location | str) -> PartStats:
+        return cls.from_json(json.loads(location(path).read_text()))
 
 
 def _stage_json(s: StageStats) -> dict[str, Any]:

@@ -112,6 +112,29 @@ def storage_config() -> dict[str, dict[str, Any]]:
     return {protocol: dict(values) for protocol, values in _configured.items()}
 
 
+SHIPPED_ENV = (
+    "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",
+    "AWS_DEFAULT_REGION", "AWS_REGION", "AWS_PROFILE", "AWS_EC2_METADATA_DISABLED", SCRATCH_ENV,
+    "GOOGLE_APPLICATION_CREDENTIALS", "AZURE_STORAGE_ACCOUNT_NAME", "AZURE_STORAGE_ACCOUNT_KEY",
+    "AZURE_STORAGE_CONNECTION_STRING",
+)  # fmt: skip
+"""Environment variables a remote worker needs to reach the same store as the driver."""
+
+
+def storage_context() -> dict[str, dict[str, Any]]:
+    """This process's store settings (options and the standard environment variables), to hand to workers on
+    other machines (Spark executors) inside their pickled task: never logged, never shown in a UI."""
+    env = {name: os.environ[name] for name in SHIPPED_ENV if name in os.environ}
+    return {"options": storage_config(), "env": env}
+
+
+def apply_storage_context(context: dict[str, dict[str, Any]]) -> None:
+    """On a worker: take the driver's store settings; the worker's own environment wins where it has one."""
+    for name, value in context.get("env", {}).items():
+        os.environ.setdefault(name, value)
+    configure_storage(context.get("options"))
+
+
 def scratch_dir() -> Path:
     """Local scratch space for temporary files (``$REFINERY_SCRATCH``, else the system temp folder)."""
     path = Path(os.environ.get(SCRATCH_ENV) or tempfile.gettempdir())

@@ -7,6 +7,7 @@ finished parts are skipped by their markers, so any engine can resume any pass.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -15,11 +16,20 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pipeline.core.parts import is_done, write_bytes_atomic
+from pipeline.core.parts import MARKERS, is_done
 from pipeline.core.processes import ItemFailed
+from pipeline.core.storage import (
+    Location,
+    StorageError,
+    describe_storage_error,
+    is_remote,
+    list_names,
+    location,
+    remove,
+    write_bytes_atomic,
+)
 
 if TYPE_CHECKING:
     from pipeline.dedup.config import DedupConfig
@@ -44,7 +54,7 @@ class WorkUnit:
 class UnitProcessor(Protocol):
     """Turns one unit into one committed part under ``out_dir``; must be picklable."""
 
-    def __call__(self, unit: WorkUnit, out_dir: Path) -> None: ...
+    def __call__(self, unit: WorkUnit, out_dir: Location) -> None: ...
 
 
 class Engine(Protocol):
@@ -65,12 +75,12 @@ class Engine(Protocol):
     def parallelism(self) -> int: ...
 
     def run_units(
-        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, *, description: str = "parts"
+        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Location, *, description: str = "parts"
     ) -> PassResult: ...
 
     def map_items(self, fn: Callable[[int], T], count: int, *, description: str = "tasks") -> list[T | ItemFailed]: ...
 
-    def cluster_duplicates(self, output_dir: Path, names: list[str], config: DedupConfig) -> dict: ...
+    def cluster_duplicates(self, output_dir: Location, names: list[str], config: DedupConfig) -> dict: ...
 
 
 class RunIncomplete(RuntimeError):
@@ -82,7 +92,7 @@ class RunIncomplete(RuntimeError):
 
     @classmethod
     def for_parts(
-        cls, result: PassResult, units: list[WorkUnit], out_dir: Path, description: str = "parts"
+        cls, result: PassResult, units: list[WorkUnit], out_dir: Location, description: str = "parts"
     ) -> RunIncomplete:
         inputs = {u.part: ", ".join(u.inputs) for u in units}
         details = "\n".join(
@@ -90,7 +100,7 @@ class RunIncomplete(RuntimeError):
         )
         return cls(
             f"{description}: {len(result.failed)} of {len(units)} parts failed "
-            f"(details in {Path(out_dir) / FAILURES}); rerun the same command to retry them:\n{details}",
+            f"(details in {location(out_dir) / FAILURES}); rerun the same command to retry them:\n{details}",
             result,
         )
 
@@ -102,16 +112,16 @@ class PassResult:
     failed: dict[str, str] = field(default_factory=dict)
 
 
-def failure_path(out_dir: Path, part: str) -> Path:
-    return Path(out_dir) / FAILURES / f"{part}.json"
+def failure_path(out_dir: Location | str, part: str) -> Location:
+    return location(out_dir) / FAILURES / f"{part}.json"
 
 
-def run_unit(processor: UnitProcessor, unit: WorkUnit, out_dir: Path) -> str:
+def run_unit(processor: UnitProcessor, unit: WorkUnit, out_dir: Location) -> str:
     """Run one unit unless its part is done; record a failure instead of raising, so other units go on.
 
     Returns ``"skipped"``, ``"done"`` or ``"failed"``.
     """
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
     if is_done(out_dir, unit.part):
         return "skipped"
     try:
@@ -125,15 +135,17 @@ def run_unit(processor: UnitProcessor, unit: WorkUnit, out_dir: Path) -> str:
     return "done"
 
 
-def describe_error(e: BaseException, where: Path) -> str:
+def describe_error(e: BaseException, where: Location) -> str:
     """One line for a failed unit; a full disk says so, and where (OSError often names no file)."""
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         name = f" ({e.filename})" if e.filename else ""
         return f"disk full: no space left on device writing under {where}{name}"
+    if is_remote(where) and not isinstance(e, StorageError | ValueError):
+        return describe_storage_error(e, where)
     return f"{type(e).__name__}: {e}"
 
 
-def record_failure(out_dir: Path, unit: WorkUnit, error: str, details: str = "") -> None:
+def record_failure(out_dir: Location, unit: WorkUnit, error: str, details: str = "") -> None:
     """The failure file of ``unit``: what went wrong, read back by :func:`collect_result` and the report."""
     info = {"part": unit.part, "inputs": list(unit.inputs), "error": error, "traceback": details, "pid": os.getpid()}
     try:
@@ -142,12 +154,13 @@ def record_failure(out_dir: Path, unit: WorkUnit, error: str, details: str = "")
         log.error("could not record the failure of part %s: %s", unit.part, e)
 
 
-def fail_unfinished(units: list[WorkUnit], out_dir: Path, error: str) -> None:
+def fail_unfinished(units: list[WorkUnit], out_dir: Location, error: str) -> None:
     """The process running ``units`` in order ended with ``error`` (e.g. "worker process killed by SIGBUS"): the
     first unfinished unit is the one it was running, the ones after it never ran. Each gets a failure file."""
     culprit = None
+    done, failed = _listed(out_dir)
     for unit in units:
-        if is_done(out_dir, unit.part) or failure_path(out_dir, unit.part).exists():
+        if unit.part in done or unit.part in failed:
             continue
         if culprit is None:
             culprit, message = unit.part, error
@@ -157,30 +170,44 @@ def fail_unfinished(units: list[WorkUnit], out_dir: Path, error: str) -> None:
         record_failure(out_dir, unit, message)
 
 
-def collect_result(out_dir: Path, units: list[WorkUnit], skipped: set[str]) -> PassResult:
+def collect_result(out_dir: Location, units: list[WorkUnit], skipped: set[str]) -> PassResult:
     """Read back which units are done and which failed, from markers and failure files."""
     result = PassResult()
+    done, failed = _listed(out_dir)
     for unit in units:
-        if is_done(out_dir, unit.part):
+        if unit.part in done:
             (result.skipped if unit.part in skipped else result.done).append(unit.part)
         else:
-            fail_file = failure_path(out_dir, unit.part)
-            error = json.loads(fail_file.read_text())["error"] if fail_file.exists() else "did not finish"
+            error = "did not finish"
+            if unit.part in failed:
+                with contextlib.suppress(OSError, ValueError, KeyError):
+                    error = json.loads(failure_path(out_dir, unit.part).read_text())["error"]
             result.failed[unit.part] = error
     return result
 
 
+def _listed(out_dir: Location | str) -> tuple[set[str], set[str]]:
+    """Finished and failed parts, from one listing each (not one request per part: stores charge per request)."""
+    out_dir = location(out_dir)
+    done = {n.removesuffix(".done") for n in list_names(out_dir / MARKERS, ".done")}
+    failed = {n.removesuffix(".json") for n in list_names(out_dir / FAILURES, ".json")}
+    return done, failed
+
+
 def run_pass(
-    units: list[WorkUnit], out_dir: Path, run_todo: Callable[[list[WorkUnit]], None], description: str = "parts"
+    units: list[WorkUnit], out_dir: Location, run_todo: Callable[[list[WorkUnit]], None], description: str = "parts"
 ) -> PassResult:
     """What every engine does around its own scheduling: skip finished parts, ``run_todo`` the others, then
     read back the outcome and raise :class:`RunIncomplete` if any part failed (after all others ran)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    skipped = {u.part for u in units if is_done(out_dir, u.part)}
+    out_dir = location(out_dir)
+    if not is_remote(out_dir):
+        out_dir.mkdir(parents=True, exist_ok=True)
+    done, failed = _listed(out_dir)
+    skipped = {u.part for u in units if u.part in done}
     todo = [u for u in units if u.part not in skipped]
     for unit in todo:  # failures of earlier attempts: this attempt writes its own
-        failure_path(out_dir, unit.part).unlink(missing_ok=True)
+        if unit.part in failed:
+            remove(failure_path(out_dir, unit.part))
     if skipped:
         log.info("%d of %d parts already done, skipping them", len(skipped), len(units))
     if todo:
@@ -191,10 +218,20 @@ def run_pass(
     return result
 
 
-def write_progress(out_dir: Path, part: str, docs: int) -> None:
+REMOTE_PROGRESS_EVERY_S = 5.0
+"""On a store each progress update is a request: at most one per part this often."""
+_last_progress: dict[str, float] = {}
+
+
+def write_progress(out_dir: Location | str, part: str, docs: int) -> None:
     """Let a progress bar see a running unit's document count (best effort, one tiny file per part)."""
-    path = Path(out_dir) / PROGRESS / f"{part}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"docs": docs, "time": time.time()}))
-    tmp.replace(path)
+    path = location(out_dir) / PROGRESS / f"{part}.json"
+    now = time.monotonic()
+    if is_remote(path):
+        if now - _last_progress.get(str(path), float("-inf")) < REMOTE_PROGRESS_EVERY_S:
+            return
+        _last_progress[str(path)] = now
+    try:
+        write_bytes_atomic(path, json.dumps({"docs": docs, "time": time.time()}).encode())
+    except OSError as e:  # a progress bar is not worth failing a part over
+        log.debug("could not write progress of %s: %s", part, e)

@@ -10,6 +10,7 @@ changes between runs).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import multiprocessing
@@ -28,6 +29,7 @@ from tqdm.auto import tqdm
 
 from pipeline.core.parts import MARKERS, STATS
 from pipeline.core.processes import ItemFailed, call_item, run_supervised
+from pipeline.core.storage import Location, is_remote, list_names, location, scratch_dir
 from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
 
 if TYPE_CHECKING:
@@ -76,11 +78,11 @@ class UnitsStep(PipelineStep):
     name = "cc-refinery units"
     type = "pass"
 
-    def __init__(self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, quiet: bool) -> None:
+    def __init__(self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Location, quiet: bool) -> None:
         super().__init__()
         self.units = units
         self.processor = processor
-        self.out_dir = Path(out_dir)
+        self.out_dir = location(out_dir)
         self.quiet = quiet
 
     def run(self, data: object = None, rank: int = 0, world_size: int = 1) -> None:
@@ -97,10 +99,17 @@ def default_tasks(num_units: int, workers: int) -> int:
     return max(1, num_units) if workers > 1 else 1
 
 
+def logs_dir(out_dir: Location) -> Path:
+    """datatrove's per-task logs: beside the parts on disk; in local scratch for a folder on a store."""
+    if not is_remote(out_dir):
+        return Path(out_dir) / "logs"
+    return scratch_dir() / "refinery-logs" / hashlib.sha1(str(out_dir).encode()).hexdigest()[:16]
+
+
 def run_local(
     units: list[WorkUnit],
     processor: UnitProcessor,
-    out_dir: Path,
+    out_dir: Location | str,
     *,
     workers: int = 1,
     tasks: int | None = None,
@@ -108,7 +117,7 @@ def run_local(
     description: str = "parts",
 ) -> PassResult:
     """Run every unit not yet done; raise :class:`RunIncomplete` if any failed (after all others ran)."""
-    out_dir = Path(out_dir)
+    out_dir = location(out_dir)
 
     def run_todo(todo: list[WorkUnit]) -> None:
         n_tasks = tasks or default_tasks(len(todo), workers)
@@ -120,7 +129,7 @@ def run_local(
             pipeline=[UnitsStep(todo, processor, out_dir, quiet=True)],
             tasks=n_tasks,
             workers=min(workers, n_tasks),
-            logging_dir=str(out_dir / "logs"),
+            logging_dir=str(logs_dir(out_dir)),
             skip_completed=False,
             # fork: workers inherit the quiet log setup and need no __main__ guard; they never touch tqdm
             start_method="fork" if "fork" in multiprocessing.get_all_start_methods() else "forkserver",
@@ -148,7 +157,7 @@ class LocalEngine:
         return self.workers
 
     def run_units(
-        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, *, description: str = "parts"
+        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Location, *, description: str = "parts"
     ) -> PassResult:
         return run_local(
             units, processor, out_dir, workers=self.workers, tasks=self.tasks, progress=self.progress,
@@ -175,7 +184,7 @@ class LocalEngine:
             if bar is not None:
                 bar.close()
 
-    def cluster_duplicates(self, output_dir: Path, names: list[str], config: DedupConfig) -> dict:
+    def cluster_duplicates(self, output_dir: Location, names: list[str], config: DedupConfig) -> dict:
         """MinHash clustering in this process with numpy (band buckets spill to disk past the memory budget)."""
         from pipeline.dedup.local_clustering import cluster
 
@@ -183,16 +192,23 @@ class LocalEngine:
 
 
 class ProgressMonitor:
-    """A progress bar over parts, fed by polling markers and live counters on disk (works for any worker)."""
+    """A progress bar over parts, fed by polling markers and live counters (works for any worker, any store).
 
-    def __init__(self, out_dir: Path, units: list[WorkUnit], enabled: bool, description: str) -> None:
-        self.out_dir = out_dir
-        self.parts = [u.part for u in units]
+    Each poll lists the markers and progress folders once and reads only what changed: finished parts' stats
+    once, running parts' counters; never one request per part per poll.
+    """
+
+    def __init__(self, out_dir: Location, units: list[WorkUnit], enabled: bool, description: str) -> None:
+        self.out_dir = location(out_dir)
+        self.parts = {u.part for u in units}
         self.enabled = enabled
         self.description = description
+        self.interval_s = 2.0 if is_remote(self.out_dir) else 0.5
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar: tqdm | None = None
+        self._kept: dict[str, int] = {}
+        self._read: dict[str, int] = {}
 
     def __enter__(self) -> ProgressMonitor:
         if self.enabled:
@@ -210,25 +226,28 @@ class ProgressMonitor:
             self._bar.close()
 
     def _loop(self) -> None:
-        while not self._stop.wait(0.5):
-            self._refresh()
+        while not self._stop.wait(self.interval_s):
+            try:
+                self._refresh()
+            except Exception as e:  # a progress bar must never stop a pass (e.g. a store hiccup)
+                log.debug("progress poll failed: %s", e)
 
     def _refresh(self) -> None:
         assert self._bar is not None
-        done = read = kept = 0
-        for part in self.parts:
-            if (self.out_dir / MARKERS / f"{part}.done").exists():
-                done += 1
-                kept += _json_int(self.out_dir / STATS / f"{part}.json", "docs_out")
-                read += _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
-            else:
-                read += _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
-        self._bar.n = done
-        self._bar.set_postfix_str(f"docs read {read:,}, kept {kept:,}", refresh=False)
+        done = {n.removesuffix(".done") for n in list_names(self.out_dir / MARKERS, ".done")} & self.parts
+        counted = {n.removesuffix(".json") for n in list_names(self.out_dir / PROGRESS, ".json")} & self.parts
+        for part in done - self._kept.keys():
+            self._kept[part] = _json_int(self.out_dir / STATS / f"{part}.json", "docs_out")
+            self._read[part] = _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
+        for part in counted - done:
+            self._read[part] = _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
+        self._bar.n = len(done)
+        kept = sum(self._kept.values())
+        self._bar.set_postfix_str(f"docs read {sum(self._read.values()):,}, kept {kept:,}", refresh=False)
         self._bar.refresh()
 
 
-def _json_int(path: Path, key: str) -> int:
+def _json_int(path: Location, key: str) -> int:
     try:
         return int(json.loads(path.read_text()).get(key, 0))
     except (OSError, ValueError):

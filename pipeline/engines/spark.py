@@ -3,12 +3,13 @@
 A pass is a DataFrame of unit indices with one row per partition (``spark.range(n, numPartitions=n)``);
 ``mapInArrow`` runs the unit's processor (the very same picklable object the local engine runs) on an
 executor and yields one status row. Parts are written by the executors with the shared
-:class:`pipeline.core.parts.PartWriter` protocol (temporary file, rename, marker), so the output folder has the
-local engine's layout and schema, a retried task (lost executor, speculation) rewrites its part atomically,
-and a rerun skips finished parts. The output folder must be reachable from the driver and every executor
-(a shared or network filesystem, as for datatrove's Slurm executor); the project's code is not assumed to
-be there: it is zipped and shipped with ``addPyFile`` (or ``spark-submit --py-files``, see
-:func:`build_code_archive`).
+:class:`pipeline.core.parts.PartWriter` protocol (complete file published in one step, marker last), so the
+output folder has the local engine's layout and schema, a retried task (lost executor, speculation) rewrites
+its part atomically, and a rerun skips finished parts. The output is an object-store URL (``s3://...``) that
+executors write directly, or a folder on a filesystem every executor mounts. Each task carries the driver's
+store settings (:func:`pipeline.core.storage.storage_context`: options and AWS_* variables, inside the
+pickled task, never in Spark's configuration or UI). The project's code is not assumed to be on executors:
+it is zipped and shipped with ``addPyFile`` (or ``spark-submit --py-files``, see :func:`build_code_archive`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 
 from pipeline.core.processes import ItemFailed, call_item
+from pipeline.core.storage import Location, apply_storage_context, is_remote, location, storage_context
 from pipeline.engines.base import (
     PassResult,
     UnitProcessor,
@@ -81,12 +83,15 @@ def spark_session(
     return spark
 
 
-def _run_indexed(fn_bytes: bytes) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
+def _run_indexed(
+    fn_bytes: bytes, storage: dict[str, dict[str, Any]]
+) -> Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]:
     """The ``mapInArrow`` function: run ``fn(i)`` for each index ``i`` of the partition, yield pickled results."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import cloudpickle
 
+        apply_storage_context(storage)
         fn = cloudpickle.loads(fn_bytes)
         for batch in batches:
             for index in batch.column(0).to_pylist():
@@ -165,7 +170,7 @@ class _UnitTask:
 
     processor: UnitProcessor
     units: Sequence[WorkUnit]
-    out_dir: Path
+    out_dir: Location
 
     def __call__(self, index: int) -> str:
         return run_unit(self.processor, self.units[index], self.out_dir)
@@ -201,7 +206,8 @@ class SparkEngine:
         group = f"cc-refinery-{uuid.uuid4().hex}"
         self.spark.sparkContext.setJobGroup(group, description)
         frame = self.spark.range(count, numPartitions=count).toDF("index")
-        out = frame.mapInArrow(_run_indexed(cloudpickle.dumps(partial(call_item, fn))), "index long, result binary")
+        run = _run_indexed(cloudpickle.dumps(partial(call_item, fn)), storage_context())
+        out = frame.mapInArrow(run, "index long, result binary")
         try:
             with SparkStatusLog(self.spark, description, group):
                 rows = out.collect()
@@ -215,12 +221,14 @@ class SparkEngine:
         return results
 
     def run_units(
-        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Path, *, description: str = "parts"
+        self, units: list[WorkUnit], processor: UnitProcessor, out_dir: Location | str, *, description: str = "parts"
     ) -> PassResult:
         """Run every unit not yet done, one Spark task each; raise :class:`RunIncomplete` if any failed."""
         from pipeline.engines.local import ProgressMonitor
 
-        out_dir = Path(out_dir).resolve()  # as executors in other working directories see it
+        out_dir = location(out_dir)
+        if not is_remote(out_dir):
+            out_dir = Path(out_dir).resolve()  # as executors in other working directories see it
 
         def run_todo(todo: list[WorkUnit]) -> None:
             with ProgressMonitor(out_dir, units, enabled=self.progress, description=description):
@@ -232,7 +240,7 @@ class SparkEngine:
 
         return run_pass(units, out_dir, run_todo, description)
 
-    def cluster_duplicates(self, output_dir: Path, names: list[str], config: DedupConfig) -> dict:
+    def cluster_duplicates(self, output_dir: Location, names: list[str], config: DedupConfig) -> dict:
         """MinHash clustering in Spark SQL: no per-document array reaches the driver."""
         from pipeline.dedup.spark_clustering import cluster_spark
 
