@@ -150,9 +150,13 @@ def object_store(tmp_path_factory: pytest.TempPathFactory):  # noqa: ANN201 - It
 @pytest.fixture
 def s3_env(object_store, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN201 - SeaweedServer
     """This process's AWS_* variables point at the test store (subprocesses inherit them)."""
+    from tests.objectstore import forget_clients
+
     for name, value in object_store.env().items():
         monkeypatch.setenv(name, value)
-    return object_store
+    forget_clients()
+    yield object_store
+    forget_clients()
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ ignore SIGTERM for a while, so stopping it ends with SIGKILL after a timeout.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -172,6 +174,30 @@ class SeaweedServer:
         """Stop and start again on the same ports and data (a store that went away and came back)."""
         self.stop()
         self.start()
+
+
+def forget_clients() -> None:
+    """Drop cached s3fs clients: they keep the endpoint and credentials of the environment they were made in."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+@contextlib.contextmanager
+def store_env(server: SeaweedServer) -> Iterator[None]:
+    """This process talks to ``server`` while the block runs (environment and fresh clients)."""
+    saved = {name: os.environ.get(name) for name in server.env()}
+    os.environ.update(server.env())
+    forget_clients()
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+        forget_clients()
 
 
 def client_env(server: SeaweedServer, **overrides: str) -> dict[str, str]:
