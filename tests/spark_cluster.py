@@ -47,7 +47,7 @@ def java_home() -> str | None:
 def spark_env(tmp_dir: Path) -> dict[str, str]:
     """Environment for Spark daemons and spark-submit: loopback only, scratch space under ``tmp_dir``."""
     # nothing of an enclosing Spark session (gateway, submit args, Python choice) leaks into these processes
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_", "_PYSPARK_"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYSPARK_", "SPARK_", "_PYSPARK_", "AWS_"))}
     env["SPARK_HOME"] = str(spark_home())
     env["SPARK_LOCAL_IP"] = "127.0.0.1"  # never bind or advertise another interface
     env["SPARK_LOCAL_DIRS"] = str(tmp_dir / "local")

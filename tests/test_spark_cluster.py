@@ -24,7 +24,8 @@ import pytest
 import yaml
 
 from pipeline.app.config import SAMPLE_DUMP
-from pipeline.core.parts import DOCUMENTS, MARKERS, STATS
+from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, read_documents
+from pipeline.core.storage import location
 from pipeline.engines.spark_code import ARCHIVE_PREFIX, CODE_PACKAGES
 from tests.outputs import documents_by_part, funnel
 from tests.spark_cluster import StandaloneCluster, java_home, spark_home, standalone_cluster
@@ -194,6 +195,55 @@ def test_spark_submit_on_standalone_cluster(
     for key in ("num_tokens", "num_documents"):
         assert manifest["totals"][key] == local_manifest["totals"][key] > 0, key
     assert (run_dir / "report" / "index.html").stat().st_size > 10_000
+
+
+def test_spark_submit_to_an_object_store_with_no_shared_filesystem(
+    cluster: StandaloneCluster,
+    package: tuple[Path, Path],
+    node_python: Path,
+    object_store,  # noqa: ANN001 - tests.objectstore.SeaweedServer
+    sample_run,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    """Output on s3://: the driver has the store's AWS_* variables, the worker was started without them; the
+    executors (in the worker's own working directories) read and write the store with what their tasks carry."""
+    from tests.objectstore import SECRET_KEY, store_env
+
+    assert not any(name.startswith("AWS_") for name in cluster.env), "the worker must not know the store"
+    bucket = object_store.create_bucket("cluster")
+    cwd = tmp_path / "submit-cwd"
+    cwd.mkdir()
+    before = app_ids(cluster)
+    args = ["--sample", "--name", "cluster", "--output", f"s3://{bucket}/out", "--no-progress"]
+    env = {**submit_env(cluster, node_python), **object_store.env(), "REFINERY_SCRATCH": str(tmp_path / "scratch")}
+    done = subprocess.run(
+        submit_command(cluster, package, args, SMALL_SHUFFLES),
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=SUBMIT_TIMEOUT_S,
+    )
+    assert done.returncode == 0, f"{done.stdout[-5000:]}\n{done.stderr[-3000:]}"
+    assert SECRET_KEY not in done.stdout + done.stderr
+    state = cluster.state()
+    (app,) = [a for a in state["completedapps"] if a["id"] not in before]
+    executors = sorted((cluster.work_dir / app["id"]).iterdir())
+    assert executors
+    for executor in executors:
+        assert SECRET_KEY not in (executor / "stderr").read_text(errors="replace")
+        assert not list(executor.rglob("*.parquet")), "an executor wrote parts to its local disk"
+    assert list(cwd.iterdir()) == []
+
+    with store_env(object_store):
+        run_dir = location(f"s3://{bucket}/out/cluster")
+        for folder in (run_dir, run_dir / "dedup"):
+            table = read_documents(folder, columns=["id", "text"])
+            reference = read_documents(sample_run.run_dir / folder.name if folder != run_dir else sample_run.run_dir,
+                                       columns=["id", "text"])  # fmt: skip
+            assert sorted(table.column("id").to_pylist()) == sorted(reference.column("id").to_pylist())
+        assert (run_dir / "tokens" / "manifest.json").exists()
+        assert (run_dir / "report" / "index.html").exists()
 
 
 def executor_pids(cluster: StandaloneCluster, app_id: str) -> dict[int, str]:
