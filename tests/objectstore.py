@@ -64,6 +64,8 @@ class SeaweedServer:
     volume_port: int = 0
     filer_port: int = 0
     s3_port: int = 0
+    metrics_port: int = 0
+    """Prometheus metrics (request counts per S3 action) on this port when set (benchmarks)."""
     process: subprocess.Popen | None = None
     buckets: list[str] = field(default_factory=list)
 
@@ -118,6 +120,8 @@ class SeaweedServer:
             f"-s3.config={self.root / 's3.json'}", "-s3.autoCreateBucket=false",
             "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256", "-volume.max=50",
         ]  # fmt: skip
+        if self.metrics_port:
+            command.insert(command.index("-s3"), f"-metricsPort={self.metrics_port}")
         with open(self.root / "weed.out", "ab") as log:
             self.process = subprocess.Popen(command, cwd=self.root, stdout=log, stderr=subprocess.STDOUT)
         self._wait_ready()
@@ -147,6 +151,20 @@ class SeaweedServer:
             return (self.root / "weed.out").read_text(errors="replace")[-2000:]
         except OSError:
             return ""
+
+    def request_counts(self) -> dict[str, int]:
+        """S3 requests served so far, per action (from the server's Prometheus metrics; needs ``metrics_port``)."""
+        import re
+        import urllib.request
+
+        text = urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10).read().decode()
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            if line.startswith("SeaweedFS_s3_request_total{"):
+                action = re.search(r'type="([^"]+)"', line)
+                key = action.group(1) if action else "?"
+                counts[key] = counts.get(key, 0) + int(float(line.rsplit(" ", 1)[1]))
+        return counts
 
     def create_bucket(self, prefix: str = "test") -> str:
         name = f"{prefix}-{uuid.uuid4().hex[:10]}"
