@@ -4,6 +4,11 @@ Assembly only copies tokens (part files are memory-mapped), so it is cheap to re
 of the part files and the shard sizes, hence byte-identical however many processes tokenized the parts and
 however often the pass was interrupted. The manifest carries a fingerprint of its inputs; when it matches and
 the shards are intact, assembly is skipped.
+
+The folder may be on an object store: part files are then streamed from it, each shard is written to a local
+temporary file (plain writes, never a memory map: a full scratch disk raises ENOSPC, not SIGBUS) and uploaded
+as one object, and ``manifest.json`` is uploaded last, so a manifest always describes complete shards. A rerun
+after a crash rewrites the shards of the missing manifest.
 """
 
 from __future__ import annotations
@@ -11,12 +16,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from pipeline.core.storage import (
+    Location,
+    is_remote,
+    list_names,
+    location,
+    publish,
+    remove,
+    temp_path_for,
+    write_bytes_atomic,
+)
 from tokenization.encoders import Tokenizer, TokenizerConfig
 from tokenization.shards import (
     HEADER_BYTES,
@@ -28,16 +43,61 @@ from tokenization.shards import (
     ShardWriter,
     format_for_vocab,
     load_tokens,
+    parse_header,
     read_header,
     read_manifest,
     shard_name,
     split_of,
-    write_manifest,
 )
 
 log = logging.getLogger(__name__)
 
 COPY_CHUNK = 1 << 24  # tokens copied at a time (32-64 MB)
+STREAM_CHUNK = 1 << 22  # tokens read at a time from a part file on a store (8-16 MB)
+
+
+class AtomicShardWriter(ShardWriter):
+    """A shard bound for a location: written to a local temporary file, then renamed into place (local disk)
+    or uploaded as one object (a store), so it is visible only once complete."""
+
+    def __init__(self, path: Location | str, vocab_size: int) -> None:
+        path = location(path)
+        super().__init__(path, vocab_size, tmp=temp_path_for(path))
+
+    def publish(self) -> None:
+        publish(self.tmp, self.path)
+
+
+def store_listing(folder: Location) -> dict[str, dict[str, Any]]:
+    """Name -> the store's entry (``size``, ``ETag``, ...) of every file directly in ``folder`` on an object store:
+    one listing, instead of one request per file."""
+    try:
+        entries = folder.fs.ls(folder.path, detail=True)
+    except FileNotFoundError:
+        return {}
+    return {
+        entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry for entry in entries if entry.get("type") != "directory"
+    }
+
+
+def token_chunks(path: Location) -> Iterator[np.ndarray]:
+    """The tokens of a shard-format file, a chunk at a time: memory-mapped on local disk, streamed from a store."""
+    if not is_remote(path):
+        tokens = load_tokens(path)
+        for start in range(0, tokens.size, COPY_CHUNK):
+            yield np.asarray(tokens[start : start + COPY_CHUNK])
+        return
+    with path.fs.open(path.path, "rb") as f:
+        header = parse_header(f.read(HEADER_BYTES), f.size, path)
+        dtype = np.dtype(header.dtype).newbyteorder("<")
+        remaining = header.num_tokens
+        while remaining:
+            take = min(remaining, STREAM_CHUNK)
+            data = f.read(take * dtype.itemsize)
+            if len(data) != take * dtype.itemsize:
+                raise ShardError(f"{path}: ended {remaining - len(data) // dtype.itemsize} tokens early")
+            yield np.frombuffer(data, dtype=dtype)
+            remaining -= take
 
 
 @dataclass
@@ -57,6 +117,8 @@ class PartTokens:
     tokenizer: str
     tokenizer_sha256: str
     seconds: float = 0.0
+    input_etag: str = ""
+    """On an object store: the input object's ETag (the input is identified by size + ETag; mtime is 0)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -88,9 +150,14 @@ def _shard_capacity(index: int, config: TokenizerConfig) -> int:
     return config.shard_size_tokens
 
 
-def _intact(output_dir: Path, manifest: dict[str, Any]) -> bool:
-    """Shards listed in an existing manifest are present with the promised headers and sizes (no rehash)."""
+def _intact(output_dir: Location, manifest: dict[str, Any]) -> bool:
+    """Shards listed in an existing manifest are present with the promised headers and sizes (no rehash).
+
+    On a store the sizes come from one listing of the folder (the size is the header's promise in bytes)."""
     try:
+        if is_remote(output_dir):
+            sizes = {name: entry.get("size") for name, entry in store_listing(output_dir).items()}
+            return all(sizes.get(entry["name"]) == entry["bytes"] for entry in manifest["shards"])
         for entry in manifest["shards"]:
             if read_header(output_dir / entry["name"]).num_tokens != entry["num_tokens"]:
                 return False
@@ -99,24 +166,32 @@ def _intact(output_dir: Path, manifest: dict[str, Any]) -> bool:
     return True
 
 
-def _remove_stray_shards(output_dir: Path, keep: set[str]) -> None:
-    for path in output_dir.glob("*.bin"):
-        if path.name not in keep and split_of(path.name) in (VAL_SPLIT, TRAIN_SPLIT):
-            log.info("removing %s: not part of the current manifest", path.name)
-            path.unlink(missing_ok=True)
-    for leftover in output_dir.glob(".*.bin.*.tmp"):
-        leftover.unlink(missing_ok=True)
+def _remove_stray_shards(output_dir: Location, keep: set[str]) -> None:
+    for name in list_names(output_dir, ".bin"):
+        if name not in keep and split_of(name) in (VAL_SPLIT, TRAIN_SPLIT):
+            log.info("removing %s: not part of the current manifest", name)
+            remove(output_dir / name)
+    if not is_remote(output_dir):  # a store has no temporary objects: they are local until uploaded
+        for leftover in output_dir.glob(".*.bin.*.tmp"):
+            leftover.unlink(missing_ok=True)
+
+
+def write_manifest_atomic(output_dir: Location, manifest: dict[str, Any]) -> Location:
+    """``manifest.json`` in one step (rename, or one upload); the same bytes as ``shards.write_manifest``."""
+    path = output_dir / MANIFEST_NAME
+    write_bytes_atomic(path, (json.dumps(manifest, indent=1) + "\n").encode())
+    return path
 
 
 def assemble_shards(
-    output_dir: Path,
-    parts: list[tuple[PartTokens, Path]],
+    output_dir: Location | str,
+    parts: list[tuple[PartTokens, Location]],
     tokenizer: Tokenizer,
     config: TokenizerConfig,
     source: str = "",
 ) -> dict[str, Any]:
     """Write shards from the part token files (in the given order) and the manifest; return the manifest."""
-    output_dir = Path(output_dir)
+    output_dir = location(output_dir)
     infos = [info for info, _ in parts]
     source_print = fingerprint(infos, tokenizer, config)
     try:
@@ -131,7 +206,7 @@ def assemble_shards(
         log.info("shards in %s are current; assembly skipped", output_dir)
         _remove_stray_shards(output_dir, {e["name"] for e in existing["shards"]})
         return existing
-    (output_dir / MANIFEST_NAME).unlink(missing_ok=True)  # a crash from here on must not leave a stale manifest
+    remove(output_dir / MANIFEST_NAME)  # a crash from here on must not leave a stale manifest
 
     eot = tokenizer.eot_token
     entries: list[dict[str, Any]] = []
@@ -159,21 +234,23 @@ def assemble_shards(
 
     try:
         for _, path in parts:
-            tokens = load_tokens(path)
-            pos = 0
-            while pos < tokens.size:
-                if writer is None:
-                    writer = ShardWriter(output_dir / shard_name(index, config.val_shard), tokenizer.vocab_size)
-                    fill = docs = 0
-                    capacity = _shard_capacity(index, config)
-                take = min(capacity - fill, tokens.size - pos, COPY_CHUNK)
-                chunk = np.asarray(tokens[pos : pos + take])
-                writer.write(chunk)
-                docs += int(np.count_nonzero(chunk == eot))
-                fill += take
-                pos += take
-                if fill == capacity:
-                    close()
+            for tokens in token_chunks(path):
+                pos = 0
+                while pos < tokens.size:
+                    if writer is None:
+                        writer = AtomicShardWriter(
+                            output_dir / shard_name(index, config.val_shard), tokenizer.vocab_size
+                        )
+                        fill = docs = 0
+                        capacity = _shard_capacity(index, config)
+                    take = min(capacity - fill, tokens.size - pos)
+                    chunk = tokens[pos : pos + take]
+                    writer.write(chunk)
+                    docs += int(np.count_nonzero(chunk == eot))
+                    fill += take
+                    pos += take
+                    if fill == capacity:
+                        close()
         if writer is not None:
             close()
     except BaseException:
@@ -217,7 +294,7 @@ def assemble_shards(
             ],
         },
     }
-    write_manifest(output_dir, manifest)
+    write_manifest_atomic(output_dir, manifest)
     _remove_stray_shards(output_dir, {e["name"] for e in entries})
     log.info("wrote %d shards, %d tokens to %s", len(entries), manifest["totals"]["num_tokens"], output_dir)
     return manifest

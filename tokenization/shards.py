@@ -106,18 +106,22 @@ def check_token_range(tokens: np.ndarray, vocab_size: int) -> None:
 
 
 class ShardWriter:
-    """Stream tokens into one shard under a temporary name; :meth:`commit` fixes the header and renames.
+    """Stream tokens into one shard under a temporary name; :meth:`commit` fixes the header and publishes it.
 
-    Lets a 100M-token shard be written chunk by chunk without holding it whole in memory.
+    Lets a 100M-token shard be written chunk by chunk without holding it whole in memory. By default the
+    temporary file sits beside ``path`` and is renamed into place; a subclass may write elsewhere (``tmp``,
+    e.g. local scratch for a shard bound for an object store) and override :meth:`publish`.
     """
 
-    def __init__(self, path: Path, vocab_size: int) -> None:
-        self.path = Path(path)
+    def __init__(self, path: Path, vocab_size: int, tmp: Path | None = None) -> None:
+        self.path = Path(path) if tmp is None else path
         self.vocab_size = vocab_size
         self.magic, self.version, self.dtype = format_for_vocab(vocab_size)
         self.num_tokens = 0
-        self.tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if tmp is None:
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = tmp
         self._file = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         self._file.write(_header_array(self.magic, self.version, 0).tobytes())
 
@@ -136,9 +140,14 @@ class ShardWriter:
         self._file.flush()
         os.fsync(self._file.fileno())
         self._file.close()
-        os.replace(self.tmp, self.path)
         # The header (with the count) is known only now, so hash the finished file: one sequential read.
-        return ShardHeader(self.magic, self.version, self.num_tokens), sha256_file(self.path)
+        digest = sha256_file(self.tmp)
+        self.publish()
+        return ShardHeader(self.magic, self.version, self.num_tokens), digest
+
+    def publish(self) -> None:
+        """Make the finished temporary file visible as ``path`` in one step."""
+        os.replace(self.tmp, self.path)
 
     def abort(self) -> None:
         if not self._file.closed:
@@ -167,23 +176,30 @@ def read_header(path: Path) -> ShardHeader:
     path = Path(path)
     try:
         size = path.stat().st_size
+        with open(path, "rb") as f:
+            data = f.read(HEADER_BYTES)
     except OSError as e:
         raise ShardError(f"{path}: cannot read shard: {e}") from e
-    if size < HEADER_BYTES:
-        raise ShardError(f"{path}: {size} bytes, shorter than the {HEADER_BYTES}-byte header")
-    header = np.fromfile(path, dtype="<i4", count=HEADER_INTS)
+    return parse_header(data, size, path)
+
+
+def parse_header(data: bytes, size: int, where: object) -> ShardHeader:
+    """Validate a shard's first bytes ``data`` and its file ``size`` (``where`` names it in errors)."""
+    if size < HEADER_BYTES or len(data) < HEADER_BYTES:
+        raise ShardError(f"{where}: {size} bytes, shorter than the {HEADER_BYTES}-byte header")
+    header = np.frombuffer(data[:HEADER_BYTES], dtype="<i4", count=HEADER_INTS)
     magic, version, count = (int(x) for x in header[:3])
     if (magic, version) not in _FORMATS:
         raise ShardError(
-            f"{path}: bad magic/version {magic}/{version}; expected {GPT2_MAGIC}/{GPT2_VERSION} (uint16) "
+            f"{where}: bad magic/version {magic}/{version}; expected {GPT2_MAGIC}/{GPT2_VERSION} (uint16) "
             f"or {LLAMA3_MAGIC}/{LLAMA3_VERSION} (uint32)"
         )
     if count < 0:
-        raise ShardError(f"{path}: negative token count {count} in header")
+        raise ShardError(f"{where}: negative token count {count} in header")
     result = ShardHeader(magic, version, count)
     if size != result.nbytes:
         raise ShardError(
-            f"{path}: file is {size} bytes but the header promises {count} {np.dtype(result.dtype).name} tokens "
+            f"{where}: file is {size} bytes but the header promises {count} {np.dtype(result.dtype).name} tokens "
             f"({result.nbytes} bytes); truncated or padded"
         )
     return result
@@ -225,8 +241,12 @@ def write_manifest(shard_dir: Path, manifest: dict[str, Any]) -> Path:
 
 
 def read_manifest(shard_dir: Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of a shard directory; ShardError if missing or malformed."""
-    path = Path(shard_dir) / MANIFEST_NAME
+    """The parsed ``manifest.json`` of a shard directory; ShardError if missing or malformed.
+
+    ``shard_dir`` may also be a path object of another filesystem (e.g. a ``upath.UPath`` on an object store):
+    only ``/`` and ``read_text`` are used.
+    """
+    path = (Path(shard_dir) if isinstance(shard_dir, str | os.PathLike) else shard_dir) / MANIFEST_NAME
     try:
         manifest = json.loads(path.read_text())
     except FileNotFoundError:

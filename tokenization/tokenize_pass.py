@@ -11,6 +11,10 @@ Two steps, so that the output does not depend on the number of processes or on i
    A part with a marker matching its input file (size, mtime) and tokenizer is not redone; anything else is.
 2. The part files are concatenated in part order and cut into shards of ``shard_size_tokens``
    (``val_000000.bin``, ``train_000001.bin``, ...), then ``manifest.json`` is written (see manifest.py).
+
+Both folders may be object-store URLs (``s3://...``): workers read the documents' Parquet from the store and
+upload each file once complete (marker last); a part's input is then identified by its size and ETag, and
+the driver lists each folder once instead of asking about every file.
 """
 
 from __future__ import annotations
@@ -18,10 +22,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +36,20 @@ from pipeline.core.lock import output_lock
 from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
 from pipeline.core.stage import text_bytes
 from pipeline.core.stats import PartStats
+from pipeline.core.storage import (
+    Location,
+    arrow_source,
+    is_remote,
+    list_names,
+    location,
+    remove,
+    write_file_atomic,
+)
 from pipeline.engines import Engine
 from pipeline.engines.base import ItemFailed
 from tokenization.encoders import Tokenizer, TokenizerConfig, fetch_rank_file, load_tokenizer
-from tokenization.manifest import PartTokens, assemble_shards
-from tokenization.shards import ShardError, ShardWriter, read_header, read_manifest
+from tokenization.manifest import AtomicShardWriter, PartTokens, assemble_shards, store_listing
+from tokenization.shards import HEADER_BYTES, ShardError, dtype_for_vocab, read_header, read_manifest
 
 log = logging.getLogger(__name__)
 
@@ -54,40 +66,45 @@ class TokenizeError(RuntimeError):
 @dataclass(frozen=True)
 class PartJob:
     part: str
-    input_file: Path
-    output_dir: Path
+    input_file: str
+    """The part's Parquet file (a local path or a store URL: text, so the job pickles without a filesystem)."""
+    output_dir: str
     tokenizer: str
     rank_file: Path
     batch_size: int
     threads: int
+    input_bytes: int = -1
+    """On a store: the input's size and ETag, from the driver's listing (on local disk the worker stats it)."""
+    input_etag: str = ""
 
 
-def part_tokens_path(output_dir: Path, part: str) -> Path:
-    return Path(output_dir) / PARTS / f"{part}.tokens"
+def part_tokens_path(output_dir: Location | str, part: str) -> Location:
+    return location(output_dir) / PARTS / f"{part}.tokens"
 
 
-def token_counts_path(output_dir: Path, part: str) -> Path:
-    return Path(output_dir) / TOKEN_COUNTS / f"{part}.parquet"
+def token_counts_path(output_dir: Location | str, part: str) -> Location:
+    return location(output_dir) / TOKEN_COUNTS / f"{part}.parquet"
 
 
-def part_stats_path(output_dir: Path, part: str) -> Path:
-    return Path(output_dir) / STATS / f"{part}.json"
+def part_stats_path(output_dir: Location | str, part: str) -> Location:
+    return location(output_dir) / STATS / f"{part}.json"
 
 
-def part_marker_path(output_dir: Path, part: str) -> Path:
-    return Path(output_dir) / MARKERS / f"{part}.done"
+def part_marker_path(output_dir: Location | str, part: str) -> Location:
+    return location(output_dir) / MARKERS / f"{part}.done"
 
 
-def _clear_part(output_dir: Path, part: str) -> None:
-    """Remove whatever an unfinished (or outdated) attempt at ``part`` left."""
+def _clear_part(output_dir: Location, part: str) -> None:
+    """Remove whatever an unfinished (or outdated) attempt at ``part`` left (the marker first)."""
     for path in (
         part_marker_path(output_dir, part),
         part_tokens_path(output_dir, part),
         token_counts_path(output_dir, part),
     ):
-        path.unlink(missing_ok=True)
-        for leftover in path.parent.glob(f".{path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)
+        remove(path)
+        if not is_remote(path):  # a store has no temporary objects: they are local until uploaded
+            for leftover in path.parent.glob(f".{path.name}.*.tmp"):
+                leftover.unlink(missing_ok=True)
 
 
 def _encode_batch(tokenizer: Tokenizer, texts: list[str | None], threads: int) -> tuple[np.ndarray, np.ndarray]:
@@ -109,23 +126,29 @@ def _encode_batch(tokenizer: Tokenizer, texts: list[str | None], threads: int) -
 def tokenize_part(job: PartJob) -> PartTokens:
     """Tokenize one input part into its token file, token counts and marker (in that order)."""
     start = time.perf_counter()
-    out = job.output_dir
+    out = location(job.output_dir)
+    input_file = location(job.input_file)
     _clear_part(out, job.part)
     tokenizer = load_tokenizer(job.tokenizer, job.rank_file)
-    stat = job.input_file.stat()
+    if is_remote(input_file):
+        input_bytes, input_mtime_ns = job.input_bytes, 0
+    else:
+        stat = input_file.stat()
+        input_bytes, input_mtime_ns = stat.st_size, stat.st_mtime_ns
+    source, filesystem = arrow_source(input_file)
     try:
-        parquet = pq.ParquetFile(job.input_file)
+        parquet = pq.ParquetFile(source, filesystem=filesystem)
     except (OSError, pa.ArrowException) as e:
-        raise TokenizeError(f"{job.part}: cannot read {job.input_file}: {e}") from e
+        raise TokenizeError(f"{job.part}: cannot read {input_file}: {e}") from e
     missing = {"id", "text"} - set(parquet.schema_arrow.names)
     if missing:
-        raise TokenizeError(f"{job.part}: {job.input_file} lacks column(s) {sorted(missing)}")
+        raise TokenizeError(f"{job.part}: {input_file} lacks column(s) {sorted(missing)}")
 
-    writer = ShardWriter(part_tokens_path(out, job.part), tokenizer.vocab_size)
+    writer = AtomicShardWriter(part_tokens_path(out, job.part), tokenizer.vocab_size)
     ids: list[pa.Array] = []
     counts: list[np.ndarray] = []
     documents = skipped = 0
-    stats = PartStats(part=job.part, inputs=[str(job.input_file)])
+    stats = PartStats(part=job.part, inputs=[str(input_file)])
     stage = stats.stage(STAGE)
     try:
         for batch in parquet.iter_batches(batch_size=job.batch_size, columns=["id", "text"]):
@@ -142,7 +165,7 @@ def tokenize_part(job: PartJob) -> PartTokens:
     except BaseException as e:
         writer.abort()
         if isinstance(e, pa.ArrowException | OSError):
-            raise TokenizeError(f"{job.part}: error reading {job.input_file}: {e}") from e
+            raise TokenizeError(f"{job.part}: error reading {input_file}: {e}") from e
         raise
 
     all_counts = np.concatenate(counts) if counts else np.zeros(0, dtype=np.int64)
@@ -153,11 +176,7 @@ def tokenize_part(job: PartJob) -> PartTokens:
         },
         schema=TOKEN_COUNTS_SCHEMA,
     )
-    counts_path = token_counts_path(out, job.part)
-    counts_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = counts_path.with_name(f".{counts_path.name}.{os.getpid()}.tmp")
-    pq.write_table(table, tmp, compression="zstd")
-    os.replace(tmp, counts_path)
+    write_file_atomic(token_counts_path(out, job.part), lambda f: pq.write_table(table, f, compression="zstd"))
 
     stage.docs_in = documents + skipped
     stage.docs_out = stats.docs_out = documents
@@ -173,8 +192,9 @@ def tokenize_part(job: PartJob) -> PartTokens:
         num_tokens=header.num_tokens,
         skipped_empty=skipped,
         sha256=sha,
-        input_bytes=stat.st_size,
-        input_mtime_ns=stat.st_mtime_ns,
+        input_bytes=input_bytes,
+        input_mtime_ns=input_mtime_ns,
+        input_etag=job.input_etag,
         tokenizer=tokenizer.name,
         tokenizer_sha256=tokenizer.rank_sha256,
         seconds=round(time.perf_counter() - start, 3),
@@ -183,8 +203,58 @@ def tokenize_part(job: PartJob) -> PartTokens:
     return info
 
 
-def finished_part(output_dir: Path, part: str, input_file: Path, tokenizer: Tokenizer) -> PartTokens | None:
-    """The part's summary if it was tokenized from this very input with this tokenizer, else None."""
+@dataclass
+class StoreListing:
+    """What a tokenization on an object store needs to know of its folders, from one listing per folder."""
+
+    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``documents/`` of the input: Parquet file name -> its entry (size, ETag)."""
+    markers: set[str] = field(default_factory=set)
+    part_files: dict[str, int] = field(default_factory=dict)
+    """``parts/``: token file name -> size."""
+    token_counts: set[str] = field(default_factory=set)
+    stats: set[str] = field(default_factory=set)
+
+    @classmethod
+    def of(cls, input_dir: Location, output_dir: Location) -> StoreListing:
+        def sizes(folder: Location) -> dict[str, int]:
+            if not is_remote(folder):
+                return {name: (folder / name).stat().st_size for name in list_names(folder)}
+            return {name: int(entry.get("size") or 0) for name, entry in store_listing(folder).items()}
+
+        documents = input_dir / DOCUMENTS
+        inputs = store_listing(documents) if is_remote(documents) else {name: {} for name in list_names(documents)}
+        return cls(
+            inputs=inputs,
+            markers=set(list_names(output_dir / MARKERS, ".done")),
+            part_files=sizes(output_dir / PARTS),
+            token_counts=set(list_names(output_dir / TOKEN_COUNTS, ".parquet")),
+            stats=set(list_names(output_dir / STATS, ".json")),
+        )
+
+    def input_version(self, part: str) -> tuple[int, str]:
+        """(size, ETag) of the part's Parquet file as listed; (-1, "") if it is not there."""
+        entry = self.inputs.get(f"{part}.parquet")
+        if entry is None:
+            return -1, ""
+        return int(entry.get("size") or 0), str(entry.get("ETag") or entry.get("etag") or "")
+
+
+def finished_part(
+    output_dir: Location | str,
+    part: str,
+    input_file: Location | str,
+    tokenizer: Tokenizer,
+    listing: StoreListing | None = None,
+) -> PartTokens | None:
+    """The part's summary if it was tokenized from this very input with this tokenizer, else None.
+
+    On a store, ``listing`` (taken once for all parts) answers for the inputs and the files beside the marker;
+    only the marker itself is read.
+    """
+    output_dir, input_file = location(output_dir), location(input_file)
+    if listing is not None:
+        return _finished_on_store(output_dir, part, input_file, tokenizer, listing)
     try:
         info = PartTokens.from_json(json.loads(part_marker_path(output_dir, part).read_text()))
         stat = input_file.stat()
@@ -203,10 +273,41 @@ def finished_part(output_dir: Path, part: str, input_file: Path, tokenizer: Toke
     return info if current else None
 
 
-def input_parts(input_dir: Path) -> list[tuple[str, Path]]:
+def _finished_on_store(
+    output_dir: Location, part: str, input_file: Location, tokenizer: Tokenizer, listing: StoreListing
+) -> PartTokens | None:
+    if f"{part}.done" not in listing.markers:
+        return None
+    try:
+        info = PartTokens.from_json(json.loads(part_marker_path(output_dir, part).read_text()))
+        if is_remote(input_file):
+            size, etag = listing.input_version(part)
+            same_input = bool(etag) and info.input_bytes == size and info.input_etag == etag
+        else:
+            stat = input_file.stat()
+            same_input = info.input_bytes == stat.st_size and info.input_mtime_ns == stat.st_mtime_ns
+    except (OSError, ValueError, TypeError):
+        return None
+    expected_bytes = HEADER_BYTES + info.num_tokens * np.dtype(dtype_for_vocab(tokenizer.vocab_size)).itemsize
+    current = (
+        same_input
+        and info.tokenizer == tokenizer.name
+        and info.tokenizer_sha256 == tokenizer.rank_sha256
+        and listing.part_files.get(f"{part}.tokens") == expected_bytes
+        and f"{part}.parquet" in listing.token_counts
+        and f"{part}.json" in listing.stats
+    )
+    return info if current else None
+
+
+def input_parts(input_dir: Location | str, listing: StoreListing | None = None) -> list[tuple[str, Location]]:
     """Finished parts of a pass (per its markers), in part order."""
-    parts = [(name, Path(input_dir) / DOCUMENTS / f"{name}.parquet") for name in done_parts(input_dir)]
-    missing = [str(path) for _, path in parts if not path.is_file()]
+    input_dir = location(input_dir)
+    parts = [(name, input_dir / DOCUMENTS / f"{name}.parquet") for name in done_parts(input_dir)]
+    if listing is not None:
+        missing = [str(path) for name, path in parts if f"{name}.parquet" not in listing.inputs]
+    else:
+        missing = [str(path) for _, path in parts if not path.is_file()]
     if missing:
         raise TokenizeError(f"parts marked done but missing: {missing[:5]}")
     return parts
@@ -247,8 +348,8 @@ def _run_jobs(jobs: list[PartJob], engine: Engine) -> tuple[dict[str, PartTokens
 
 
 def run_tokenize(
-    input_dir: Path,
-    output_dir: Path,
+    input_dir: Location | str,
+    output_dir: Location | str,
     config: TokenizerConfig | None = None,
     *,
     workers: int | None = None,
@@ -269,28 +370,42 @@ def run_tokenize(
         from pipeline.engines.local import LocalEngine
 
         engine = LocalEngine(workers=workers if workers is not None else config.workers, progress=progress)
-    with output_lock(Path(output_dir), "tokenize"):
+    input_dir, output_dir = location(input_dir), location(output_dir)
+    with output_lock(output_dir, "tokenize"):
         return _tokenize_parts(input_dir, output_dir, config, engine)
 
 
-def _tokenize_parts(input_dir: Path, output_dir: Path, config: TokenizerConfig, engine: Engine) -> dict[str, Any]:
+def _tokenize_parts(
+    input_dir: Location, output_dir: Location, config: TokenizerConfig, engine: Engine
+) -> dict[str, Any]:
     start = time.perf_counter()
-    input_dir, output_dir = Path(input_dir).resolve(), Path(output_dir).resolve()  # as executors see them
-    parts = input_parts(input_dir)
+    if not is_remote(input_dir):
+        input_dir = input_dir.resolve()  # as executors see them
+    if not is_remote(output_dir):
+        output_dir = output_dir.resolve()
+        output_dir.mkdir(parents=True, exist_ok=True)
+    remote = is_remote(input_dir) or is_remote(output_dir)
+    listing = StoreListing.of(input_dir, output_dir) if remote else None
+    parts = input_parts(input_dir, listing)
     if not parts:
         raise TokenizeError(f"no finished parts in {input_dir} (expected {DOCUMENTS}/part-*.parquet with markers)")
     rank_file = fetch_rank_file(config.name)  # once, in this process: workers only read it
     tokenizer = load_tokenizer(config.name, rank_file)
-    output_dir.mkdir(parents=True, exist_ok=True)
 
     finished: dict[str, PartTokens] = {}
     jobs: list[PartJob] = []
     for name, path in parts:
-        info = finished_part(output_dir, name, path, tokenizer)
+        info = finished_part(output_dir, name, path, tokenizer, listing)
         if info is not None:
             finished[name] = info
-        else:
-            jobs.append(PartJob(name, path, output_dir, config.name, rank_file, config.batch_size, config.threads))
+            continue
+        size, etag = listing.input_version(name) if listing is not None and is_remote(path) else (-1, "")
+        jobs.append(
+            PartJob(
+                name, str(path), str(output_dir), config.name, rank_file, config.batch_size, config.threads,
+                input_bytes=size, input_etag=etag,
+            )
+        )  # fmt: skip
     log.info("tokenizing %d parts (%d already done) on the %s engine", len(jobs), len(finished), engine.kind)
     results, failures = _run_jobs(jobs, engine)
     finished.update(results)
@@ -312,17 +427,23 @@ def _tokenize_parts(input_dir: Path, output_dir: Path, config: TokenizerConfig, 
     }
 
 
-def read_token_counts(output_dir: Path) -> pa.Table:
+def read_token_counts(output_dir: Location | str) -> pa.Table:
     """``id`` -> ``token_count`` for every tokenized document (end-of-text not counted), in part order.
 
     Only the parts of the current manifest (when there is one): counts of parts no longer in the input are stale.
     """
-    output_dir = Path(output_dir)
+    output_dir = location(output_dir)
     try:
         names = [p["part"] for p in read_manifest(output_dir)["source"]["parts"]]
         files = [token_counts_path(output_dir, name) for name in names]
     except (ShardError, KeyError):
-        files = sorted((output_dir / TOKEN_COUNTS).glob("part-*.parquet"))
+        files = [
+            output_dir / TOKEN_COUNTS / name for name in list_names(output_dir / TOKEN_COUNTS, ".parquet", "part-")
+        ]
     if not files:
         return TOKEN_COUNTS_SCHEMA.empty_table()
-    return pa.concat_tables(pq.read_table(f, schema=TOKEN_COUNTS_SCHEMA) for f in files)
+    tables = []
+    for path in files:
+        source, filesystem = arrow_source(path)
+        tables.append(pq.read_table(source, schema=TOKEN_COUNTS_SCHEMA, filesystem=filesystem))
+    return pa.concat_tables(tables)

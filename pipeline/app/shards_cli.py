@@ -13,6 +13,7 @@ import numpy as np
 import typer
 
 from pipeline.app.cli_common import VerboseOpt, errors, fail, setup_logging
+from pipeline.core.storage import check_readable, check_writable, location
 from tokenization.shards import (
     MANIFEST_NAME,
     ShardError,
@@ -134,8 +135,12 @@ def inspect(
 
 @shards_app.command("build")
 def build(
-    input_dir: Annotated[Path, typer.Argument(help="A pass's output folder (documents/ + markers/).")],
-    output: Annotated[Path | None, typer.Option("--output", "-o", help="Shard folder (default: INPUT/tokens).")] = None,
+    input_dir: Annotated[
+        str, typer.Argument(help="A pass's output folder (documents/ + markers/): a local path or a store URL.")
+    ],
+    output: Annotated[
+        str | None, typer.Option("--output", "-o", help="Shard folder, a path or a store URL (default: INPUT/tokens).")
+    ] = None,
     tokenizer: Annotated[str, typer.Option("--tokenizer", "-t", help="gpt2 (r50k_base) or cl100k_base.")] = "gpt2",
     shard_size: Annotated[int, typer.Option("--shard-size", help="Tokens per shard.")] = 100_000_000,
     val_tokens: Annotated[int | None, typer.Option("--val-tokens", help="Tokens in the val shard.")] = None,
@@ -146,7 +151,11 @@ def build(
 ) -> None:
     """Tokenize a pass's documents into llm.c shards (resumable: rerun to continue).
 
-    Example: `refinery shards build out/sample --workers 2 --shard-size 1000000`
+    Examples:
+
+    * `refinery shards build out/sample --workers 2 --shard-size 1000000`
+
+    * `refinery shards build s3://bucket/run -o s3://bucket/run/tokens-cl100k -t cl100k_base`
     """
     setup_logging(verbose)
     from pydantic import ValidationError
@@ -164,9 +173,13 @@ def build(
         )
     except ValidationError as e:
         fail(f"invalid options: {e}", 2)
-    out = output or input_dir / "tokens"
+    with errors("reading the options", verbose):  # an unknown URL scheme: StorageError, exit 2
+        source = location(input_dir)
+        out = location(output) if output else source / "tokens"
     with errors(f"tokenizing into {out}", verbose, usage=(TokenizerAssetError,)):
-        result = run_tokenize(input_dir, out, config, progress=not no_progress)
+        check_readable(source)
+        check_writable(out)
+        result = run_tokenize(source, out, config, progress=not no_progress)
     totals = result["manifest"]["totals"]
     typer.echo(
         f"{totals['num_shards']} shards, {totals['num_tokens']:,} tokens, {totals['num_documents']:,} documents "

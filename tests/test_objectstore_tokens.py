@@ -1,0 +1,208 @@
+"""Token shards on an object store (a real SeaweedFS S3 server): the tokenize pass, ``shards build`` and
+``validate-shards`` with ``s3://`` folders give what they give on local disk, resume after a kill, and fail
+with one clear line (exit 2) when the folder is not there."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pytest
+from typer.testing import CliRunner
+
+from pipeline.app.shards_cli import shards_app
+from pipeline.core.parts import PartWriter
+from pipeline.core.stats import PartStats
+from tests.objectstore import SECRET_KEY, SeaweedServer, client_env
+from tokenization.encoders import TokenizerConfig
+from tokenization.shards import read_manifest
+from tokenization.tokenize_pass import read_token_counts, run_tokenize
+
+REPO = Path(__file__).resolve().parents[1]
+SHARD = 8_000  # tokens per shard: the documents below (~70k GPT-2 tokens) make about nine shards
+
+
+@pytest.fixture(scope="module")
+def documents(realdata: Path) -> list[tuple[str, str | None]]:
+    """(id, text) of real Common Crawl text, plus an empty and a null text."""
+    docs: list[tuple[str, str | None]] = []
+    for path in sorted((realdata / "cc_text_samples").glob("*.jsonl.gz")):
+        with gzip.open(path, "rt", encoding="utf-8") as f:
+            docs += [(f"{path.name}:{i}", json.loads(line)["text"]) for i, line in enumerate(f)]
+    docs.insert(3, ("empty", ""))
+    docs.insert(17, ("null", None))
+    return docs
+
+
+def write_pass(root: Path | str, docs: list[tuple[str, str | None]], n_parts: int = 3) -> str:
+    """A finished pass (documents/ + stats/ + markers/) at a local path or a store URL, as the pipeline writes it."""
+    size = -(-len(docs) // n_parts)
+    for index in range(n_parts):
+        chunk = docs[index * size : (index + 1) * size]
+        name = f"part-{index:05d}"
+        with PartWriter(root, name) as writer:
+            writer.write(
+                pa.table({"id": [d[0] for d in chunk], "text": pa.array([d[1] for d in chunk], pa.large_string())})
+            )
+            writer.commit(PartStats(part=name))
+    return str(root)
+
+
+@pytest.fixture(scope="module")
+def local_tokens(tmp_path_factory: pytest.TempPathFactory, documents: list[tuple[str, str | None]]) -> Path:
+    """The reference: the same documents tokenized on local disk."""
+    source = write_pass(tmp_path_factory.mktemp("pass"), documents)
+    out = tmp_path_factory.mktemp("local") / "tokens"
+    run_tokenize(Path(source), out, TokenizerConfig(shard_size_tokens=SHARD), workers=1)
+    return out
+
+
+@pytest.fixture
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """This test's local scratch folder ($REFINERY_SCRATCH): temporary files must not outlive their upload."""
+    path = tmp_path / "scratch"
+    path.mkdir()
+    monkeypatch.setenv("REFINERY_SCRATCH", str(path))
+    return path
+
+
+def store_files(server: SeaweedServer, url: str) -> dict[str, bytes]:
+    """Every object under ``url`` (relative name -> bytes)."""
+    fs = server.filesystem()
+    prefix = url.removeprefix("s3://").rstrip("/")
+    return {key[len(prefix) + 1 :]: fs.cat_file(key) for key in fs.find(prefix)}
+
+
+def shard_bytes(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: data for name, data in files.items() if name.endswith(".bin") and "/" not in name}
+
+
+# ------------------------------------------------------------------------------------------ tokenize pass
+
+
+def test_tokenize_on_the_store_is_byte_identical_to_local(
+    bucket: str, s3_env: SeaweedServer, scratch: Path, local_tokens: Path, documents: list[tuple[str, str | None]]
+) -> None:
+    source = write_pass(f"{bucket}/pass", documents)
+    out = f"{bucket}/pass/tokens"
+    result = run_tokenize(source, out, TokenizerConfig(shard_size_tokens=SHARD, batch_size=7), workers=2)
+    assert (result["parts_tokenized"], result["parts_reused"]) == (3, 0)
+
+    files = store_files(s3_env, out)
+    local = {p.name: p.read_bytes() for p in local_tokens.glob("*.bin")}
+    assert len(local) >= 5 and shard_bytes(files) == local
+    manifest = json.loads(files["manifest.json"])
+    assert manifest["shards"] == read_manifest(local_tokens)["shards"]  # names, counts, sha256
+    assert manifest["totals"] == read_manifest(local_tokens)["totals"]
+    assert manifest["source"]["input"] == source and SECRET_KEY not in files["manifest.json"].decode()
+    assert sorted(n for n in files if n.startswith("markers/")) == [f"markers/part-0000{i}.done" for i in range(3)]
+    assert read_token_counts(out).equals(read_token_counts(local_tokens))
+    assert list(scratch.iterdir()) == []  # every temporary file was uploaded and removed
+
+    again = run_tokenize(source, out, TokenizerConfig(shard_size_tokens=SHARD), workers=2)
+    assert (again["parts_tokenized"], again["parts_reused"]) == (0, 3)
+    assert store_files(s3_env, out) == files  # shards current: nothing rewritten, nothing removed
+
+
+_CRASH = """
+import os, sys
+import tokenization.manifest as manifest
+import tokenization.tokenize_pass as tp
+from tokenization.encoders import TokenizerConfig
+
+where, calls = sys.argv[3], [0]
+if where == "tokenize":  # die inside the second part, while its token file is being written
+    original = tp._encode_batch
+    def dying(*args, **kwargs):
+        calls[0] += 1
+        if calls[0] == 5:  # parts of 11 documents, batches of 5: the second batch of part 1
+            os._exit(9)
+        return original(*args, **kwargs)
+    tp._encode_batch = dying
+else:  # die during assembly, after the 3 part files and 2 shards were uploaded
+    original = manifest.ShardWriter.commit
+    def dying(self):
+        calls[0] += 1
+        if calls[0] == 6:
+            os._exit(9)
+        return original(self)
+    manifest.ShardWriter.commit = dying
+tp.run_tokenize(sys.argv[1], sys.argv[2], TokenizerConfig(shard_size_tokens=int(sys.argv[4]), batch_size=5))
+"""
+
+
+@pytest.mark.parametrize("where", ["tokenize", "assemble"])
+def test_rerun_after_a_kill_on_the_store(
+    bucket: str,
+    s3_env: SeaweedServer,
+    tmp_path: Path,
+    local_tokens: Path,
+    documents: list[tuple[str, str | None]],
+    where: str,
+) -> None:
+    source = write_pass(f"{bucket}/pass", documents)
+    out = f"{bucket}/tokens"
+    scratch = tmp_path / "scratch"
+    env = client_env(s3_env, REFINERY_SCRATCH=str(scratch), PYTHONPATH=str(REPO))
+    proc = subprocess.run(
+        [sys.executable, "-c", _CRASH, source, out, where, str(SHARD)], cwd=REPO, env=env, timeout=180
+    )
+    assert proc.returncode == 9
+    files = store_files(s3_env, out)
+    assert "manifest.json" not in files  # no manifest until every shard is complete
+    done = sorted(n for n in files if n.startswith("markers/"))
+    assert done == [f"markers/part-0000{i}.done" for i in range(1 if where == "tokenize" else 3)]
+    if where == "assemble":
+        assert len(shard_bytes(files)) == 2  # the shards uploaded before the kill, each complete
+
+    result = run_tokenize(source, out, TokenizerConfig(shard_size_tokens=SHARD))
+    assert result["parts_reused"] == len(done) and result["parts_tokenized"] == 3 - len(done)
+    files = store_files(s3_env, out)
+    assert shard_bytes(files) == {p.name: p.read_bytes() for p in local_tokens.glob("*.bin")}
+    assert json.loads(files["manifest.json"])["shards"] == read_manifest(local_tokens)["shards"]
+    assert not [name for name in files if "/." in f"/{name}" or name.endswith(".tmp")]  # no temporary objects
+
+
+# ------------------------------------------------------------------------------------------------- CLI
+
+
+def test_shards_build_cli_to_the_store(
+    bucket: str, s3_env: SeaweedServer, local_tokens: Path, documents: list[tuple[str, str | None]]
+) -> None:
+    source = write_pass(f"{bucket}/run", documents)
+    runner = CliRunner()
+    result = runner.invoke(shards_app, ["build", source, "--shard-size", str(SHARD), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    out = f"{source}/tokens"
+    assert f"in {out} " in result.output and SECRET_KEY not in result.output
+    files = store_files(s3_env, out)
+    assert shard_bytes(files) == {p.name: p.read_bytes() for p in local_tokens.glob("*.bin")}
+
+    other = f"{bucket}/elsewhere/tokens"
+    result = runner.invoke(shards_app, ["build", source, "-o", other, "--shard-size", str(SHARD), "--no-progress"])
+    assert result.exit_code == 0, result.output
+    assert shard_bytes(store_files(s3_env, other)) == shard_bytes(files)
+
+
+def test_shards_build_cli_errors_are_one_line_exit_2(bucket: str, s3_env: SeaweedServer, tmp_path: Path) -> None:
+    env = client_env(s3_env)
+    missing = f"{bucket}/no-such-run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.app.cli", "shards", "build", missing, "--no-progress"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines() == [f"error: {missing}: not found"]
+    no_bucket = "s3://no-such-bucket-4f1c/run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "pipeline.app.cli", "shards", "build", str(tmp_path), "-o", f"{no_bucket}/tokens"],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no-such-bucket-4f1c" in lines[0] and "bucket does not exist" in lines[0]
+    assert SECRET_KEY not in proc.stderr
