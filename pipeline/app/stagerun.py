@@ -1,7 +1,9 @@
-"""``refinery stage NAME``: one stage on local files, for tuning on samples.
+"""``refinery stage NAME``: one stage on sample files, for tuning.
 
-Inputs are WARC files (read into raw records) or Parquet document files; each input file becomes one
-output part, so the output has the same layout, stats and resume behaviour as a full run.
+Inputs are WARC files (read into raw records) or Parquet document files, local or on a store (``s3://...``:
+a WARC file is copied to local scratch to be read, Parquet is read in place); each input file becomes one
+output part, so the output (a local folder or a store URL) has the same layout, stats and resume behaviour
+as a full run.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -20,6 +23,17 @@ from pipeline.core.lock import output_lock
 from pipeline.core.parts import PartWriter, part_name
 from pipeline.core.stage import run_chain
 from pipeline.core.stats import PartStats
+from pipeline.core.storage import (
+    Location,
+    StorageError,
+    arrow_source,
+    check_writable,
+    configure_storage,
+    describe_storage_error,
+    is_remote,
+    local_copy,
+    location,
+)
 from pipeline.engines.base import PassResult, WorkUnit, write_progress
 
 log = logging.getLogger(__name__)
@@ -29,16 +43,23 @@ NEEDS_HTML = {"extract"}
 NEEDS_HTML_ONLY = {"url_filter"}
 
 
-def is_warc(path: Path) -> bool:
+def is_warc(path: Location) -> bool:
     return path.name.endswith(WARC_SUFFIXES)
 
 
-def expand_inputs(inputs: list[Path]) -> list[Path]:
-    """Files given directly, plus the WARC and Parquet files inside given folders, sorted."""
-    files: list[Path] = []
-    for p in inputs:
-        if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.is_file() and (is_warc(f) or f.suffix == ".parquet"))
+def is_input_file(name: str) -> bool:
+    return name.endswith(WARC_SUFFIXES) or name.endswith(".parquet")
+
+
+def expand_inputs(inputs: list[Location | str]) -> list[Location]:
+    """Files given directly, plus the WARC and Parquet files inside given folders (prefixes on a store), sorted."""
+    files: list[Location] = []
+    for given in inputs:
+        p = location(given)
+        if is_remote(p):
+            files.extend(_store_files(p))
+        elif p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.is_file() and is_input_file(f.name))
             if not found:
                 raise FileNotFoundError(f"no .warc(.gz) or .parquet files under {p}")
             files.extend(found)
@@ -50,6 +71,27 @@ def expand_inputs(inputs: list[Path]) -> list[Path]:
     if len(kinds) > 1:
         raise ValueError("inputs mix WARC and Parquet files; run them separately")
     return files
+
+
+def _store_files(p: Location) -> list[Location]:
+    """``p`` itself if it is an object, else the input files under the prefix ``p`` (one recursive listing)."""
+    fs: fsspec.AbstractFileSystem = p.fs
+    try:
+        if fs.isfile(p.path):
+            return [p]
+        found = sorted(f for f in fs.find(p.path) if is_input_file(f.rsplit("/", 1)[-1]))
+    except FileNotFoundError as e:
+        described = describe_storage_error(e, p)
+        if "bucket does not exist" in described:
+            raise StorageError(described) from None
+        raise FileNotFoundError(f"input not found: {p}") from None
+    except OSError as e:
+        raise StorageError(describe_storage_error(e, p)) from e
+    if not found:
+        raise FileNotFoundError(f"input not found: no .warc(.gz) or .parquet files at {p}")
+    root = str(p).rstrip("/")
+    base = p.path.rstrip("/")
+    return [location(root + f[len(base) :]) for f in found]
 
 
 def stage_chain(name: str, warc_input: bool) -> list[str]:
@@ -72,28 +114,31 @@ class StagePass:
     stage_names: tuple[str, ...]
     limit: int | None = None
 
-    def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
+    def __call__(self, unit: WorkUnit, out_dir: Location) -> None:
         (input_path,) = unit.inputs
-        path = Path(input_path)
+        path = location(input_path)
         stages = [build_stage(n, self.config) for n in self.stage_names]
         stats = PartStats(part=unit.part, inputs=[input_path])
         start = time.perf_counter()
         with PartWriter(out_dir, unit.part, keep_rejected=self.config.keep_rejected) as writer:
             if is_warc(path):
-                process_records(
-                    path,
-                    path.name,
-                    stages,
-                    writer,
-                    stats,
-                    dump=self.config.source.dump,
-                    batch_size=self.config.engine.batch_size,
-                    limit=self.limit,
-                    on_batch=lambda n: write_progress(out_dir, unit.part, n),
-                )
+                with local_copy(path) as local:  # the reader seeks: a store's file is read from a local copy
+                    process_records(
+                        local,
+                        path.name,
+                        stages,
+                        writer,
+                        stats,
+                        dump=self.config.source.dump,
+                        batch_size=self.config.engine.batch_size,
+                        limit=self.limit,
+                        on_batch=lambda n: write_progress(out_dir, unit.part, n),
+                    )
             else:
                 seen = 0
-                for batch in pq.ParquetFile(path).iter_batches(batch_size=self.config.engine.batch_size):
+                source, filesystem = arrow_source(path)
+                parquet = pq.ParquetFile(source, filesystem=filesystem)
+                for batch in parquet.iter_batches(batch_size=self.config.engine.batch_size):
                     if self.limit is not None and seen >= self.limit:
                         break
                     table = pa.Table.from_batches([batch])
@@ -108,14 +153,31 @@ class StagePass:
 
 
 def run_stage(
-    name: str, inputs: list[Path], output: Path, config: RunConfig, *, limit: int | None = None, progress: bool = True
+    name: str,
+    inputs: list[Location | str],
+    output: Location | str,
+    config: RunConfig,
+    *,
+    limit: int | None = None,
+    progress: bool = True,
 ) -> PassResult:
-    """Run stage ``name`` on ``inputs`` into ``output`` (documents/, stats/, markers/, rejected/) on its engine."""
+    """Run stage ``name`` on ``inputs`` into ``output`` (documents/, stats/, markers/, rejected/) on its engine.
+
+    Inputs and output are local paths or store URLs; a store output that cannot be written fails before any work.
+    """
     from pipeline.engines import make_engine
 
+    configure_storage(config.storage_options)
     files = expand_inputs(inputs)
     names = stage_chain(name, warc_input=is_warc(files[0]))
-    units = [WorkUnit(part=part_name(i), inputs=(str(f.resolve()),)) for i, f in enumerate(files)]
+    units = [WorkUnit(part=part_name(i), inputs=(_unit_input(f),)) for i, f in enumerate(files)]
+    output = location(output)
+    check_writable(output)
     engine = make_engine(config.engine, progress=progress)
     with output_lock(output, f"stage {name}"):
         return engine.run_units(units, StagePass(config, tuple(names), limit), output, description=f"stage {name}")
+
+
+def _unit_input(f: Location) -> str:
+    """How a unit names its input: an absolute path (workers run elsewhere), or the store URL."""
+    return str(f) if is_remote(f) else str(Path(f).resolve())

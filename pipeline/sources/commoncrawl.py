@@ -6,8 +6,11 @@ import gzip
 import logging
 import tempfile
 import zlib
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
+from pipeline.core.storage import scratch_dir
 from pipeline.sources.download import DownloadError, TruncatedGzipError, fetch_warc, join_url
 
 logger = logging.getLogger(__name__)
@@ -23,16 +26,32 @@ def warc_url(base_url: str, rel_path: str) -> str:
     return join_url(base_url, rel_path)
 
 
-def list_warc_paths(base_url: str, dump: str, *, retries: int = 5, timeout_s: float = 60.0) -> list[str]:
+def list_warc_paths(
+    base_url: str,
+    dump: str,
+    *,
+    retries: int = 5,
+    timeout_s: float = 60.0,
+    backoff_s: float = 1.0,
+    storage_options: Mapping[str, Any] | None = None,
+) -> list[str]:
     """The dump's WARC paths, relative to ``base_url``, in listing order.
 
-    The listing goes through the same retrying, verifying download as WARC files, so a
-    throttled or truncated listing is retried rather than silently shortened.
+    The listing goes through the same retrying, verifying download as WARC files (over HTTP, or from a store
+    URL with ``storage_options``), so a throttled or truncated listing is retried rather than silently shortened.
     """
     url = warc_paths_url(base_url, dump)
-    with tempfile.TemporaryDirectory(prefix="cc-listing-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="cc-listing-", dir=scratch_dir()) as tmp:
         try:
-            path = fetch_warc(base_url, _listing_rel(dump), Path(tmp), retries=retries, timeout_s=timeout_s)
+            path = fetch_warc(
+                base_url,
+                _listing_rel(dump),
+                Path(tmp),
+                retries=retries,
+                timeout_s=timeout_s,
+                backoff_s=backoff_s,
+                storage_options=storage_options,
+            )
         except DownloadError as e:
             if e.status == 404:
                 raise DownloadError(

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from pipeline.core.settings import Settings
+from pipeline.core.storage import StorageError, location
+from pipeline.sources.store import is_store_url
 
 COMMON_CRAWL_BASE_URL = "https://data.commoncrawl.org/"
 DEFAULT_DUMP = "CC-MAIN-2024-22"
@@ -19,7 +22,16 @@ class SourceConfig(Settings):
 
     cc_base_url: str = Field(
         COMMON_CRAWL_BASE_URL,
-        description="Base URL of a Common Crawl mirror (holds crawl-data/DUMP/warc.paths.gz), or a local folder.",
+        description="Where Common Crawl is read from (holds crawl-data/DUMP/warc.paths.gz): its HTTP server, "
+        "its bucket s3://commoncrawl/ (read anonymously when no AWS credentials are set), any store URL "
+        "(s3://bucket/prefix/, gs://...), or a local folder.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        exclude=True,  # may hold credentials: never written back (config.yaml, report, Prefect parameters)
+        repr=False,
+        description="fsspec options for reading a store cc_base_url only, over the run's storage_options, e.g. "
+        "{anon: true} or {profile: cc}. Never recorded in the run's outputs.",
     )
     dump: str = Field(DEFAULT_DUMP, description="Crawl id, e.g. CC-MAIN-2024-22.")
     limit_warcs: int | None = Field(None, ge=1, description="Process only the first N WARC files of the dump.")
@@ -68,4 +80,9 @@ class SourceConfig(Settings):
     def _base_url(cls, v: str) -> str:
         if not v:
             raise ValueError("cc_base_url must not be empty")
+        if is_store_url(v):
+            try:
+                location(v)
+            except StorageError as e:
+                raise ValueError(str(e)) from None
         return v if v.endswith("/") else v + "/"

@@ -1,4 +1,4 @@
-"""Fetch WARC files over HTTP so that a caller only ever sees complete, verified files.
+"""Fetch WARC files over HTTP or from an object store so that a caller only ever sees complete, verified files.
 
 Common Crawl files are about 1 GB and served by a CDN that throttles (503, 429) and
 resets connections, so a download resumes with Range requests, backs off with jitter,
@@ -14,6 +14,10 @@ gzip stream ends inside a member is truncated at the source: downloading it agai
 same bytes. With ``salvage_truncated`` it is kept (sidecar ``truncated_at_source``) so the
 reader can use the records before the cut; without, it fails at once. Corrupt data, a file
 that is not gzip at all and HTTP errors still fail.
+
+A base URL on an object store (``s3://commoncrawl/``, any fsspec URL: see ``pipeline.sources.store``) goes
+through the same cache, lock, sidecar, verification, retries and limits; its bytes come in ranged reads
+(sized to take about ``STORE_CHUNK_TARGET_S`` each, so the limits are checked as often as over HTTP).
 """
 
 from __future__ import annotations
@@ -29,18 +33,24 @@ import os
 import random
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
+from typing import Any
 from urllib.parse import quote, urlparse
 from urllib.request import url2pathname
 
+import fsspec
+import fsspec.asyn
+import fsspec.exceptions
 import requests
 import urllib3
 from tqdm import tqdm
 
 from pipeline import __version__
+from pipeline.core.storage import StorageError, describe_storage_error, is_remote, scratch_dir
+from pipeline.sources.store import HTTP_SCHEMES, is_anonymous, is_store_url, source_filesystem
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +65,10 @@ DEADLINE_S = 3600.0
 STALL = "stall"
 TOO_SLOW = "too_slow"
 DEADLINE = "deadline"
+STORE_CHUNK_MIN = 1 << 20
+STORE_CHUNK_MAX = 32 << 20
+STORE_CHUNK_TARGET_S = 2.0
+"""A ranged read from a store is sized to take about this long at the speed seen so far."""
 _GZIP_MAGIC = b"\x1f\x8b"
 # a malformed URL or an unsupported scheme will not get better by waiting
 _BAD_REQUEST_ERRORS = (
@@ -64,6 +78,20 @@ _BAD_REQUEST_ERRORS = (
     requests.exceptions.InvalidHeader,
 )
 _TRANSPORT_ERRORS = (requests.RequestException, urllib3.exceptions.HTTPError, OSError)
+# on a store, these say the request (or our code) is wrong, not that the network had a bad moment
+_PERMANENT_STORE_ERRORS = (
+    FileNotFoundError,
+    PermissionError,
+    IsADirectoryError,
+    NotADirectoryError,
+    ValueError,
+    TypeError,
+    AttributeError,
+    KeyError,
+    NameError,
+    ImportError,
+    NotImplementedError,
+)
 
 
 class DownloadError(RuntimeError):
@@ -128,11 +156,16 @@ def safe_rel_path(rel_path: str) -> PurePosixPath:
 
 
 def join_url(base_url: str, rel_path: str) -> str:
-    """``base_url`` + ``rel_path`` with exactly one slash between (urljoin would drop a last segment)."""
+    """``base_url`` + ``rel_path`` with exactly one slash between (urljoin would drop a last segment).
+
+    Only HTTP URLs are percent-encoded: a store's keys are the names themselves.
+    """
     rel = safe_rel_path(rel_path)
     if is_local(base_url):
         return str(local_dir(base_url) / rel)
-    return base_url.rstrip("/") + "/" + quote(str(rel), safe="/")
+    if urlparse(base_url).scheme.lower() in HTTP_SCHEMES:
+        return base_url.rstrip("/") + "/" + quote(str(rel), safe="/")
+    return base_url.rstrip("/") + "/" + str(rel)
 
 
 def new_session() -> requests.Session:
@@ -269,17 +302,23 @@ def fetch_warc(
     speed_window_s: float = SPEED_WINDOW_S,
     deadline_s: float | None = DEADLINE_S,
     salvage_truncated: bool = False,
+    storage_options: Mapping[str, Any] | None = None,
 ) -> Path:
     """Return the local path of a complete, verified copy of ``base_url/rel_path``.
 
-    A local base is verified in place (never copied). Otherwise the file streams to
-    ``dest_dir/<rel_path>.partial``, resumes with Range after a failure, and is renamed to its
-    final name only once it is a complete gzip stream of the announced length. With
-    ``salvage_truncated``, a file truncated at the source (see the module docstring) is returned too.
+    A local base is verified in place (never copied). Otherwise (HTTP, or a store URL read with
+    ``storage_options`` over the process's defaults) the file streams to ``dest_dir/<rel_path>.partial``,
+    resumes where it stopped after a failure, and is renamed to its final name only once it is a complete
+    gzip stream of the announced length. With ``salvage_truncated``, a file truncated at the source (see the
+    module docstring) is returned too. A ``dest_dir`` on a store is replaced by local scratch: the cache
+    must be a local file the WARC reader can seek in.
     """
     rel = safe_rel_path(rel_path)
     if is_local(base_url):
         return _use_local(local_dir(base_url) / rel, salvage_truncated)
+    if is_remote(dest_dir):
+        logger.debug("WARC cache %s is not local: caching in local scratch", dest_dir)
+        dest_dir = scratch_dir() / "warc-cache"
     final = Path(dest_dir) / rel
     final.parent.mkdir(parents=True, exist_ok=True)
     with _one_download_at_a_time(final):  # runs sharing the cache take turns; the second finds the file done
@@ -293,6 +332,16 @@ def fetch_warc(
             _sidecar(final).unlink(missing_ok=True)
         url = join_url(base_url, rel_path)
         limits = Limits(min_speed_bps=min_speed_bps, window_s=speed_window_s, deadline_s=deadline_s)
+        if is_store_url(base_url):
+            try:
+                fs, path = source_filesystem(url, storage_options, timeout_s=timeout_s)
+            except StorageError as e:  # a scheme without its backend
+                raise DownloadError(str(e), url=url) from None
+            except Exception as e:  # bad options
+                raise DownloadError(describe_storage_error(e, url), url=url) from None
+            return _StoreFetch(
+                fs, path, url, partial, final, retries, timeout_s, backoff_s, progress, limits, salvage_truncated
+            ).run()
         with new_session() as session:
             return _Fetch(
                 session, url, partial, final, retries, timeout_s, backoff_s, progress, limits, salvage_truncated
@@ -369,7 +418,7 @@ class _Fetch:
 
     def __init__(
         self,
-        session: requests.Session,
+        session: requests.Session | None,
         url: str,
         partial: Path,
         final: Path,
@@ -619,6 +668,124 @@ class _Fetch:
             where,
             check.members,
         )
+
+
+class _StoreFetch(_Fetch):
+    """One file's download from an object store: ranged reads appended to the partial file.
+
+    The run loop, retry budgets, limits and verification are ``_Fetch``'s; only an attempt differs. A missing
+    object or bucket and a refused access fail at once, every other store error is retried like a reset.
+    The object's ETag is checked before each attempt: a partial file of another version is started over.
+    """
+
+    def __init__(self, fs: fsspec.AbstractFileSystem, path: str, url: str, *args: Any) -> None:
+        super().__init__(None, url, *args)
+        self.fs = fs
+        self.path = path
+        self.chunk = STORE_CHUNK_MIN
+
+    def _attempt(self) -> _Attempt:
+        offset = self._partial_size()
+        self.attempt_started, self.attempt_offset = time.monotonic(), offset
+        if self._left_s() <= 0:
+            raise self._deadline_error("no time left for another attempt")
+        info = self._call(self.fs.info, self.path)
+        total = int(info["size"]) if info.get("size") is not None else None
+        etag = info.get("ETag") or info.get("etag") or info.get("md5Hash")
+        if offset and self.etag and etag and etag != self.etag:
+            logger.warning("fetch %s: the object changed during the download; restarting from byte 0", self.url)
+            self._discard()
+            offset = 0
+        self.etag = etag or self.etag
+        if total is None:
+            raise DownloadError(f"{self.url}: the store does not say the object's size", url=self.url)
+        if offset > total:
+            self._discard()
+            raise _Retryable(f"partial file has {offset} bytes but the object has {total}; restarting")
+        self._copy(offset, total)
+        return _Attempt(total=total, etag=self.etag)
+
+    def _copy(self, offset: int, total: int) -> None:
+        self.bar.reset(total=total)
+        self.bar.update(offset)
+        written = offset
+        pace = _Pace(self.limits.min_speed_bps * self.limits.window_s, self.limits.window_s, time.monotonic(), offset)
+        with open(self.partial, "ab" if offset else "wb") as f:
+            while written < total:
+                size = min(self.chunk, total - written)
+                started = time.monotonic()
+                data = self._read(written, written + size)
+                if not data:
+                    raise _Retryable(f"short read: got {written} of {total} bytes")
+                f.write(data)
+                written += len(data)
+                self.bar.update(len(data))
+                self._check_limits(pace, written, total)
+                rate = len(data) / max(time.monotonic() - started, 1e-3)
+                self.chunk = max(STORE_CHUNK_MIN, min(STORE_CHUNK_MAX, int(rate * STORE_CHUNK_TARGET_S)))
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _read(self, start: int, end: int) -> bytes:
+        """Bytes ``[start, end)``; a read that cannot finish at the minimum speed (or by the deadline) is cut."""
+        size = end - start
+        allowed = self._left_s()
+        slow = self.limits.min_speed_bps > 0 and self.limits.window_s + size / self.limits.min_speed_bps < allowed
+        if slow:
+            allowed = self.limits.window_s + size / self.limits.min_speed_bps
+        try:
+            return self._call(_read_range, self.fs, self.path, start, end, allowed)
+        except fsspec.exceptions.FSTimeoutError:
+            reason = f"{size} bytes at byte {start} not received within {allowed:.3g} s"
+            if not slow:
+                raise self._deadline_error(reason) from None
+            raise _Retryable(f"too slow: {reason}", limit=TOO_SLOW) from None
+
+    def _call(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` with the store's errors turned into a final ``DownloadError`` or a retryable failure."""
+        try:
+            return fn(*args)
+        except fsspec.exceptions.FSTimeoutError:
+            raise
+        except OSError as e:
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            if isinstance(e, FileNotFoundError):
+                raise self._not_found(e) from None
+            if isinstance(e, PermissionError):
+                raise self._denied(e) from None
+            if isinstance(e, _PERMANENT_STORE_ERRORS):
+                raise DownloadError(describe_storage_error(e, self.url), url=self.url) from None
+            raise _Retryable(self._reason(e)) from None
+        except _PERMANENT_STORE_ERRORS:
+            raise
+        except Exception as e:  # botocore, aiohttp, google-auth...: each backend has its own transport errors
+            if "credential" in type(e).__name__.lower():
+                raise self._denied(e) from None
+            raise _Retryable(self._reason(e)) from None
+
+    def _reason(self, e: BaseException) -> str:
+        """What went wrong, without the URL (the retry messages name it already)."""
+        return describe_storage_error(e, self.url).removeprefix(f"{self.url}: ")
+
+    def _not_found(self, e: FileNotFoundError) -> DownloadError:
+        described = describe_storage_error(e, self.url)
+        if "bucket does not exist" in described:
+            return DownloadError(described, url=self.url)
+        return DownloadError(f"{self.url}: not found", url=self.url, status=404)
+
+    def _denied(self, e: BaseException) -> DownloadError:
+        described = describe_storage_error(e, self.url)
+        if is_anonymous(self.fs):
+            described += " (read anonymously: no AWS credentials were found)"
+        return DownloadError(described, url=self.url, status=403)
+
+
+def _read_range(fs: fsspec.AbstractFileSystem, path: str, start: int, end: int, timeout_s: float) -> bytes:
+    """One ranged read; an async filesystem's is cancelled after ``timeout_s`` (FSTimeoutError)."""
+    if isinstance(fs, fsspec.asyn.AsyncFileSystem) and not fs.asynchronous and timeout_s != float("inf"):
+        return fsspec.asyn.sync(fs.loop, fs._cat_file, path, start=start, end=end, timeout=max(timeout_s, 1e-3))
+    return fs.cat_file(path, start=start, end=end)
 
 
 def _body_chunks(resp: requests.Response) -> Iterator[bytes]:

@@ -1,7 +1,7 @@
 """Which Common Crawl dump is the newest (the scheduled "newest dump" deployment runs on it).
 
 Common Crawl announces finished crawls in ``collinfo.json`` on its index server, newest first;
-a local mirror folder simply holds ``crawl-data/<dump>/warc.paths.gz`` per dump.
+a local mirror folder, or a mirror on an object store, simply holds ``crawl-data/<dump>/warc.paths.gz`` per dump.
 """
 
 from __future__ import annotations
@@ -10,18 +10,23 @@ import json
 import logging
 import re
 import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlparse
 
 import requests
 
+from pipeline.core.storage import describe_storage_error
 from pipeline.sources.download import DownloadError, is_local, local_dir, new_session
+from pipeline.sources.store import S3_SCHEMES, is_store_url, source_filesystem
 
 log = logging.getLogger(__name__)
 
 COLLINFO_URL = "https://index.commoncrawl.org/collinfo.json"
 _DUMP_RE = re.compile(r"^CC-MAIN-(\d{4})-(\d{2})$")
 _COMMON_CRAWL_HOSTS = ("commoncrawl.org", "commoncrawl.s3.amazonaws.com")
+_COMMON_CRAWL_BUCKET = "commoncrawl"
 
 
 def dump_order(dump: str) -> tuple[int, int]:
@@ -48,10 +53,36 @@ def local_dumps(base_url: str) -> list[str]:
     return sorted(p.name for p in crawl_data.iterdir() if _DUMP_RE.match(p.name) and (p / "warc.paths.gz").is_file())
 
 
+def newest_store_dump(
+    base_url: str, storage_options: Mapping[str, Any] | None = None, *, timeout_s: float = 30.0
+) -> str:
+    """The newest dump of a mirror on a store: its newest ``crawl-data/CC-MAIN-*`` folder with a ``warc.paths.gz``.
+
+    One listing of ``crawl-data/``, then one existence check per dump from the newest down (usually one).
+    """
+    where = base_url.rstrip("/") + "/crawl-data/"
+    try:
+        fs, path = source_filesystem(where, storage_options, timeout_s=timeout_s)
+        names = [entry.rstrip("/").rsplit("/", 1)[-1] for entry in fs.ls(path, detail=False)]
+        for dump in sorted((n for n in names if _DUMP_RE.match(n)), key=dump_order, reverse=True):
+            if fs.exists(f"{path.rstrip('/')}/{dump}/warc.paths.gz"):
+                return dump
+    except FileNotFoundError as e:
+        if "bucket does not exist" in describe_storage_error(e, where):
+            raise DownloadError(describe_storage_error(e, where), url=where) from None
+        raise DownloadError(f"cannot list dumps: {where} not found", url=where, status=404) from None
+    except Exception as e:  # the store's own errors (denied, unreachable, no backend...)
+        raise DownloadError(f"cannot list dumps: {describe_storage_error(e, where)}", url=where) from None
+    raise DownloadError(f"cannot list dumps: no crawl-data/CC-MAIN-*/warc.paths.gz under {base_url}", url=where)
+
+
 def collinfo_url_for(base_url: str) -> str:
     """Where the dump list of ``base_url`` lives: Common Crawl's index server, or ``<mirror>/collinfo.json``."""
-    host = urlparse(base_url).hostname or ""
+    parsed = urlparse(base_url)
+    host = parsed.hostname or ""
     if any(host == h or host.endswith("." + h) for h in _COMMON_CRAWL_HOSTS):
+        return COLLINFO_URL
+    if parsed.scheme.lower() in S3_SCHEMES and parsed.netloc == _COMMON_CRAWL_BUCKET:
         return COLLINFO_URL
     return base_url.rstrip("/") + "/collinfo.json"
 
@@ -83,8 +114,19 @@ def read_collinfo(url: str, *, retries: int = 3, timeout_s: float = 30.0, backof
     raise DownloadError(f"cannot list dumps from {url} after {retries + 1} attempts: {last}", url=url)
 
 
-def newest_dump(base_url: str, *, collinfo_url: str | None = None, timeout_s: float = 30.0) -> str:
-    """The newest dump ``base_url`` offers: a local mirror's newest ``crawl-data/`` folder, else from collinfo.json."""
+def newest_dump(
+    base_url: str,
+    *,
+    collinfo_url: str | None = None,
+    timeout_s: float = 30.0,
+    storage_options: Mapping[str, Any] | None = None,
+) -> str:
+    """The newest dump ``base_url`` offers: a mirror folder's (local or on a store) newest ``crawl-data/`` dump,
+    else (Common Crawl itself, its bucket included, or an HTTP mirror) the newest in collinfo.json."""
+    if collinfo_url is None and is_store_url(base_url) and collinfo_url_for(base_url) != COLLINFO_URL:
+        dump = newest_store_dump(base_url, storage_options, timeout_s=timeout_s)
+        log.info("newest dump at %scrawl-data/: %s", base_url.rstrip("/") + "/", dump)
+        return dump
     if is_local(base_url) and collinfo_url is None:
         dumps = local_dumps(base_url)
         where = str(Path(local_dir(base_url)) / "crawl-data")
