@@ -17,16 +17,16 @@ Documents are numbered ``0..n-1`` in keep-preference order (the pass sorts them 
 
 from __future__ import annotations
 
+import io
 import json
 import logging
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from pipeline.core.parts import write_bytes_atomic, write_file_atomic
+from pipeline.core.storage import Location, is_remote, list_names, location, write_bytes_atomic, write_file_atomic
 from pipeline.dedup.minhash import estimated_jaccard
 
 log = logging.getLogger(__name__)
@@ -41,12 +41,21 @@ BYTES_PER_BAND_ENTRY = 64
 _HASH_SPACE = 1 << 64
 
 
-def write_json_atomic(path: Path, data: object) -> None:
+def write_json_atomic(path: Location | str, data: object) -> None:
     write_bytes_atomic(path, json.dumps(data, indent=1).encode())
 
 
-def save_array_atomic(path: Path, array: np.ndarray) -> None:
+def save_array_atomic(path: Location | str, array: np.ndarray) -> None:
+    """An ``.npy`` written to a local temporary file with plain writes, then published (renamed or uploaded)."""
     write_file_atomic(path, lambda f: np.save(f, array))
+
+
+def load_array(path: Location | str) -> np.ndarray:
+    """A whole ``.npy`` into memory, from disk or a store (one GET)."""
+    path = location(path)
+    if is_remote(path):
+        return np.load(io.BytesIO(path.read_bytes()))
+    return np.load(path)
 
 
 def bucket_pairs(keys: np.ndarray, scope: np.ndarray, members: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -150,17 +159,19 @@ def near_duplicate_clusters(
     gather: SignatureGather | None,
     verify_threshold: float | None,
     budget_bytes: int,
-    work_dir: Path | None = None,
+    work_dir: Location | str | None = None,
 ) -> NearDupResult:
     """Band buckets -> candidate pairs (spilled per band) -> verified pairs -> components over ``n`` documents.
 
     ``entries`` is how many documents take part (sizes the hash-range slices); ``scope`` is indexed by document.
     """
     heads, members, per_band = [], [], []
+    work_dir = location(work_dir) if work_dir is not None else None
+    spilled = set(list_names(work_dir, ".npy", "pairs-band-")) if work_dir is not None else set()  # one listing
     for band in range(num_bands):
         path = work_dir / f"pairs-band-{band:03d}.npy" if work_dir is not None else None
-        if path is not None and path.exists():
-            pairs = np.load(path)
+        if path is not None and path.name in spilled:
+            pairs = load_array(path)
         else:
             h, m = band_pairs(band, load, scope, entries, budget_bytes)
             pairs = np.stack([h, m]) if len(h) else np.empty((2, 0), dtype=np.int64)

@@ -28,10 +28,9 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
+import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -39,12 +38,23 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.lock import LOCK_FILE, output_lock
-from pipeline.core.parts import DOCUMENTS, PartWriter, done_parts, is_done, marker_path
+from pipeline.core.parts import DOCUMENTS, PartWriter, done_parts, is_done, marker_path, read_parquet
 from pipeline.core.stage import run_chain, with_drop_reasons
 from pipeline.core.stats import PartStats
+from pipeline.core.storage import Location, arrow_source, is_remote, list_names, location, remove, remove_tree
 from pipeline.dedup.clustering import write_json_atomic
 from pipeline.dedup.config import DedupConfig
-from pipeline.dedup.signatures import ASSIGN, CLUSTER_REPORT, CLUSTERS, EXACT_DUP, NEAR_DUP, SIGNATURES, WORK, SignPart
+from pipeline.dedup.signatures import (
+    ASSIGN,
+    CLUSTER_REPORT,
+    CLUSTERS,
+    EXACT_DUP,
+    NEAR_DUP,
+    SIGNATURES,
+    WORK,
+    SignPart,
+    absolute,
+)
 from pipeline.engines.base import Engine, PassResult, WorkUnit, write_progress
 
 log = logging.getLogger(__name__)
@@ -62,26 +72,53 @@ __all__ = ["CLUSTER_REPORT", "EXACT_STAGE", "MINHASH_STAGE", "input_units", "run
 # ---------------------------------------------------------------- inputs and fingerprint
 
 
-def input_units(input_dir: Path) -> list[WorkUnit]:
-    """One unit per finished input part (it has a marker); unfinished parts are left out with a warning."""
-    input_dir = Path(input_dir)
+def input_units(input_dir: Location | str) -> list[WorkUnit]:
+    """One unit per finished input part (it has a marker); unfinished parts are left out with a warning.
+
+    Inputs are named by absolute path or URL, so a unit means the same file in any process.
+    """
+    input_dir = absolute(location(input_dir))
     names = done_parts(input_dir)
-    present = {p.name.removesuffix(".parquet") for p in (input_dir / DOCUMENTS).glob("part-*.parquet")}
+    present = {n.removesuffix(".parquet") for n in list_names(input_dir / DOCUMENTS, ".parquet", "part-")}
     if unfinished := sorted(present - set(names)):
         log.warning("%d input parts have no marker and are not deduplicated: %s", len(unfinished), unfinished[:5])
     if not names:
         raise FileNotFoundError(f"no finished parts in {input_dir} (expected {DOCUMENTS}/part-*.parquet and markers)")
-    return [WorkUnit(part=n, inputs=(str((input_dir / DOCUMENTS / f"{n}.parquet").resolve()),)) for n in names]
+    return [WorkUnit(part=n, inputs=(str(input_dir / DOCUMENTS / f"{n}.parquet"),)) for n in names]
+
+
+def _file_sizes(folder: Location) -> dict[str, int]:
+    """Size of every file in ``folder`` by name, from one listing (a store answers sizes with the names)."""
+    if is_remote(folder):
+        try:
+            entries = folder.fs.ls(folder.path, detail=True)
+        except FileNotFoundError:
+            return {}
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in entries}
+    try:
+        with os.scandir(folder) as entries:
+            return {e.name: e.stat().st_size for e in entries if e.is_file()}
+    except FileNotFoundError:
+        return {}
 
 
 def fingerprint(units: list[WorkUnit], config: DedupConfig) -> dict:
     """What the intermediate files depend on: input parts (name, marker rows, size) and result-changing settings."""
     parts = []
+    sizes: dict[str, dict[str, int]] = {}
     for unit in units:
-        path = Path(unit.inputs[0])
+        path = location(unit.inputs[0])
+        folder = str(path.parent)
+        if folder not in sizes:  # one listing per input folder, not one request per part
+            sizes[folder] = _file_sizes(path.parent)
         marker = marker_path(path.parent.parent, unit.part)
-        rows = json.loads(marker.read_text()).get("rows") if marker.exists() else None
-        parts.append([unit.part, rows, path.stat().st_size])
+        try:
+            rows = json.loads(marker.read_text()).get("rows")
+        except FileNotFoundError:
+            rows = None
+        if path.name not in sizes[folder]:
+            raise FileNotFoundError(f"{path}: input part not found")
+        parts.append([unit.part, rows, sizes[folder][path.name]])
     settings = config.model_dump(mode="json", include={"scope", "exact", "minhash"})
     return {"version": _FINGERPRINT_VERSION, "config": settings, "parts": parts}
 
@@ -90,17 +127,18 @@ class StaleDedupOutput(ValueError):
     """The output folder holds dedup work made from other input parts or settings."""
 
 
-def check_fingerprint(work: Path, expected: dict) -> None:
+def check_fingerprint(work: Location, expected: dict) -> None:
     path = work / "fingerprint.json"
-    if path.exists():
+    try:
         found = json.loads(path.read_text())
-        if found != expected:
-            raise StaleDedupOutput(
-                f"{work} was made from other input parts or dedup settings; "
-                "use a new output folder (or delete it) to dedup this input"
-            )
-    else:
+    except FileNotFoundError:
         write_json_atomic(path, expected)
+        return
+    if found != expected:
+        raise StaleDedupOutput(
+            f"{work} was made from other input parts or dedup settings; "
+            "use a new output folder (or delete it) to dedup this input"
+        )
 
 
 # ---------------------------------------------------------------- step 3: apply
@@ -134,13 +172,14 @@ class ApplyPart:
     """Step 3 for one part: the input part minus its duplicates, written with stats and marker (picklable)."""
 
     config: DedupConfig
-    work: Path
+    work: str
+    """The pass's work folder (a path or URL: a string pickles the same to any executor)."""
     keep_rejected: bool = False
 
-    def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
+    def __call__(self, unit: WorkUnit, out_dir: Location | str) -> None:
         (path,) = unit.inputs
         start = time.perf_counter()
-        assign = pq.read_table(self.work / CLUSTERS / ASSIGN / f"{unit.part}.parquet")
+        assign = read_parquet(location(self.work) / CLUSTERS / ASSIGN / f"{unit.part}.parquet")
         codes = assign.column("stage").to_numpy()
         ids = assign.column("dup_cluster_id").combine_chunks()
         sizes = assign.column("dup_cluster_size").combine_chunks()
@@ -152,7 +191,8 @@ class ApplyPart:
         stats = PartStats(part=unit.part, inputs=[path])
         seen = 0
         with PartWriter(out_dir, unit.part, keep_rejected=self.keep_rejected) as writer:
-            for batch in pq.ParquetFile(path).iter_batches(batch_size=self.config.batch_size):
+            source, filesystem = arrow_source(path)
+            for batch in pq.ParquetFile(source, filesystem=filesystem).iter_batches(batch_size=self.config.batch_size):
                 table = pa.Table.from_batches([batch])
                 table = _with_cluster_columns(table).append_column(
                     ROW, pa.array(np.arange(seen, seen + table.num_rows, dtype=np.int64))
@@ -187,7 +227,7 @@ def _engine(engine: Engine | None, workers: int, progress: bool) -> Engine:
 
 def sign_parts(
     units: list[WorkUnit],
-    output_dir: Path,
+    output_dir: Location | str,
     config: DedupConfig,
     *,
     workers: int = 1,
@@ -195,13 +235,13 @@ def sign_parts(
     engine: Engine | None = None,
 ) -> None:
     _engine(engine, workers, progress).run_units(
-        units, SignPart(config), Path(output_dir) / WORK / SIGNATURES, description="dedup: signatures"
+        units, SignPart(config), location(output_dir) / WORK / SIGNATURES, description="dedup: signatures"
     )
 
 
 def apply_parts(
     units: list[WorkUnit],
-    output_dir: Path,
+    output_dir: Location | str,
     config: DedupConfig,
     *,
     workers: int = 1,
@@ -209,14 +249,14 @@ def apply_parts(
     keep_rejected: bool = False,
     engine: Engine | None = None,
 ) -> PassResult:
-    return _engine(engine, workers, progress).run_units(
-        units, ApplyPart(config, Path(output_dir) / WORK, keep_rejected), output_dir, description="dedup: write parts"
-    )
+    output_dir = location(output_dir)
+    apply = ApplyPart(config, str(output_dir / WORK), keep_rejected)
+    return _engine(engine, workers, progress).run_units(units, apply, output_dir, description="dedup: write parts")
 
 
 def run_dedup(
-    input_dir: Path,
-    output_dir: Path,
+    input_dir: Location | str,
+    output_dir: Location | str,
     config: DedupConfig,
     *,
     workers: int = 1,
@@ -230,15 +270,16 @@ def run_dedup(
     ``engine`` runs the per-part steps (default: the local engine with ``workers`` processes); a Spark
     engine also clusters with Spark SQL. An output folder made from other input parts or settings is an
     error, unless ``replace_stale`` (a run's own dedup folder): then it is emptied and dedup starts over.
+    Both folders may be local paths or store URLs; every work file goes under ``output_dir``.
     """
-    output_dir = Path(output_dir).resolve()  # executors may run elsewhere: every path they get is absolute
+    output_dir = absolute(location(output_dir))
     units = input_units(input_dir)
     with output_lock(output_dir, "dedup"):
         return _dedup(units, output_dir, config, _engine(engine, workers, progress), keep_rejected, replace_stale)
 
 
 def _dedup(
-    units: list[WorkUnit], output_dir: Path, config: DedupConfig, engine: Engine, keep_rejected: bool,
+    units: list[WorkUnit], output_dir: Location, config: DedupConfig, engine: Engine, keep_rejected: bool,
     replace_stale: bool,
 ) -> PassResult:  # fmt: skip
     work = output_dir / WORK
@@ -248,11 +289,7 @@ def _dedup(
         if not replace_stale:
             raise
         log.warning("the input of %s changed since it was deduplicated: redoing dedup from scratch", output_dir)
-        for entry in output_dir.iterdir():  # all but the lock this run holds
-            if entry.is_dir():
-                shutil.rmtree(entry)
-            elif entry.name != LOCK_FILE:
-                entry.unlink()
+        _empty_folder(output_dir, keep=LOCK_FILE)
         check_fingerprint(work, fingerprint(units, config))
     if not all(is_done(output_dir, u.part) for u in units):
         start = time.perf_counter()
@@ -262,3 +299,17 @@ def _dedup(
         engine.cluster_duplicates(output_dir, [u.part for u in units], config)
         log.info("dedup clustering: %.1f s", time.perf_counter() - start)
     return apply_parts(units, output_dir, config, keep_rejected=keep_rejected, engine=engine)
+
+
+def _empty_folder(folder: Location, keep: str) -> None:
+    """Delete everything in ``folder`` but the file ``keep`` (the lock this run holds), from one listing."""
+    if is_remote(folder):
+        entries = [(e["name"].rstrip("/").rsplit("/", 1)[-1], e["type"] == "directory")
+                   for e in folder.fs.ls(folder.path, detail=True)]  # fmt: skip
+    else:
+        entries = [(entry.name, entry.is_dir()) for entry in folder.iterdir()]
+    for name, is_dir in entries:
+        if is_dir:
+            remove_tree(folder / name)
+        elif name != keep:
+            remove(folder / name)

@@ -9,19 +9,20 @@ linked pairs in ``_work/clusters/links.parquet``, the statistics in ``<output>/d
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from pipeline.core.parts import write_bytes_atomic
+from pipeline.core.parts import read_parquet
+from pipeline.core.storage import Location, local_copy, location, write_bytes_atomic
 from pipeline.dedup.clustering import near_duplicate_clusters, write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
 from pipeline.dedup.exact import exact_representatives
@@ -54,9 +55,9 @@ class _Meta:
     shingles: np.ndarray
 
 
-def _load_meta(sig_dir: Path, names: list[str]) -> _Meta:
+def _load_meta(sig_dir: Location, names: list[str]) -> _Meta:
     tables = [
-        pq.read_table(sig_dir / f"{n}.parquet", columns=["id", "dump", "hash_hi", "hash_lo", "empty", "shingles"])
+        read_parquet(sig_dir / f"{n}.parquet", columns=["id", "dump", "hash_hi", "hash_lo", "empty", "shingles"])
         for n in names
     ]
     sizes = np.array([t.num_rows for t in tables], dtype=np.int64)
@@ -99,22 +100,33 @@ def scope_codes(dumps: pa.Array, scope: str) -> tuple[np.ndarray, list[str]]:
 
 
 class _SignatureFiles:
-    """Band loader and signature gatherer over the spilled parts, both addressed by document number."""
+    """Band loader and signature gatherer over the spilled parts, both addressed by document number.
 
-    def __init__(self, sig_dir: Path, meta: _Meta, g_of_l: np.ndarray, l_of_g: np.ndarray, eligible_l: np.ndarray):
+    The ``.sig.npy`` files are memory-mapped (random rows are gathered, the whole never sits in memory); on a
+    store each is downloaded to local scratch once, on first use, and deleted by :meth:`close`.
+    """
+
+    def __init__(
+        self, sig_dir: Location, meta: _Meta, g_of_l: np.ndarray, l_of_g: np.ndarray, eligible_l: np.ndarray
+    ) -> None:
         self.sig_dir = sig_dir
         self.meta = meta
         self.g_of_l = g_of_l
         self.l_of_g = l_of_g
         self.eligible_l = eligible_l
         self._maps: dict[int, np.ndarray] = {}
+        self._copies = contextlib.ExitStack()
+
+    def close(self) -> None:
+        self._maps.clear()
+        self._copies.close()
 
     def load_band(self, band: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         idx, keys = [], []
         full = lo == 0 and hi >= 1 << 64
         for p, name in enumerate(self.meta.names):
             start, stop = self.meta.offsets[p], self.meta.offsets[p + 1]
-            column = pq.read_table(self.sig_dir / f"{name}.parquet", columns=[band_column(band)]).column(0)
+            column = read_parquet(self.sig_dir / f"{name}.parquet", columns=[band_column(band)]).column(0)
             values = column.to_numpy()
             mask = self.eligible_l[start:stop]
             if not full:
@@ -128,7 +140,8 @@ class _SignatureFiles:
 
     def _map(self, part: int) -> np.ndarray:
         if part not in self._maps:
-            self._maps[part] = np.load(self.sig_dir / f"{self.meta.names[part]}.sig.npy", mmap_mode="r")
+            local = self._copies.enter_context(local_copy(self.sig_dir / f"{self.meta.names[part]}.sig.npy"))
+            self._maps[part] = np.load(local, mmap_mode="r")
         return self._maps[part]
 
     def gather(self, docs: np.ndarray) -> np.ndarray:
@@ -161,20 +174,24 @@ def _histogram(sizes: np.ndarray) -> tuple[dict[str, int], dict[str, int]]:
     return exact, {k: buckets[k] for k in order}
 
 
-def _urls(sig_dir: Path, meta: _Meta, loads: np.ndarray) -> list[str]:
+def _urls(sig_dir: Location, meta: _Meta, loads: np.ndarray) -> list[str]:
     """URLs of a few documents (by load position), read from the spilled parts."""
     parts = np.searchsorted(meta.offsets, loads, side="right") - 1
     out = [""] * len(loads)
     for part in np.unique(parts):
-        urls = pq.read_table(sig_dir / f"{meta.names[part]}.parquet", columns=["url"]).column(0)
+        urls = read_parquet(sig_dir / f"{meta.names[part]}.parquet", columns=["url"]).column(0)
         for i in np.flatnonzero(parts == part):
             out[i] = urls[int(loads[i] - meta.offsets[part])].as_py() or ""
     return out
 
 
-def cluster(output_dir: Path, names: list[str], config: DedupConfig) -> dict:
-    """Step 2: decide, for every document, kept / exact duplicate / near duplicate, and its cluster."""
-    work = Path(output_dir) / WORK
+def cluster(output_dir: Location | str, names: list[str], config: DedupConfig) -> dict:
+    """Step 2: decide, for every document, kept / exact duplicate / near duplicate, and its cluster.
+
+    Reads step 1's files and writes its own under ``output_dir`` (a local folder or a store location).
+    """
+    output_dir = location(output_dir)
+    work = output_dir / WORK
     done_file = work / CLUSTERS / "done.json"
     if done_file.exists():
         return json.loads(done_file.read_text())
@@ -203,17 +220,20 @@ def cluster(output_dir: Path, names: list[str], config: DedupConfig) -> dict:
     pairs: dict[str, object] = {}
     if mh.enabled:
         files = _SignatureFiles(sig_dir, meta, g_of_l, l_of_g, eligible[g_of_l])
-        result = near_duplicate_clusters(
-            n,
-            mh.bands,
-            files.load_band,
-            scope,
-            int(eligible.sum()),
-            gather=files.gather,
-            verify_threshold=mh.verify_threshold,
-            budget_bytes=config.memory_budget_mb << 20,
-            work_dir=work / CLUSTERS,
-        )
+        try:
+            result = near_duplicate_clusters(
+                n,
+                mh.bands,
+                files.load_band,
+                scope,
+                int(eligible.sum()),
+                gather=files.gather,
+                verify_threshold=mh.verify_threshold,
+                budget_bytes=config.memory_budget_mb << 20,
+                work_dir=work / CLUSTERS,
+            )
+        finally:
+            files.close()
         near = result.labels
         pairs = {"candidates": result.candidate_pairs, "linked": result.linked_pairs, "per_band": result.pairs_per_band}
         _write_links(work / CLUSTERS / LINKS, meta, l_of_g, result.linked)
@@ -245,14 +265,14 @@ def cluster(output_dir: Path, names: list[str], config: DedupConfig) -> dict:
 
     report = _report(sig_dir, meta, config, l_of_g, final, code, cluster_size, scope, scope_names, eligible, pairs)
     report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
-    write_json_atomic(Path(output_dir) / CLUSTER_REPORT, report)
+    write_json_atomic(output_dir / CLUSTER_REPORT, report)
     summary = {k: report[k] for k in ("documents", "kept", "exact_duplicates", "near_duplicates")}
     write_json_atomic(done_file, summary)
     log.info("dedup clusters: %s", summary)
     return summary
 
 
-def _write_links(path: Path, meta: _Meta, l_of_g: np.ndarray, linked: tuple[np.ndarray, ...]) -> None:
+def _write_links(path: Location, meta: _Meta, l_of_g: np.ndarray, linked: tuple[np.ndarray, ...]) -> None:
     """The union-find edges by document id, so any removal can be traced to the pair that caused it."""
     a, b, similarity = linked
     table = pa.table(
@@ -268,7 +288,7 @@ def _write_links(path: Path, meta: _Meta, l_of_g: np.ndarray, linked: tuple[np.n
 
 
 def _report(
-    sig_dir: Path,
+    sig_dir: Location,
     meta: _Meta,
     config: DedupConfig,
     l_of_g: np.ndarray,

@@ -7,15 +7,14 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.parts import marker_path
+from pipeline.core.storage import Location, arrow_source, is_remote, location, publish, temp_path_for
 from pipeline.dedup.clustering import write_json_atomic
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.exact import content_hashes_from_normalized
@@ -32,6 +31,11 @@ LINKS = "links.parquet"
 CLUSTER_REPORT = "dedup_clusters.json"
 KEEP, EXACT_DUP, NEAR_DUP = 0, 1, 2
 """What the cluster step decides for each document (the ``stage`` column of the assignment files)."""
+
+
+def absolute(where: Location) -> Location:
+    """Executors may run elsewhere: every local path they get is absolute (store URLs already are)."""
+    return where if is_remote(where) else where.resolve()
 
 
 def band_column(band: int) -> str:
@@ -93,19 +97,21 @@ class SignPart:
 
     config: DedupConfig
 
-    def __call__(self, unit: WorkUnit, out_dir: Path) -> None:
+    def __call__(self, unit: WorkUnit, out_dir: Location | str) -> None:
         (path,) = unit.inputs
-        source = pq.ParquetFile(path)
+        out_dir = location(out_dir)
+        source_path, filesystem = arrow_source(path)
+        source = pq.ParquetFile(source_path, filesystem=filesystem)
         rows = source.metadata.num_rows
         num_perm = self.config.minhash.num_perm if self.config.minhash.enabled else 0
         table_path = out_dir / f"{unit.part}.parquet"
         sig_path = out_dir / f"{unit.part}.sig.npy"
-        out_dir.mkdir(parents=True, exist_ok=True)
-        for stale in out_dir.glob(f".{unit.part}.*.tmp"):  # a killed attempt's (one run per output: see lock)
-            stale.unlink(missing_ok=True)
-        unique = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-        tmp_table = table_path.with_name(f".{table_path.name}.{unique}.tmp")
-        tmp_sig = sig_path.with_name(f".{sig_path.name}.{unique}.tmp")
+        if not is_remote(out_dir) and out_dir.is_dir():
+            for stale in out_dir.glob(f".{unit.part}.*.tmp"):  # a killed attempt's (one run per output: see lock)
+                stale.unlink(missing_ok=True)
+        # local temporary files (beside the targets on disk, in scratch for a store), published when complete
+        tmp_table = temp_path_for(table_path)
+        tmp_sig = temp_path_for(sig_path)
         done = 0
         try:
             # the .npy is written with plain writes, not a memory map: on a full disk a write raises ENOSPC,
@@ -127,8 +133,8 @@ class SignPart:
                     raise ValueError(f"{path}: read {done} rows, its metadata says {rows}")
                 sig_file.flush()
                 os.fsync(sig_file.fileno())
-            tmp_sig.replace(sig_path)
-            tmp_table.replace(table_path)
+            publish(tmp_sig, sig_path)
+            publish(tmp_table, table_path)
         finally:
             tmp_sig.unlink(missing_ok=True)
             tmp_table.unlink(missing_ok=True)

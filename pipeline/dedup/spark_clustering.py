@@ -6,6 +6,14 @@ clustering grows with the cluster instead of one machine's memory. Every stage w
 ``_work/spark/`` as Parquet and the next one reads it back: Spark's lineage stays short, and a lost
 executor costs one stage, not the whole step.
 
+The output folder may be on an object store that Spark itself cannot reach (no Hadoop connector is
+assumed). There the tables are written and read by Python inside the tasks (:class:`_Tables`): each task
+writes its rows as one Parquet object through the storage API and returns the object's name; the driver
+keeps the names the successful tasks returned (a retried or duplicate attempt's object is never read)
+and reads a table back by handing those names to tasks. Executors reach the store directly, with the
+driver's storage settings shipped in each task, and share no filesystem with the driver. A local output
+folder uses Spark's own Parquet reader and writer.
+
 1. ``docs``: one task per signature part (``mapInArrow``) reads the part's Parquet and ``.sig.npy``
    (uint64 hashes kept bit-exact as int64, the 32-bit signature as one binary value per document). A
    global sort by (id, part, row) numbers the documents with ``monotonically_increasing_id``, which grows
@@ -26,12 +34,12 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 import time
+import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -39,8 +47,24 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from pyspark.sql import Column, DataFrame, Observation, SparkSession, Window
 from pyspark.sql import functions as F
+from pyspark.sql.pandas.types import to_arrow_schema
+from pyspark.sql.types import StructType
 
-from pipeline.core.parts import write_bytes_atomic
+from pipeline.core.storage import (
+    Location,
+    arrow_source,
+    configure_storage,
+    is_remote,
+    list_names,
+    local_copy,
+    location,
+    publish,
+    remove,
+    remove_tree,
+    storage_config,
+    temp_path_for,
+    write_bytes_atomic,
+)
 from pipeline.dedup.clustering import write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
 from pipeline.dedup.minhash import estimated_jaccard
@@ -54,6 +78,7 @@ from pipeline.dedup.signatures import (
     NEAR_DUP,
     SIGNATURES,
     WORK,
+    absolute,
     band_column,
 )
 from pipeline.engines.spark_code import ship_code
@@ -65,29 +90,44 @@ SPARK_WORK = "spark"
 LOAD_BATCH_ROWS = 8_192
 """Rows per Arrow batch when loading a signature part (a batch carries 448 bytes of signature per row)."""
 ENGINE = "spark"
+NATIVE_LOCAL = True
+"""Local tables use Spark's own Parquet reader and writer (a store always uses the task-side one below)."""
 
 ArrowMap = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
+StorageOptions = dict[str, dict[str, Any]]
 
 
 # ---------------------------------------------------------------- Parquet stages
 
 
 class _Tables:
-    """Parquet tables under one folder: a stage writes its result and the next reads it back (short lineage)."""
+    """Parquet tables under one folder: a stage writes its result and the next reads it back (short lineage).
 
-    def __init__(self, spark: SparkSession, root: Path) -> None:
+    On local disk Spark's own Parquet source; on a store (or with ``native=False``) the tasks write and read
+    the objects themselves (:func:`write_objects`), and this object remembers which objects make each table.
+    """
+
+    def __init__(self, spark: SparkSession, root: Location | str, native: bool | None = None) -> None:
         self.spark = spark
-        self.root = Path(root)
+        self.root = location(root)
+        self.native = (NATIVE_LOCAL and not is_remote(self.root)) if native is None else native
+        self.storage = storage_config()
+        self._objects: dict[str, tuple[list[str], StructType]] = {}
 
     def uri(self, name: str) -> str:
         return (self.root / name).as_uri()
 
     def reset(self) -> None:
-        shutil.rmtree(self.root, ignore_errors=True)
-        self.root.mkdir(parents=True, exist_ok=True)
+        remove_tree(self.root)
+        self._objects.clear()
+        if not is_remote(self.root):
+            self.root.mkdir(parents=True, exist_ok=True)
 
     def write(self, frame: DataFrame, name: str) -> DataFrame:
-        frame.write.mode("overwrite").parquet(self.uri(name))
+        if self.native:
+            frame.write.mode("overwrite").parquet(self.uri(name))
+        else:
+            self._objects[name] = (write_objects(frame, self.root / name, self.storage), frame.schema)
         return self.read(name)
 
     def write_observed(self, frame: DataFrame, name: str, *metrics: Column) -> tuple[DataFrame, dict]:
@@ -101,16 +141,85 @@ class _Tables:
         return written, observation.get
 
     def read(self, name: str) -> DataFrame:
-        return self.spark.read.parquet(self.uri(name))
+        if self.native:
+            return self.spark.read.parquet(self.uri(name))
+        objects, schema = self._objects[name]
+        return read_objects(self.spark, objects, schema, self.storage)
 
     def drop(self, name: str) -> None:
-        shutil.rmtree(self.root / name, ignore_errors=True)
+        self._objects.pop(name, None)
+        remove_tree(self.root / name)
+
+
+def write_objects(frame: DataFrame, folder: Location, storage: StorageOptions) -> list[str]:
+    """Each task writes its rows of ``frame`` as one Parquet object under ``folder`` (none if it has no rows).
+
+    Returns the objects' URLs, as the successful tasks reported them: an object left by a failed or
+    duplicate attempt is not among them.
+    """
+    written = frame.mapInArrow(_object_writer(str(folder), storage), "object string")
+    return sorted(row[0] for row in written.collect())
+
+
+def read_objects(spark: SparkSession, objects: list[str], schema: StructType, storage: StorageOptions) -> DataFrame:
+    """The rows of Parquet ``objects`` written by :func:`write_objects`, one task per object."""
+    large = spark.conf.get("spark.sql.execution.arrow.useLargeVarTypes", "false") == "true"
+    arrow_schema = to_arrow_schema(schema, prefers_large_types=large)
+    names = spark.sparkContext.parallelize([(o,) for o in objects], max(1, len(objects)))
+    return spark.createDataFrame(names, "object string").mapInArrow(_object_reader(arrow_schema, storage), schema)
+
+
+def _object_writer(folder: str, storage: StorageOptions) -> ArrowMap:
+    """The ``mapInArrow`` function writing one task's batches as ``<folder>/part-<partition>-<unique>.parquet``."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        from pyspark import TaskContext
+
+        configure_storage(storage)
+        writer, tmp, target = None, None, None
+        try:
+            for batch in batches:
+                if writer is None:
+                    context = TaskContext.get()
+                    partition = context.partitionId() if context is not None else 0
+                    target = location(folder) / f"part-{partition:05d}-{uuid.uuid4().hex}.parquet"
+                    tmp = temp_path_for(target)
+                    writer = pq.ParquetWriter(tmp, batch.schema, compression="snappy")
+                writer.write_batch(batch)
+            if writer is None or tmp is None or target is None:
+                return
+            writer.close()
+            writer = None
+            publish(tmp, target)
+        finally:
+            if writer is not None:
+                writer.close()
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        yield pa.RecordBatch.from_arrays([pa.array([str(target)], pa.string())], names=["object"])
+
+    return run
+
+
+def _object_reader(schema: pa.Schema, storage: StorageOptions) -> ArrowMap:
+    """The ``mapInArrow`` function reading the objects named by its input rows, as batches of ``schema``."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        configure_storage(storage)
+        for batch in batches:
+            for name in batch.column(0).to_pylist():
+                source, filesystem = arrow_source(name)
+                with pq.ParquetFile(source, filesystem=filesystem) as parquet:
+                    for part in parquet.iter_batches(batch_size=LOAD_BATCH_ROWS):
+                        yield part.cast(schema)
+
+    return run
 
 
 # ---------------------------------------------------------------- connected components
 
 
-def connected_components(spark: SparkSession, edges: DataFrame, work_dir: Path) -> DataFrame:
+def connected_components(spark: SparkSession, edges: DataFrame, work_dir: Location | str) -> DataFrame:
     """``(node, label)`` for every node with an edge ``(a, b)``: label = the smallest node of its component.
 
     FastSV (Zhang, Azad and Hu, 2020) over a parent table ``f`` that starts at ``f[u] = u``. With
@@ -220,17 +329,30 @@ def _ddl(schema: pa.Schema) -> str:
 
 
 def _load_part(sig_dir: str, name: str, part: int, bands: int, num_perm: int) -> Iterator[pa.RecordBatch]:
-    """One signature part as Arrow batches of :func:`_load_schema`; row = position in the part, as locally."""
+    """One signature part as Arrow batches of :func:`_load_schema`; row = position in the part, as locally.
+
+    The ``.sig.npy`` is memory-mapped (from a scratch copy if it is on a store), so a part never sits in memory.
+    """
+    folder = location(sig_dir)
+    path, filesystem = arrow_source(folder / f"{name}.parquet")
+    with pq.ParquetFile(path, filesystem=filesystem) as source:
+        if not (num_perm and source.metadata.num_rows):
+            yield from _part_batches(source, name, part, bands, num_perm, None)
+            return
+        with local_copy(folder / f"{name}.sig.npy") as sig_file:
+            signatures = np.load(sig_file, mmap_mode="r")
+            yield from _part_batches(source, name, part, bands, num_perm, signatures)
+
+
+def _part_batches(
+    source: pq.ParquetFile, name: str, part: int, bands: int, num_perm: int, signatures: np.ndarray | None
+) -> Iterator[pa.RecordBatch]:
     schema = _load_schema(bands, num_perm)
     columns = ["id", "url", "dump", "hash_hi", "hash_lo", "empty", "shingles"]
     columns += [band_column(b) for b in range(bands)]
-    source = pq.ParquetFile(f"{sig_dir}/{name}.parquet")
     rows = source.metadata.num_rows
-    signatures = None
-    if num_perm and rows:
-        signatures = np.load(f"{sig_dir}/{name}.sig.npy", mmap_mode="r")
-        if signatures.shape != (rows, num_perm):
-            raise ValueError(f"{name}.sig.npy has shape {signatures.shape}, expected {(rows, num_perm)}")
+    if signatures is not None and signatures.shape != (rows, num_perm):
+        raise ValueError(f"{name}.sig.npy has shape {signatures.shape}, expected {(rows, num_perm)}")
     done = 0
     for batch in source.iter_batches(batch_size=LOAD_BATCH_ROWS, columns=columns):
         n = batch.num_rows
@@ -254,10 +376,11 @@ def _load_part(sig_dir: str, name: str, part: int, bands: int, num_perm: int) ->
         raise ValueError(f"{name}: read {done} rows, its metadata says {rows}")
 
 
-def _loader(sig_dir: str, names: list[str], bands: int, num_perm: int) -> ArrowMap:
+def _loader(sig_dir: str, names: list[str], bands: int, num_perm: int, storage: StorageOptions) -> ArrowMap:
     """The ``mapInArrow`` function of the load stage: input rows are part indices."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        configure_storage(storage)
         for batch in batches:
             for index in batch.column(0).to_pylist():
                 yield from _load_part(sig_dir, names[index], index, bands, num_perm)
@@ -289,7 +412,7 @@ def _verifier(num_perm: int, threshold: float) -> ArrowMap:
     return run
 
 
-def _write_assign(path: Path, stage: pa.Array, cluster_id: pa.Array, size: pa.Array) -> None:
+def _write_assign(path: Location, stage: pa.Array, cluster_id: pa.Array, size: pa.Array) -> None:
     """One part's assignment file, built exactly as the local step builds it."""
     table = pa.table(
         {
@@ -307,17 +430,18 @@ def _single_chunk(column: pa.Array | pa.ChunkedArray) -> pa.Array:
     return column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
 
 
-def _assign_writer(assign_dir: str, names: list[str]) -> Callable[[pa.Table], pa.Table]:
+def _assign_writer(assign_dir: str, names: list[str], storage: StorageOptions) -> Callable[[pa.Table], pa.Table]:
     """The ``applyInArrow`` function: one group = one part's rows, written in row order on the executor."""
 
     def write(table: pa.Table) -> pa.Table:
+        configure_storage(storage)
         part = int(table.column("part")[0].as_py())
         table = table.sort_by("row")
         rows = table.column("row").to_numpy()
         if not np.array_equal(rows, np.arange(len(rows))):
             raise ValueError(f"part {names[part]}: rows are not 0..{len(rows) - 1}")
         _write_assign(
-            Path(assign_dir) / f"{names[part]}.parquet",
+            location(assign_dir) / f"{names[part]}.parquet",
             table.column("stage"),
             table.column("dup_cluster_id"),
             table.column("dup_cluster_size"),
@@ -330,19 +454,21 @@ def _assign_writer(assign_dir: str, names: list[str]) -> Callable[[pa.Table], pa
 # ---------------------------------------------------------------- the step
 
 
-def cluster_spark(spark: SparkSession, output_dir: Path, names: list[str], config: DedupConfig) -> dict:
+def cluster_spark(spark: SparkSession, output_dir: Location | str, names: list[str], config: DedupConfig) -> dict:
     """Step 2 with Spark: the same files and decisions as :func:`pipeline.dedup.local_clustering.cluster`.
 
     Writes ``_work/clusters/assign/<part>.parquet``, ``_work/clusters/links.parquet`` (a folder of Parquet
     files), ``dedup_clusters.json`` (plus ``"engine": "spark"``) and ``_work/clusters/done.json``; returns
-    the summary, or the finished one without recomputing. ``output_dir`` must be reachable by the driver
-    and every executor at the same path (a shared filesystem), as for the Spark engine's passes.
+    the summary, or the finished one without recomputing. ``output_dir`` is a store location (executors
+    reach it with the driver's storage settings) or a local path that every executor sees at the same path.
     """
-    output_dir = Path(output_dir).resolve()
+    output_dir = absolute(location(output_dir))
     work = output_dir / WORK
     done_file = work / CLUSTERS / "done.json"
-    if done_file.exists():
+    try:
         return json.loads(done_file.read_text())
+    except FileNotFoundError:
+        pass
     if not names:
         raise ValueError("no signature parts to cluster")
     ship_code(spark)  # executors import this module's functions
@@ -371,10 +497,10 @@ def cluster_spark(spark: SparkSession, output_dir: Path, names: list[str], confi
     with _phase(spark, "minhash", seconds):
         if mh.enabled:
             labels, pairs = _near_duplicates(spark, tables, docs, exact, config)
-            _write_links(tables.read("linked"), docs, work / CLUSTERS / LINKS)
+            _write_links(tables, tables.read("linked"), docs, work / CLUSTERS / LINKS)
     with _phase(spark, "assign", seconds):
         final, totals = tables.write_observed(_final(docs, exact, labels), "final", *_totals())
-        _write_assign_files(final, sig_dir, work / CLUSTERS / ASSIGN, names)
+        _write_assign_files(final, sig_dir, work / CLUSTERS / ASSIGN, names, tables.storage)
     with _phase(spark, "report", seconds):
         report = _report(final, totals, config, scope_names, pairs)
     report["seconds"] = {k: round(v, 3) for k, v in seconds.items()}
@@ -382,7 +508,7 @@ def cluster_spark(spark: SparkSession, output_dir: Path, names: list[str], confi
     write_json_atomic(output_dir / CLUSTER_REPORT, report)
     summary = {k: report[k] for k in ("documents", "kept", "exact_duplicates", "near_duplicates")}
     write_json_atomic(done_file, summary)
-    shutil.rmtree(tables.root, ignore_errors=True)
+    remove_tree(tables.root)
     log.info("dedup clusters (spark, %.1f s): %s", sum(seconds.values()), summary)
     return summary
 
@@ -400,12 +526,12 @@ def _phase(spark: SparkSession, name: str, seconds: dict[str, float]) -> Iterato
 
 
 def _load_docs(
-    spark: SparkSession, tables: _Tables, sig_dir: Path, names: list[str], bands: int, num_perm: int, scope: str
+    spark: SparkSession, tables: _Tables, sig_dir: Location, names: list[str], bands: int, num_perm: int, scope: str
 ) -> tuple[DataFrame, list[str]]:
     """The ``docs`` table: every document with its number ``g`` (order of (id, part, row)) and scope code."""
     schema = _load_schema(bands, num_perm)
     parts = spark.range(len(names), numPartitions=len(names))
-    loader = parts.mapInArrow(_loader(str(sig_dir), list(names), bands, num_perm), _ddl(schema))
+    loader = parts.mapInArrow(_loader(str(sig_dir), list(names), bands, num_perm, tables.storage), _ddl(schema))
     loaded, metrics = tables.write_observed(loader, "loaded", F.collect_set("dump").alias("dumps"))
     if scope == "run":
         scope_names, code = ["*"], F.lit(0)
@@ -455,14 +581,24 @@ def _near_duplicates(
     return labels, {"candidates": counts["candidates"], "linked": counts["linked"], "per_band": per_band}
 
 
-def _write_links(linked: DataFrame, docs: DataFrame, path: Path) -> None:
+def _write_links(tables: _Tables, linked: DataFrame, docs: DataFrame, path: Location) -> None:
     """The union-find edges by document id, as a folder of Parquet files (row order is not the local one)."""
     id_a = docs.select(F.col("g").alias("a"), F.col("id"))
     id_b = docs.select(F.col("g").alias("b"), F.col("id").alias("linked_id"))
     links = linked.join(id_a, "a").join(id_b, "b").select("id", "linked_id", "estimated_jaccard")
-    if path.is_file():
+    if not is_remote(path) and path.is_file():
         path.unlink()
-    links.write.mode("overwrite").parquet(path.as_uri())
+    if tables.native:
+        links.write.mode("overwrite").parquet(path.as_uri())
+        return
+    remove_tree(path)
+    written = {location(o).name for o in write_objects(links, path, tables.storage)}
+    for name in set(list_names(path)) - written:  # a failed or duplicate attempt's object: readers take the folder
+        remove(path / name)
+    if not written:  # an empty table is still a readable folder with the schema, as Spark's writer leaves it
+        sink = pa.BufferOutputStream()
+        pq.write_table(to_arrow_schema(links.schema).empty_table(), sink)
+        write_bytes_atomic(path / "part-00000-empty.parquet", sink.getvalue().to_pybytes())
 
 
 def _final(docs: DataFrame, exact: DataFrame | None, labels: DataFrame | None) -> DataFrame:
@@ -496,18 +632,21 @@ def _final(docs: DataFrame, exact: DataFrame | None, labels: DataFrame | None) -
     )
 
 
-def _write_assign_files(final: DataFrame, sig_dir: Path, assign_dir: Path, names: list[str]) -> None:
+def _write_assign_files(
+    final: DataFrame, sig_dir: Location, assign_dir: Location, names: list[str], storage: StorageOptions
+) -> None:
     """One assignment file per part, written by the executors; empty parts (no group) by the driver."""
-    assign_dir.mkdir(parents=True, exist_ok=True)
     columns = final.select("part", "row", "stage", "dup_cluster_id", "dup_cluster_size")
     written = {
         int(row["part"]): int(row["rows"])
         for row in columns.groupBy("part")
-        .applyInArrow(_assign_writer(str(assign_dir), names), "part int, rows long")
+        .applyInArrow(_assign_writer(str(assign_dir), names, storage), "part int, rows long")
         .collect()
     }
     for index, name in enumerate(names):
-        expected = pq.ParquetFile(sig_dir / f"{name}.parquet").metadata.num_rows
+        source, filesystem = arrow_source(sig_dir / f"{name}.parquet")
+        with pq.ParquetFile(source, filesystem=filesystem) as parquet:
+            expected = parquet.metadata.num_rows
         if expected == 0:
             empty = pa.array([], pa.int8())
             _write_assign(assign_dir / f"{name}.parquet", empty, pa.array([], pa.string()), pa.array([], pa.int32()))
