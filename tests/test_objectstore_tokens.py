@@ -206,3 +206,84 @@ def test_shards_build_cli_errors_are_one_line_exit_2(bucket: str, s3_env: Seawee
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no-such-bucket-4f1c" in lines[0] and "bucket does not exist" in lines[0]
     assert SECRET_KEY not in proc.stderr
+
+
+# ------------------------------------------------------------------------------------------ validation
+
+
+def upload_shards(server: SeaweedServer, local: Path, url: str) -> str:
+    """A local shard folder's manifest.json and *.bin copied to ``url``."""
+    fs = server.filesystem()
+    for path in sorted(local.iterdir()):
+        if path.name == "manifest.json" or path.suffix == ".bin":
+            fs.put_file(str(path), f"{url.removeprefix('s3://')}/{path.name}")
+    return url
+
+
+def test_validate_shards_on_the_store_writes_its_verdict_there(
+    bucket: str, s3_env: SeaweedServer, scratch: Path, local_tokens: Path, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("torch", reason="the validation job needs the [train] extra (torch)")
+    from pipeline.app.shards_cli import validate_shards_main
+
+    tokens = upload_shards(s3_env, local_tokens, f"{bucket}/run/tokens")
+    argv = [tokens, "--preset", "tiny", "--device", "cpu", "--steps", "30", "--eval-every", "10"]
+    code = validate_shards_main(argv)
+    out = capsys.readouterr().out
+    files = store_files(s3_env, f"{bucket}/run/validation")  # default: the shard folder's sibling validation/
+    assert sorted(files) == ["loss_curve.png", "validation.json"]
+    report = json.loads(files["validation.json"])
+    assert code == (0 if report["verdict"] == "PASS" else 1) and report["verdict"] in ("PASS", "FAIL")
+    assert report["checks"]["ok"] and report["train_curve"][-1][0] == 29  # checked and trained on the local copy
+    assert report["shard_dir"] == tokens
+    assert report["files"] == {
+        "loss_curve": f"{bucket}/run/validation/loss_curve.png",
+        "report": f"{bucket}/run/validation/validation.json",
+    }
+    assert files["loss_curve.png"][:8] == b"\x89PNG\r\n\x1a\n"
+    assert (
+        out.startswith(f"{report['verdict']}: {tokens}\n") and f"report {bucket}/run/validation/validation.json" in out
+    )
+    assert str(scratch) not in out and SECRET_KEY not in json.dumps(report)
+    assert list(scratch.iterdir()) == []  # the downloaded shards and the job's folder are gone
+
+
+def test_validation_pass_on_the_store_reports_bad_shards(
+    bucket: str, s3_env: SeaweedServer, scratch: Path, local_tokens: Path
+) -> None:
+    """The run's validation pass (a subprocess on local copies) with a shard corrupted on the store: FAIL, and
+    the verdict is in the run's validation/ folder on the store."""
+    pytest.importorskip("torch", reason="the validation job needs the [train] extra (torch)")
+    from pipeline.app.passes import validate_shards_subprocess
+
+    tokens = upload_shards(s3_env, local_tokens, f"{bucket}/run/tokens")
+    fs = s3_env.filesystem()
+    key = f"{tokens.removeprefix('s3://')}/train_000001.bin"
+    data = bytearray(fs.cat_file(key))
+    data[2000] ^= 0xFF
+    fs.pipe_file(key, bytes(data))
+    assert validate_shards_subprocess(tokens, f"{bucket}/run/validation", "tiny") is False
+    files = store_files(s3_env, f"{bucket}/run/validation")
+    assert sorted(files) == ["validation.json"]  # nothing trained: no curve
+    report = json.loads(files["validation.json"])
+    assert report["verdict"] == "FAIL" and report["shard_dir"] == tokens
+    assert any("train_000001.bin: sha256" in reason for reason in report["reasons"])
+    assert list(scratch.iterdir()) == []
+
+
+def test_validate_shards_missing_folder_on_the_store_is_one_line_exit_2(
+    bucket: str, s3_env: SeaweedServer, capsys: pytest.CaptureFixture
+) -> None:
+    pytest.importorskip("torch", reason="the validation job needs the [train] extra (torch)")
+    from pipeline.app.shards_cli import validate_shards_main
+
+    missing = f"{bucket}/run/tokens"
+    assert validate_shards_main([missing, "--device", "cpu"]) == 2
+    assert capsys.readouterr().err.strip().splitlines() == [f"error: {missing}: not found"]
+    s3_env.filesystem().pipe_file(f"{missing.removeprefix('s3://')}/notes.txt", b"not shards")
+    assert validate_shards_main([missing, "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {missing}: no manifest.json and no *.bin shards there: not a shard folder"]
+    assert validate_shards_main(["s3://no-such-bucket-4f1c/tokens", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no-such-bucket-4f1c" in err[0]

@@ -181,16 +181,36 @@ def enabled_passes(config: RunConfig) -> list[Pass]:
 # ---------------------------------------------------------------- helpers
 
 
-def validate_shards_subprocess(tokens_dir: Path, out_dir: Path, preset: str) -> bool:
+def validate_shards_subprocess(tokens_dir: Location | str, out_dir: Location | str, preset: str) -> bool:
     """The GPU hand-off, run locally: the training job in its own process, as on a training node.
 
-    Returns whether the shards passed; the job's report is ``out_dir/validation.json`` either way.
+    Returns whether the shards passed; the job's report is ``out_dir/validation.json`` either way. The job
+    reads local files only: shards on a store are downloaded to scratch first, and when either folder is on a
+    store the job writes to scratch and its folder is uploaded to ``out_dir`` afterwards (same layout).
     """
-    cmd = [sys.executable, "-m", "validation.validate", str(tokens_dir), "-o", str(out_dir), "--preset", preset]
-    log.info("validating shards: %s", " ".join(cmd))
-    done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_this_process())
-    if done.returncode not in (0, 1):
-        raise RuntimeError(f"shard validation could not run (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+    import contextlib
+    import tempfile
+
+    from pipeline.app.shards_cli import local_shard_folder, publish_validation
+    from pipeline.core.storage import is_remote, location, scratch_dir
+
+    tokens_dir, out_dir = location(tokens_dir), location(out_dir)
+    staged = is_remote(tokens_dir) or is_remote(out_dir)
+    with contextlib.ExitStack() as stack:
+        job_tokens, job_out = tokens_dir, out_dir
+        if staged:
+            job_tokens = stack.enter_context(local_shard_folder(tokens_dir))
+            scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="validation-", dir=scratch_dir()))
+            job_out = Path(scratch) / VALIDATION_DIR
+        cmd = [sys.executable, "-m", "validation.validate", str(job_tokens), "-o", str(job_out), "--preset", preset]
+        log.info("validating shards: %s", " ".join(cmd))
+        done = subprocess.run(cmd, capture_output=True, text=True, preexec_fn=die_with_this_process())
+        if done.returncode not in (0, 1):
+            raise RuntimeError(
+                f"shard validation could not run (exit {done.returncode}): {done.stderr.strip()[-2000:]}"
+            )
+        if staged:
+            publish_validation(job_out, out_dir, tokens_dir)
     return done.returncode == 0
 
 

@@ -1,19 +1,45 @@
-"""CLI for token shards (``refinery shards ...``) and tokenizer assets (``refinery tokenizer ...``).
+"""CLI for token shards (``refinery shards ...``, ``refinery validate-shards``) and tokenizer assets
+(``refinery tokenizer ...``).
 
 Mounted by the main CLI: ``app.add_typer(shards_app, name="shards")`` and
-``app.add_typer(tokenizer_app, name="tokenizer")``.
+``app.add_typer(tokenizer_app, name="tokenizer")``; ``validate-shards`` runs :func:`validate_shards_main`.
+
+Shard folders may be store URLs. The validation job (``validation.validate``, which runs on training nodes
+without the pipeline) reads local files only, so for a folder on a store the shards are first downloaded to
+a scratch folder (:func:`local_shard_folder`) and the job's output folder is uploaded afterwards
+(:func:`publish_validation`), with the same layout as on local disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
+import json
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import numpy as np
 import typer
 
-from pipeline.app.cli_common import VerboseOpt, errors, fail, setup_logging
-from pipeline.core.storage import check_readable, check_writable, location
+from pipeline.app.cli_common import EXIT_USAGE, VerboseOpt, errors, fail, setup_logging
+from pipeline.core.storage import (
+    Location,
+    StorageError,
+    check_readable,
+    check_writable,
+    describe_storage_error,
+    is_remote,
+    list_names,
+    local_copy,
+    location,
+    scratch_dir,
+    write_bytes_atomic,
+)
 from tokenization.shards import (
     MANIFEST_NAME,
     ShardError,
@@ -36,6 +62,109 @@ tokenizer_app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+log = logging.getLogger(__name__)
+
+VALIDATION_REPORT = "validation.json"
+"""What the validation job writes in its output folder (``validation.validate.REPORT_NAME``), beside its plot."""
+
+
+# ---------------------------------------------------------------- shard folders on a store
+
+
+@contextlib.contextmanager
+def local_shard_folder(shard_dir: Location | str) -> Iterator[Path]:
+    """``shard_dir`` as a local folder: itself on local disk; from a store, its ``manifest.json`` and every
+    ``*.bin`` shard (the checks read them all) downloaded into a scratch folder, removed afterwards.
+
+    Raises StorageError (one line) when the folder is missing, unreadable or holds no shards.
+    """
+    shard_dir = location(shard_dir)
+    if not is_remote(shard_dir):
+        yield shard_dir
+        return
+    check_readable(shard_dir)
+    try:
+        names = [n for n in list_names(shard_dir) if n == MANIFEST_NAME or n.endswith(".bin")]
+    except Exception as e:  # every store library has its own exception types
+        raise StorageError(describe_storage_error(e, shard_dir)) from e
+    if not names:
+        raise StorageError(f"{shard_dir}: no {MANIFEST_NAME} and no *.bin shards there: not a shard folder")
+    folder = Path(tempfile.mkdtemp(prefix="shards-", dir=scratch_dir()))
+    try:
+        local = folder / shard_dir.name
+        local.mkdir()
+        log.info("downloading %d files of %s to %s", len(names), shard_dir, local)
+        for name in names:
+            source = shard_dir / name
+            try:
+                source.fs.get_file(source.path, str(local / name))
+            except Exception as e:
+                raise StorageError(describe_storage_error(e, source)) from e
+        yield local
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def publish_validation(local_out: Path, out_dir: Location | str, shard_dir: Location | str) -> None:
+    """The validation job's local output folder to ``out_dir`` (same file names), ``validation.json`` last, with
+    the shard folder and file paths it names rewritten to where they are now (not the scratch copies)."""
+    out_dir, shard_dir = location(out_dir), location(shard_dir)
+    if not local_out.is_dir():
+        return
+    names = sorted(p.name for p in local_out.iterdir() if p.is_file() and not p.name.startswith("."))
+    for name in names:
+        if name != VALIDATION_REPORT:
+            write_bytes_atomic(out_dir / name, (local_out / name).read_bytes())
+    if VALIDATION_REPORT in names:
+        report = json.loads((local_out / VALIDATION_REPORT).read_text())
+        report["shard_dir"] = str(shard_dir)
+        report["files"] = {key: str(out_dir / Path(value).name) for key, value in report.get("files", {}).items()}
+        write_bytes_atomic(out_dir / VALIDATION_REPORT, (json.dumps(report, indent=1) + "\n").encode())
+    log.info("validation outputs %s written to %s", names, out_dir)
+
+
+def validate_shards_main(argv: list[str]) -> int:
+    """``refinery validate-shards ARGS``: the validation job's own CLI, with store URLs for the shard folder
+    and ``--output`` (default: the shard folder's sibling ``validation/``). Exit 0 PASS, 1 FAIL, 2 usage."""
+    try:
+        from validation.validate import build_parser
+        from validation.validate import main as validate_main
+    except ImportError as e:
+        typer.secho(f"validate-shards needs torch: pip install 'cc-refinery[train]' ({e})", fg=typer.colors.RED,
+                    err=True)  # fmt: skip
+        return EXIT_USAGE
+    parser = build_parser()
+    for action in parser._actions:  # keep URLs as typed: a Path would fold "s3://" into "s3:/"
+        if action.dest in ("shard_dir", "output"):
+            action.type = str
+    args = parser.parse_args(argv)
+    if not is_remote(args.shard_dir) and not (args.output and is_remote(args.output)):
+        return validate_main(argv)
+    setup_logging(args.verbose)
+    try:
+        with errors(f"validating {args.shard_dir}", args.verbose):
+            return _validate_on_store(argv, args.shard_dir, args.output, validate_main)
+    except typer.Exit as e:
+        return e.exit_code
+
+
+def _validate_on_store(argv: list[str], shard_text: str, out_text: str | None, validate_main: Any) -> int:
+    shard_dir = location(shard_text.rstrip("/"))
+    out_dir = location(out_text) if out_text else shard_dir.parent / "validation"
+    with (
+        local_shard_folder(shard_dir) as local_dir,
+        tempfile.TemporaryDirectory(prefix="validation-", dir=scratch_dir()) as tmp,
+    ):
+        local_out = Path(tmp) / "validation"
+        job_argv = [str(local_dir) if arg == shard_text else arg for arg in argv] + ["--output", str(local_out)]
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            code = validate_main(job_argv)
+        publish_validation(local_out, out_dir, shard_dir)
+    # what the job printed, naming the store instead of the scratch copies
+    text = printed.getvalue().replace(str(local_out), str(out_dir)).replace(str(local_dir), str(shard_dir))
+    sys.stdout.write(text)
+    return code
 
 
 def _preview(text: str, chars: int) -> str:
@@ -43,7 +172,7 @@ def _preview(text: str, chars: int) -> str:
     return flat if len(flat) <= chars else flat[:chars] + " ..."
 
 
-def _inspect_file(path: Path) -> None:
+def _inspect_file(path: Path, name: str | None = None) -> None:
     """One shard without a manifest: header, size check, token range."""
     try:
         header = read_header(path)
@@ -52,7 +181,7 @@ def _inspect_file(path: Path) -> None:
     tokens = load_tokens(path)
     low, high, _ = scan_tokens(tokens, -1)
     typer.echo(
-        f"{path.name}: magic {header.magic}, version {header.version}, {np.dtype(header.dtype).name}, "
+        f"{name or path.name}: magic {header.magic}, version {header.version}, {np.dtype(header.dtype).name}, "
         f"{header.num_tokens:,} tokens, ids in [{low}, {high}], size OK ({header.nbytes:,} bytes)"
     )
 
@@ -74,7 +203,9 @@ def _shard_rows(shard_dir: Path, manifest: dict[str, Any]) -> list[str]:
 
 @shards_app.command("inspect")
 def inspect(
-    path: Annotated[Path, typer.Argument(help="A shard directory (with manifest.json) or a single .bin shard.")],
+    path: Annotated[
+        str, typer.Argument(help="A shard directory (with manifest.json) or a single .bin shard; a path or a URL.")
+    ],
     sample: Annotated[int, typer.Option("--sample", "-n", help="Documents to decode and print.")] = 2,
     chars: Annotated[int, typer.Option("--chars", help="Characters shown per decoded document.")] = 300,
     checksums: Annotated[bool, typer.Option("--checksums/--no-checksums", help="Verify sha256 of every shard.")] = True,
@@ -89,8 +220,25 @@ def inspect(
     * `refinery shards inspect out/sample/tokens`
 
     * `refinery shards inspect out/sample/tokens/val_000000.bin`
+
+    * `refinery shards inspect s3://bucket/run/tokens` (downloads the shards to scratch first)
     """
     setup_logging(verbose)
+    with errors(f"reading {path}", verbose):
+        where = location(path)
+        if is_remote(where):
+            check_readable(where)
+            if where.is_file():
+                with local_copy(where) as local:
+                    _inspect_file(local, where.name)
+            else:
+                with local_shard_folder(where) as local:
+                    _inspect(local, sample, chars, checksums)
+            return
+    _inspect(where, sample, chars, checksums)
+
+
+def _inspect(path: Path, sample: int, chars: int, checksums: bool) -> None:
     if path.is_file():
         _inspect_file(path)
         return
