@@ -181,6 +181,13 @@ def test_shards_build_cli_to_the_store(
     assert f"in {out} " in result.output and SECRET_KEY not in result.output
     files = store_files(s3_env, out)
     assert shard_bytes(files) == {p.name: p.read_bytes() for p in local_tokens.glob("*.bin")}
+    result = runner.invoke(shards_app, ["inspect", out, "--sample", "1", "--chars", "40"])
+    assert result.exit_code == 0, result.output
+    assert "verified: headers, sizes, token range, counts, sha256 OK" in result.output
+    result = runner.invoke(shards_app, ["inspect", f"{out}/val_000000.bin"])
+    assert result.exit_code == 0 and result.output.startswith(
+        f"val_000000.bin: magic 20240520, version 1, uint16, {SHARD:,}"
+    )
 
     other = f"{bucket}/elsewhere/tokens"
     result = runner.invoke(shards_app, ["build", source, "-o", other, "--shard-size", str(SHARD), "--no-progress"])
