@@ -297,14 +297,9 @@ def dedup(
     "--help for options).",
 )
 def validate_shards_cmd(ctx: typer.Context) -> None:
-    try:
-        from validation.validate import main as validate_main
-    except ImportError as e:
-        typer.secho(
-            f"validate-shards needs torch: pip install 'cc-refinery[train]' ({e})", fg=typer.colors.RED, err=True
-        )
-        raise typer.Exit(2) from None
-    raise typer.Exit(validate_main(ctx.args))
+    from pipeline.app.shards_cli import validate_shards_main
+
+    raise typer.Exit(validate_shards_main(ctx.args))
 
 
 @app.command("sample-crawl")
