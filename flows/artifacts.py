@@ -3,7 +3,8 @@
 The row builders are plain functions over :class:`pipeline.core.stats.PartStats` and the report's JSON (tested
 without Prefect); ``publish_run_artifacts`` turns them into Prefect artifacts keyed by run name, so the
 Artifacts page keeps one history per run name. The UI opens no ``file://`` link, so the report is linked
-over HTTP when ``make ui`` serves the outputs (:mod:`flows.outputs`) and named by its path otherwise.
+over HTTP when ``make ui`` serves the outputs (:mod:`flows.outputs`) and named by its path otherwise; a run
+on an object store is named by its store URL (which holds no credentials), never linked.
 """
 
 from __future__ import annotations
@@ -17,7 +18,10 @@ from typing import Any
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from flows.outputs import OutputsSite
+from pipeline.core.parts import DOCUMENTS, REJECTED
 from pipeline.core.stats import PartStats
+from pipeline.core.storage import Location, is_remote, list_names
+from pipeline.report.inputs import list_files
 
 TOP_DROPS = 5
 """Drop reasons in the report's headline (the drop-reasons artifact and the report list them all)."""
@@ -27,11 +31,11 @@ TOP_DROPS = 5
 class RunOutputs:
     """Where a run's results are, as the flow returns them (paths, never data)."""
 
-    run_dir: Path
-    documents_dir: Path
-    documents: list[Path]
-    tokens: Path | None = None
-    report: Path | None = None
+    run_dir: Location
+    documents_dir: Location
+    documents: list[Location]
+    tokens: Location | None = None
+    report: Location | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -91,13 +95,21 @@ def drop_rows(stats: PartStats) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: -r["dropped"])
 
 
-def report_location(report: Path, site: OutputsSite | None) -> str:
-    """The report as Markdown: a link when the outputs are served over HTTP, else its path (never file://)."""
+def where(path: Location) -> str:
+    """A location as shown to a user: an absolute local path, or the store URL (no credentials in it)."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())
+
+
+def report_location(report: Location, site: OutputsSite | None) -> str:
+    """The report as Markdown: a link when the outputs are served over HTTP, else its path or store URL (never
+    a file:// or s3:// link, which the UI would show broken)."""
+    if is_remote(report):
+        return f"`{report}` (on the object store: copy it to a machine with a browser to open it)"
     url = site.url_for(report) if site is not None else None
     if url is not None:
         return f"[{url}]({url})"
-    where = "outside the folder `make ui` serves" if site is not None else "no outputs server runs"
-    return f"`{report.resolve()}` (open it on the machine that holds the output; {where})"
+    where_ = "outside the folder `make ui` serves" if site is not None else "no outputs server runs"
+    return f"`{where(report)}` (open it on the machine that holds the output; {where_})"
 
 
 def report_markdown(run_name: str, report: dict[str, Any], location: str) -> str:
@@ -144,12 +156,13 @@ def _verdict_text(report: dict[str, Any]) -> str | None:
 
 
 def outputs_markdown(outputs: RunOutputs, stats: PartStats, site: OutputsSite | None = None) -> str:
-    """Where everything is, with totals, as Markdown."""
-    run_dir = outputs.run_dir.resolve()
-    documents = outputs.documents_dir.resolve() / "documents"
-    size = sum(p.stat().st_size for p in outputs.documents if p.exists())
+    """Where everything is, with totals, as Markdown (one folder listing each, wherever the run is)."""
+    run_dir = where(outputs.run_dir).rstrip("/")
+    documents = f"{where(outputs.documents_dir).rstrip('/')}/{DOCUMENTS}"
+    sizes = list_files(outputs.documents_dir / DOCUMENTS)
+    size = sum(sizes[p.name].size for p in outputs.documents if p.name in sizes)
     lines = [
-        f"## Run `{run_dir.name}`",
+        f"## Run `{outputs.run_dir.name}`",
         "",
         "| what | where |",
         "|---|---|",
@@ -157,14 +170,15 @@ def outputs_markdown(outputs: RunOutputs, stats: PartStats, site: OutputsSite | 
         f"{size / 1e6:.1f} MB) |",
     ]
     if outputs.tokens is not None:
-        lines.append(f"| token shards | `{outputs.tokens.resolve()}` (`refinery shards inspect` it) |")
+        lines.append(f"| token shards | `{where(outputs.tokens)}` (`refinery shards inspect` it) |")
     if outputs.report is not None:
         lines.append(f"| report | {report_location(outputs.report, site)} |")
     lines.append(f"| stats per part and pass | `{run_dir}/**/stats` |")
-    rejected = sorted(str(p) for p in (run_dir, outputs.documents_dir.resolve()) if (p / "rejected").is_dir())
+    folders = (outputs.run_dir, outputs.documents_dir)
+    rejected = sorted({where(p).rstrip("/") for p in folders if REJECTED in list_names(p)})
     if rejected:
-        lines.append("| dropped documents | " + ", ".join(f"`{p}/rejected`" for p in dict.fromkeys(rejected)) + " |")
-    lines.append(f"| configuration | `{run_dir / 'config.yaml'}` |")
+        lines.append("| dropped documents | " + ", ".join(f"`{p}/{REJECTED}`" for p in rejected) + " |")
+    lines.append(f"| configuration | `{run_dir}/config.yaml` |")
     lines += ["", "Read the documents with pyarrow, DuckDB, Spark or Hugging Face `datasets`:", ""]
     lines.append(f"```python\nimport duckdb\nduckdb.sql(\"select count(*) from '{documents}/*.parquet'\")\n```")
     return "\n".join(lines)

@@ -3,7 +3,8 @@
 The Prefect UI drops ``file://`` links and browsers block them from http pages, so ``make ui`` serves
 the runs' root folder read-only (GET and HEAD of files; no listing, no paths outside the folder) and
 tells the flow-run processes where through two environment variables. Without them (ephemeral Prefect,
-tests) the flow names the report by its path instead.
+tests) the flow names the report by its path instead. A run on an object store (``s3://...``) is not under
+the served folder: its report is named by its store URL.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from pipeline.core.storage import Location, is_remote
 from pipeline.demo.mirror import serve_directory
 
 OUTPUTS_URL_ENV = "REFINERY_OUTPUTS_URL"
@@ -30,8 +32,10 @@ class OutputsSite:
     root: Path
     url: str
 
-    def url_for(self, path: Path) -> str | None:
-        """The http URL of ``path``, or None when it lies outside the served folder."""
+    def url_for(self, path: Location) -> str | None:
+        """The http URL of ``path``, or None when it lies outside the served folder (or on an object store)."""
+        if is_remote(path):
+            return None
         target = Path(path).resolve()
         if not target.is_relative_to(self.root):
             return None

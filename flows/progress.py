@@ -4,6 +4,10 @@ Workers write ``progress/<part>.json`` (documents read so far), ``stats/<part>.j
 ``markers/<part>.done`` (see :mod:`pipeline.core.parts`, :func:`pipeline.engines.base.write_progress`);
 any engine, any process. A thread in the flow process polls them and updates one progress
 artifact, and logs a line each time a part finishes.
+
+The pass folder may be on an object store, so a poll costs two folder listings (markers, progress) plus a
+read of each progress file that changed since the last poll; a finished part's stats are read once. A poll
+never asks about each part in turn.
 """
 
 from __future__ import annotations
@@ -13,13 +17,14 @@ import json
 import logging
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 from uuid import UUID
 
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pipeline.core.parts import MARKERS, STATS
+from pipeline.core.storage import Location, list_names, location
 from pipeline.engines.base import PROGRESS
+from pipeline.report.inputs import FileInfo, list_files, read_files
 
 log = logging.getLogger(__name__)
 
@@ -46,23 +51,51 @@ class PassProgress:
         return text
 
 
-def read_progress(out_dir: Path, parts: list[str]) -> PassProgress:
+class ProgressReader:
+    """Reads a pass's progress again and again, re-reading only what changed (the folder may be on a store)."""
+
+    def __init__(self, out_dir: Location | str, parts: list[str]) -> None:
+        self.out_dir = location(out_dir)
+        self.parts = list(parts)
+        self._wanted = set(self.parts)
+        self._kept: dict[str, int] = {}
+        """``docs_out`` of each finished part (read once)."""
+        self._read: dict[str, tuple[FileInfo, int]] = {}
+        """Documents read per part, with the listing entry of the progress file they were read from."""
+
+    def read(self) -> PassProgress:
+        """Snapshot of the pass (missing or half-written files count as zero)."""
+        done = {n.removesuffix(".done") for n in list_names(self.out_dir / MARKERS, ".done")} & self._wanted
+        listed = {n.removesuffix(".json"): info for n, info in list_files(self.out_dir / PROGRESS).items()}
+        changed = [p for p, info in listed.items() if p in self._wanted and self._read.get(p, (None, 0))[0] != info]
+        for part, docs in zip(changed, self._ints(PROGRESS, changed, "docs"), strict=True):
+            self._read[part] = (listed[part], docs)
+        for part in [p for p in self._read if p not in listed]:  # cleared by a rerun of the part
+            del self._read[part]
+        for part in [p for p in self._kept if p not in done]:  # cleared for a redo: its stats will change
+            del self._kept[part]
+        new_done = sorted(done - self._kept.keys())
+        self._kept.update(zip(new_done, self._ints(STATS, new_done, "docs_out"), strict=True))
+        kept = sum(self._kept.values())
+        read = sum(n for _, n in self._read.values())
+        return PassProgress(done=len(done), total=len(self.parts), read=read, kept=kept)
+
+    def _ints(self, folder: str, parts: list[str], key: str) -> list[int]:
+        """``key`` of ``<folder>/<part>.json`` for each part (fetched concurrently from a store); 0 if unreadable."""
+        out = []
+        for content in read_files([self.out_dir / folder / f"{part}.json" for part in parts]):
+            try:
+                if isinstance(content, Exception):
+                    raise content
+                out.append(int(json.loads(content).get(key, 0)))
+            except (OSError, ValueError, AttributeError, TypeError):
+                out.append(0)
+        return out
+
+
+def read_progress(out_dir: Location | str, parts: list[str]) -> PassProgress:
     """Snapshot of a pass over ``parts`` under ``out_dir`` (missing or half-written files count as zero)."""
-    out_dir = Path(out_dir)
-    done = read = kept = 0
-    for part in parts:
-        read += _json_int(out_dir / PROGRESS / f"{part}.json", "docs")
-        if (out_dir / MARKERS / f"{part}.done").exists():
-            done += 1
-            kept += _json_int(out_dir / STATS / f"{part}.json", "docs_out")
-    return PassProgress(done=done, total=len(parts), read=read, kept=kept)
-
-
-def _json_int(path: Path, key: str) -> int:
-    try:
-        return int(json.loads(path.read_text()).get(key, 0))
-    except (OSError, ValueError, AttributeError):
-        return 0
+    return ProgressReader(out_dir, parts).read()
 
 
 class ProgressReporter:
@@ -71,7 +104,7 @@ class ProgressReporter:
     def __init__(
         self,
         title: str,
-        out_dir: Path,
+        out_dir: Location | str,
         parts: list[str],
         *,
         key: str | None = None,
@@ -79,8 +112,9 @@ class ProgressReporter:
         logger: logging.Logger | logging.LoggerAdapter = log,
     ) -> None:
         self.title = title
-        self.out_dir = Path(out_dir)
+        self.out_dir = location(out_dir)
         self.parts = parts
+        self.reader = ProgressReader(self.out_dir, parts)
         self.key = key
         self.interval_s = interval_s
         self.logger = logger
@@ -90,7 +124,11 @@ class ProgressReporter:
         self._thread: threading.Thread | None = None
 
     def __enter__(self) -> ProgressReporter:
-        first = read_progress(self.out_dir, self.parts)
+        try:
+            first = self.reader.read()
+        except Exception as e:  # as in tick: the pass runs even when its progress cannot be read
+            log.warning("could not read the progress of %s: %s", self.out_dir, e)
+            first = PassProgress(done=0, total=len(self.parts), read=0, kept=0)
         self.artifact_id = create_progress_artifact(first.percent, key=self.key, description=first.describe(self.title))
         self.last = first
         # the copied context carries Prefect's run and settings context into the polling thread
@@ -111,7 +149,11 @@ class ProgressReporter:
 
     def tick(self) -> PassProgress:
         """Read the files once; update the artifact if anything moved, log if a part finished."""
-        now = read_progress(self.out_dir, self.parts)
+        try:
+            now = self.reader.read()
+        except Exception as e:  # a store hiccup must not fail the pass the progress is about
+            log.warning("could not read the progress of %s: %s", self.out_dir, e)
+            return self.last or PassProgress(done=0, total=len(self.parts), read=0, kept=0)
         if now == self.last:
             return now
         if self.last is None or now.done != self.last.done:

@@ -1,6 +1,8 @@
 """``refinery report RUN_DIR [--compare RUN_B] [--open]``: write the dataset report (and a comparison).
 
-Mounted by the main CLI with ``app.command("report")(report_command)``.
+Run folders and the output folder are local paths or store URLs (``s3://bucket/runs/a``); credentials come
+from the environment (``AWS_*``, ``~/.aws``), never from the command line. Mounted by the main CLI with
+``app.command("report")(report_command)``.
 """
 
 from __future__ import annotations
@@ -13,18 +15,23 @@ from typing import Annotated
 import typer
 
 from pipeline.app.cli_common import VerboseOpt, errors, setup_logging
+from pipeline.core.storage import Location, is_remote, location
 from pipeline.report.build import ReportConfig, ReportError, write_report
 
 log = logging.getLogger(__name__)
 
 
 def report_command(
-    run_dir: Annotated[Path, typer.Argument(help="Run folder (holds config.yaml, stats/, documents/).")],
+    run_dir: Annotated[
+        str, typer.Argument(help="Run folder (holds config.yaml, stats/, documents/): a path or a store URL.")
+    ],
     compare: Annotated[
-        Path | None, typer.Option("--compare", help="Second run folder: also write what changed from RUN_DIR to it.")
+        str | None,
+        typer.Option("--compare", help="Second run folder (path or URL): also write what changed from RUN_DIR to it."),
     ] = None,
     output: Annotated[
-        Path | None, typer.Option("--output", "-o", help="Folder for index.html and report.json (RUN_DIR/report).")
+        str | None,
+        typer.Option("--output", "-o", help="Folder (path or URL) for index.html and report.json (RUN_DIR/report)."),
     ] = None,
     dedup_clusters: Annotated[
         str | None, typer.Option("--dedup-clusters", help="Cluster summary, relative to RUN_DIR.")
@@ -44,12 +51,14 @@ def report_command(
     * `refinery report out/sample --open`
 
     * `refinery report out/run-a --compare out/run-b`
+
+    * `refinery report s3://bucket/runs/a --compare out/run-b` (credentials from AWS_* or ~/.aws)
     """
     setup_logging(verbose)
     overrides = {"dedup_clusters": dedup_clusters, "token_manifest": token_manifest, "validation": validation}
     config = ReportConfig(**{k: v for k, v in overrides.items() if v is not None})
     with errors(f"writing the report of {run_dir}", verbose, usage=(ReportError, FileNotFoundError)):
-        files = write_report(run_dir, config, out_dir=output)
+        files = write_report(location(run_dir), config, out_dir=location(output) if output else None)
         comparison = None
         if compare is not None:
             from pipeline.report.compare import write_comparison
@@ -66,7 +75,15 @@ def report_command(
         typer.echo(comparison.result["summary"])
         typer.echo(f"comparison: {comparison.html_path}")
         page = comparison.html_path
-    if open_browser and not webbrowser.open(page.resolve().as_uri()):
+    if open_browser:
+        _open(page)
+
+
+def _open(page: Location) -> None:
+    """Show the page in a browser; a page on a store has no URL a browser can open, so say how to get it."""
+    if is_remote(page):
+        typer.echo(f"the report is on a store: copy {page} to this machine to open it", err=True)
+    elif not webbrowser.open(Path(page).resolve().as_uri()):
         typer.echo("no browser found; open the file above by hand", err=True)
 
 

@@ -4,6 +4,12 @@ Everything comes from the small files the passes already wrote (``stats/part-*.j
 ``profile``, ``config.yaml``, the dedup, token and validation summaries) plus a handful of sampled
 documents, so a report on a terabyte run costs as much as one on the sample. The schema is in
 ``SCHEMA.md`` next to this module.
+
+The run folder may be a local path or a store URL (``s3://bucket/run``); the report is written beside it
+on the same store. Each folder is listed once (never one request per part to find out what exists), and the
+part stats of a run on a store are fetched concurrently. Credentials never reach the report: the run config it
+embeds is stripped of ``storage_options`` and secret-looking keys, and known secrets are masked in what is
+written (:func:`redact`).
 """
 
 from __future__ import annotations
@@ -11,28 +17,45 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import platform
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, Field
 
-from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
+from pipeline.core.parts import DOCUMENTS, MARKERS, STATS
 from pipeline.core.profile import DocumentProfile, Histogram
 from pipeline.core.stats import PartStats, merge_parts, nothing_kept
+from pipeline.core.storage import (
+    Location,
+    StorageError,
+    arrow_source,
+    describe_storage_error,
+    is_remote,
+    list_names,
+    location,
+    storage_config,
+    write_bytes_atomic,
+)
 from pipeline.report.inputs import (
     SNIPPET_CHARS,
     clean_sample,
     clean_text,
+    list_files,
     load_dedup,
     load_token_manifest,
     load_validation,
+    read_file,
+    read_files,
 )
 
 log = logging.getLogger(__name__)
@@ -88,24 +111,32 @@ class PassData:
     """One pass of a run: its merged stats, merged profile and unfinished parts."""
 
     name: str
-    path: Path
+    path: Location
     parts: list[PartStats]
     stats: PartStats
     profile: DocumentProfile | None
     parts_without_profile: int
     failures: list[dict[str, Any]] = field(default_factory=list)
+    done: list[str] = field(default_factory=list)
+    """Finished parts, in order."""
+    writes_documents: bool = True
+    """Whether the pass has a documents/ folder (a tokenize pass counts documents but writes tokens)."""
 
 
-def build_report(run_dir: Path, config: ReportConfig | None = None) -> dict[str, Any]:
-    """The content of ``report.json`` for the run in ``run_dir`` (see SCHEMA.md)."""
-    run_dir = Path(run_dir)
+def build_report(run_dir: Location | str, config: ReportConfig | None = None) -> dict[str, Any]:
+    """The content of ``report.json`` for the run in ``run_dir`` (a path or a store URL; see SCHEMA.md)."""
+    run_dir = location(run_dir)
     config = config or ReportConfig()
-    if not run_dir.is_dir():
+    try:
+        found = run_dir.is_dir()
+    except Exception as e:  # every store library has its own errors: no credentials, no bucket, unreachable
+        raise StorageError(describe_storage_error(e, run_dir)) from e
+    if not found:
         raise ReportError(f"run folder not found: {run_dir}")
     passes = [load_pass(run_dir, rel) for rel in discover_passes(run_dir, config.passes)]
     if not passes:
         raise ReportError(f"{run_dir} holds no stats/ folder: is it a run folder (refinery run --output)?")
-    run_config = _read_yaml(run_dir / "config.yaml")
+    run_config = redact(_read_yaml(run_dir / "config.yaml"))
     tokens = load_token_manifest(run_dir / config.token_manifest)
     final = _final_profile(passes)
     bytes_per_token = _bytes_per_token(final, passes, tokens)
@@ -131,34 +162,53 @@ def build_report(run_dir: Path, config: ReportConfig | None = None) -> dict[str,
 # ---------------------------------------------------------------- passes
 
 
-def discover_passes(run_dir: Path, passes: list[str] | None = None) -> list[str]:
-    """Pass folders relative to ``run_dir``: as configured, else '.' and sub-folders with stats, by run order."""
+def discover_passes(run_dir: Location, passes: list[str] | None = None) -> list[str]:
+    """Pass folders relative to ``run_dir``: as configured, else '.' and sub-folders with stats, by run order.
+
+    One listing of the run folder and one of each sub-folder (a handful), however many parts the run has.
+    """
     if passes is not None:
-        missing = [p for p in passes if not (run_dir / p / STATS).is_dir()]
+        missing = [p for p in passes if STATS not in list_names(_sub(run_dir, p))]
         if missing:
             raise ReportError(f"configured pass folders without stats/: {', '.join(missing)} (under {run_dir})")
         return list(passes)
-    found = ["."] if (run_dir / STATS).is_dir() else []
-    subs = [d for d in run_dir.iterdir() if d.is_dir() and (d / STATS).is_dir() and (d / MARKERS).is_dir()]
-    subs.sort(key=lambda d: (_first_marker_time(d), d.name))
-    return found + [d.name for d in subs]
+    top = list_names(run_dir)
+    found = ["."] if STATS in top else []
+    subs = [name for name in top if {STATS, MARKERS} <= set(list_names(run_dir / name))]
+    subs.sort(key=lambda name: (_first_marker_time(run_dir / name), name))
+    return found + subs
 
 
-def _first_marker_time(pass_dir: Path) -> float:
-    times = [p.stat().st_mtime for p in (pass_dir / MARKERS).glob("*.done")]
+def _sub(run_dir: Location, rel: str) -> Location:
+    return run_dir if rel in (".", "") else run_dir / rel
+
+
+def _first_marker_time(pass_dir: Location) -> float:
+    """When the pass finished its first part (pass order), from one listing of its markers."""
+    times = [f.mtime for name, f in list_files(pass_dir / MARKERS).items() if name.endswith(".done")]
     return min(times) if times else math.inf
 
 
-def load_pass(run_dir: Path, rel: str) -> PassData:
+def done_parts(pass_dir: Location) -> list[str]:
+    """Finished parts of a pass, from one listing of its markers."""
+    return [n.removesuffix(".done") for n in list_names(location(pass_dir) / MARKERS, ".done", "part-")]
+
+
+def load_pass(run_dir: Location, rel: str) -> PassData:
     """Stats and profiles of every finished part of one pass, plus the parts that failed."""
-    path = (run_dir / rel).resolve() if rel != "." else run_dir
+    path = _sub(run_dir, rel)
+    if rel not in (".", "") and not is_remote(path):
+        path = path.resolve()
     parts: list[PartStats] = []
     profile: DocumentProfile | None = None
     without = 0
-    for name in done_parts(path):
-        stats_file = path / STATS / f"{name}.json"
+    done = done_parts(path)
+    stats_files = [path / STATS / f"{name}.json" for name in done]
+    for stats_file, content in zip(stats_files, read_files(stats_files), strict=True):
         try:
-            raw = json.loads(stats_file.read_text())
+            if isinstance(content, Exception):
+                raise content
+            raw = json.loads(content)
             parts.append(PartStats.from_json(raw))
         except (OSError, ValueError, KeyError, TypeError) as e:
             raise ReportError(f"{stats_file}: unreadable part stats ({e})") from e
@@ -168,17 +218,19 @@ def load_pass(run_dir: Path, rel: str) -> PassData:
         else:
             profile = part_profile if profile is None else profile.merge(part_profile)
     return PassData(
-        name="main" if rel == "." else rel,
+        name="main" if rel in (".", "") else rel,
         path=path,
         parts=parts,
         stats=merge_parts(parts, name=rel),
         profile=profile,
         parts_without_profile=without,
-        failures=_failures(path, set(done_parts(path))),
+        failures=_failures(path, set(done)),
+        done=done,
+        writes_documents=DOCUMENTS in list_names(path),
     )
 
 
-def _part_profile(raw: dict[str, Any], stats_file: Path) -> DocumentProfile | None:
+def _part_profile(raw: dict[str, Any], stats_file: Location) -> DocumentProfile | None:
     """The part's document profile, or None when the pass did not write one (or wrote one we cannot read)."""
     if not isinstance(raw.get("profile"), dict):
         return None
@@ -189,16 +241,21 @@ def _part_profile(raw: dict[str, Any], stats_file: Path) -> DocumentProfile | No
         return None
 
 
-def _failures(pass_dir: Path, done: set[str]) -> list[dict[str, Any]]:
+def _failures(pass_dir: Location, done: set[str]) -> list[dict[str, Any]]:
+    """Parts that failed and were not redone since (their failure record is read; finished parts' are not)."""
+    names = [n for n in list_names(pass_dir / "failures", ".json", "part-") if n.removesuffix(".json") not in done]
+    files = [pass_dir / "failures" / n for n in names]
     out = []
-    for f in sorted((pass_dir / "failures").glob("part-*.json")):
-        part = f.name.removesuffix(".json")
-        if part in done:
-            continue
+    for f, content in zip(files, read_files(files), strict=True):
         try:
-            d = json.loads(f.read_text())
+            if isinstance(content, Exception):
+                raise content
+            d = json.loads(content)
         except (OSError, ValueError):
             d = {}
+        if not isinstance(d, dict):
+            d = {}
+        part = f.name.removesuffix(".json")
         out.append({"part": part, "inputs": d.get("inputs", []), "error": str(d.get("error", "unreadable"))})
     return out
 
@@ -206,7 +263,7 @@ def _failures(pass_dir: Path, done: set[str]) -> list[dict[str, Any]]:
 def _final_profile(passes: list[PassData]) -> tuple[PassData, DocumentProfile] | None:
     """The last pass that profiled its documents: what the dataset finally holds."""
     for p in reversed(passes):
-        if p.profile is not None and (p.path / "documents").is_dir():  # the tokens pass writes no documents
+        if p.profile is not None and p.writes_documents:  # the tokens pass writes no documents
             return p, p.profile
     return None
 
@@ -393,10 +450,10 @@ def _get(d: dict[str, Any] | None, *keys: str) -> Any:
 
 def sample_documents(passes: list[PassData], k: int) -> list[dict[str, Any]]:
     """A few documents the last pass with documents kept, spread over its parts: ``k`` rows decoded, no more."""
-    files: list[Path] = []
+    files: list[Location] = []
     for p in reversed(passes):
-        files = [p.path / DOCUMENTS / f"{name}.parquet" for name in done_parts(p.path)]
-        files = [f for f in files if f.is_file()]
+        present = set(list_names(p.path / DOCUMENTS, ".parquet")) if p.writes_documents else set()
+        files = [p.path / DOCUMENTS / f"{name}.parquet" for name in p.done if f"{name}.parquet" in present]
         if files:
             break
     if k <= 0 or not files:
@@ -407,7 +464,8 @@ def sample_documents(passes: list[PassData], k: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for f in dict.fromkeys(chosen):
         try:
-            pf = pq.ParquetFile(f)
+            source, filesystem = arrow_source(f)
+            pf = pq.ParquetFile(source, filesystem=filesystem)
             columns = [c for c in ("id", "url", "language", "language_score", "text") if c in pf.schema_arrow.names]
             batch = next(pf.iter_batches(batch_size=per_file, columns=columns), None)
         except (OSError, ValueError) as e:
@@ -434,17 +492,17 @@ def _round(x: float | None, digits: int = 4) -> float | None:
 # ---------------------------------------------------------------- run metadata
 
 
-def run_metadata(run_dir: Path, run_config: dict[str, Any] | None, passes: list[PassData]) -> dict[str, Any]:
+def run_metadata(run_dir: Location, run_config: dict[str, Any] | None, passes: list[PassData]) -> dict[str, Any]:
     """Config, dump, WARC files, engine, durations and package versions of the run."""
     warcs = list(dict.fromkeys(i for i in passes[0].stats.inputs))
-    run_info = _read_json(run_dir / "run.json") or {}
+    run_info = redact(_read_json(run_dir / "run.json")) or {}
     versions = run_info.get("versions") if isinstance(run_info.get("versions"), dict) else None
     stage_seconds: dict[str, float] = {}
     for p in passes:
         for s in p.stats.stages:
             stage_seconds[f"{p.name}:{s.name}" if len(passes) > 1 else s.name] = round(s.seconds, 3)
     return {
-        "run_dir": str(run_dir.resolve()),
+        "run_dir": where(run_dir),
         "name": _get(run_config, "name") or run_dir.name,
         "dump": _get(run_config, "source", "dump"),
         "source_url": _get(run_config, "source", "cc_base_url"),
@@ -483,9 +541,14 @@ def package_versions() -> dict[str, str]:
     return out
 
 
-def _read_yaml(path: Path) -> dict[str, Any] | None:
+def where(path: Location) -> str:
+    """A location as the report shows it: an absolute local path, or the store URL (which holds no secret)."""
+    return str(path) if is_remote(path) else str(Path(path).resolve())
+
+
+def _read_yaml(path: Location) -> dict[str, Any] | None:
     try:
-        data = yaml.safe_load(path.read_text())
+        data = yaml.safe_load(read_file(path))
     except FileNotFoundError:
         return None
     except (OSError, yaml.YAMLError) as e:
@@ -494,14 +557,84 @@ def _read_yaml(path: Path) -> dict[str, Any] | None:
     return data if isinstance(data, dict) else None
 
 
-def _read_json(path: Path) -> Any:
+def _read_json(path: Location) -> Any:
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_file(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
         log.warning("cannot read %s: %s", path, e)
         return None
+
+
+# ---------------------------------------------------------------- secrets
+
+SECRET_CONFIG_KEYS = frozenset({"storage_options"})
+"""Config sections that may hold credentials: never copied into a report."""
+SECRET_KEY_PATTERN = re.compile(
+    r"secret|password|passwd|credential|private_key|session_token|security_token|access_key|api_key|"
+    r"auth|(^|_)key$|(^|_)token$|^key_id$|_key_id$",
+    re.I,
+)
+"""Names of settings whose value is a credential (``key``, ``secret``, ``aws_access_key_id``, ``token``...)."""
+SECRET_ENV = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ACCESS_KEY_ID")
+MIN_SECRET_CHARS = 8
+"""Shorter values are not masked in the written text: they would match ordinary words and numbers."""
+REDACTED = "***"
+
+
+def redact(data: Any) -> Any:
+    """``data`` (a config, run metadata) without credentials: ``storage_options`` sections and secret-looking
+    settings are left out, passwords in URLs (``scheme://user:pass@host``) masked."""
+    if isinstance(data, dict):
+        return {
+            k: (REDACTED if SECRET_KEY_PATTERN.search(str(k)) and v not in (None, "") else redact(v))
+            for k, v in data.items()
+            if str(k) not in SECRET_CONFIG_KEYS
+        }
+    if isinstance(data, list):
+        return [redact(v) for v in data]
+    if isinstance(data, str) and "://" in data and "@" in data:
+        return _without_userinfo(data)
+    return data
+
+
+def _without_userinfo(url: str) -> str:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.password and not parts.username:
+        return url
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit(parts._replace(netloc=f"{REDACTED}@{host}"))
+
+
+def known_secrets() -> list[str]:
+    """Credentials this process holds (AWS environment, ``storage_options`` given to the storage layer)."""
+    found = {os.environ.get(name, "") for name in SECRET_ENV}
+
+    def collect(options: Any, secret: bool = False) -> None:
+        if isinstance(options, dict):
+            for k, v in options.items():
+                collect(v, secret or bool(SECRET_KEY_PATTERN.search(str(k))))
+        elif isinstance(options, list | tuple):
+            for v in options:
+                collect(v, secret)
+        elif secret and isinstance(options, str):
+            found.add(options)
+
+    collect(storage_config())
+    return sorted((s for s in found if len(s) >= MIN_SECRET_CHARS), key=len, reverse=True)
+
+
+def mask_secrets(text: str) -> str:
+    """``text`` with every credential this process knows replaced: the last guard before a report is written."""
+    for secret in known_secrets():
+        if secret in text:
+            log.warning("a credential was about to be written into the report; it was masked")
+            text = text.replace(secret, REDACTED)
+    return text
 
 
 # ---------------------------------------------------------------- checks
@@ -528,8 +661,7 @@ def consistency_checks(passes: list[PassData], report: dict[str, Any]) -> list[d
         for s in stages:
             check(f"{p.name}: {s.name} drops per rule add up", s.docs_in - s.docs_out, sum(s.drops.values()))
         check(f"{p.name}: last stage output = documents written", stages[-1].docs_out, p.stats.docs_out)
-        writes_documents = (p.path / "documents").is_dir()  # a tokenize pass counts documents but writes tokens
-        if p.profile is not None and p.parts_without_profile == 0 and writes_documents:
+        if p.profile is not None and p.parts_without_profile == 0 and p.writes_documents:
             check(f"{p.name}: profiled documents = documents written", p.stats.docs_out, p.profile.docs)
         previous = p
     tokens = report.get("tokens")
@@ -577,19 +709,22 @@ def _warnings(passes: list[PassData], report: dict[str, Any]) -> list[str]:
 
 @dataclass
 class ReportFiles:
-    json_path: Path
-    html_path: Path
+    json_path: Location
+    html_path: Location
     report: dict[str, Any]
 
 
-def write_report(run_dir: Path, config: ReportConfig | None = None, out_dir: Path | None = None) -> ReportFiles:
-    """Build the report and write ``report.json`` and the self-contained ``index.html``."""
+def write_report(
+    run_dir: Location | str, config: ReportConfig | None = None, out_dir: Location | str | None = None
+) -> ReportFiles:
+    """Build the report and write ``report.json`` and the self-contained ``index.html`` (by default into
+    ``<run>/report``, on the run's store), each file appearing whole or not at all."""
     from pipeline.report.html import render_html
 
     config = config or ReportConfig()
+    run_dir = location(run_dir)
     report = build_report(run_dir, config)
-    out = Path(out_dir) if out_dir is not None else Path(run_dir) / config.output_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = location(out_dir) if out_dir is not None else run_dir / config.output_dir
     json_path = write_text_atomic(out / "report.json", dumps(report))
     html_path = write_text_atomic(out / "index.html", render_html(report))
     return ReportFiles(json_path, html_path, report)
@@ -599,8 +734,12 @@ def dumps(data: Any) -> str:
     return json.dumps(data, indent=1, ensure_ascii=False, allow_nan=False, default=str) + "\n"
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    write_bytes_atomic(path, text.encode("utf-8", "replace"))
+def write_text_atomic(path: Location, text: str) -> Location:
+    """``text`` as the whole of ``path`` (temp file + rename on disk, one upload on a store), credentials masked."""
+    try:
+        write_bytes_atomic(path, mask_secrets(text).encode("utf-8", "replace"))
+    except Exception as e:  # store errors (access denied, no bucket, disk full) as one line naming the file
+        raise StorageError(describe_storage_error(e, path)) from e
     return path
 
 

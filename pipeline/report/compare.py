@@ -11,14 +11,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from pipeline.core.storage import Location, is_remote, location
 from pipeline.report.build import ReportConfig, build_report, dumps, write_text_atomic
 
 COMPARE_VERSION = 1
 
 
-def compare_runs(run_a: Path, run_b: Path, config: ReportConfig | None = None) -> dict[str, Any]:
-    """Differences between run A (the baseline) and run B, as a JSON-ready dict (see SCHEMA.md)."""
-    return compare_reports(build_report(Path(run_a), config), build_report(Path(run_b), config))
+def compare_runs(run_a: Location | str, run_b: Location | str, config: ReportConfig | None = None) -> dict[str, Any]:
+    """Differences between run A (the baseline) and run B (paths or store URLs), as a JSON-ready dict."""
+    return compare_reports(build_report(run_a, config), build_report(run_b, config))
 
 
 def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -143,7 +144,8 @@ IGNORED_CONFIG_KEYS = ("name", "output_dir", "source.cc_base_url", "source.downl
 
 def _config_changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     fa, fb = _flatten(a), _flatten(b)
-    keys = [k for k in dict.fromkeys([*fa, *fb]) if k not in IGNORED_CONFIG_KEYS]
+    ignored = [k for k in dict.fromkeys([*fa, *fb]) if k.split(".", 1)[0] == "storage_options"]
+    keys = [k for k in dict.fromkeys([*fa, *fb]) if k not in IGNORED_CONFIG_KEYS and k not in ignored]
     return [{"key": k, "a": fa.get(k), "b": fb.get(k)} for k in keys if fa.get(k) != fb.get(k)]
 
 
@@ -236,23 +238,32 @@ def _signed_pct(value: float | None) -> str:
 
 @dataclass
 class ComparisonFiles:
-    json_path: Path
-    html_path: Path
+    json_path: Location
+    html_path: Location
     result: dict[str, Any]
 
 
 def write_comparison(
-    run_a: Path, run_b: Path, out_dir: Path | None = None, config: ReportConfig | None = None
+    run_a: Location | str,
+    run_b: Location | str,
+    out_dir: Location | str | None = None,
+    config: ReportConfig | None = None,
 ) -> ComparisonFiles:
-    """Compare two runs and write ``compare-<B>.json`` and ``compare-<B>.html`` into A's report folder."""
+    """Compare two runs and write ``compare-<B>.json`` and ``compare-<B>.html`` into A's report folder (on A's
+    store when A is a store URL; either run may be local or on a store)."""
     config = config or ReportConfig()
+    run_a, run_b = location(run_a), location(run_b)
     result = compare_runs(run_a, run_b, config)
-    out = Path(out_dir) if out_dir is not None else Path(run_a) / config.output_dir
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"compare-{_safe_name(Path(run_b).resolve().name)}"
+    out = location(out_dir) if out_dir is not None else run_a / config.output_dir
+    stem = f"compare-{_safe_name(_run_name(run_b))}"
     json_path = write_text_atomic(out / f"{stem}.json", dumps(result))
     html_path = write_text_atomic(out / f"{stem}.html", render_compare_html(result))
     return ComparisonFiles(json_path, html_path, result)
+
+
+def _run_name(run: Location) -> str:
+    """The folder name of a run (``.`` resolved on disk; the last part of a store URL)."""
+    return run.name if is_remote(run) else Path(run).resolve().name
 
 
 def _safe_name(name: str) -> str:
