@@ -8,6 +8,7 @@ Parquet inputs from the store.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,12 +16,12 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.app.config import SAMPLE_DUMP, load_config
+from pipeline.app.config import SAMPLE_DUMP, ConfigError, load_config
 from pipeline.app.stagerun import expand_inputs, run_stage
-from pipeline.core.storage import StorageError
+from pipeline.core.storage import StorageError, location
 from pipeline.sources.commoncrawl import list_warc_paths
-from pipeline.sources.download import DownloadError, fetch_warc
-from pipeline.sources.dumps import newest_dump
+from pipeline.sources.download import DownloadError, NotGzipError, SourceTruncatedError, fetch_warc
+from pipeline.sources.dumps import COLLINFO_URL, collinfo_url_for, newest_dump
 from pipeline.sources.store import aws_credentials_available, source_filesystem
 from tests.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedServer, free_ports
 from tests.samples import WARC_PASS_ONLY, sample_config
@@ -114,8 +115,7 @@ def test_a_private_bucket_read_anonymously_is_refused_clearly(
 def test_source_storage_options_override_the_environment(
     s3_env: SeaweedServer,
     public_bucket: str,
-    sample_crawl,
-    tmp_path: Path,  # noqa: ANN001
+    sample_crawl,  # noqa: ANN001
 ) -> None:
     base = f"s3://{public_bucket}/"
     assert list_warc_paths(base, SAMPLE_DUMP, storage_options={"anon": True}, **FAST) == sample_crawl.warc_paths
@@ -181,8 +181,8 @@ def test_stage_reads_warc_and_parquet_inputs_from_the_store(
     config = sample_config(str(sample_crawl.root), tmp_path, "stage", {"keep_rejected": True})
     rel = sample_crawl.warc_paths[0]
     remote_warc = f"s3://{public_bucket}/{rel}"
-    run_stage("url_filter", [remote_warc], tmp_path / "from-store", config, progress=False)
-    run_stage("url_filter", [sample_crawl.root / rel], tmp_path / "from-disk", config, progress=False)
+    run_stage("extract", [remote_warc], tmp_path / "from-store", config, limit=40, progress=False)
+    run_stage("extract", [sample_crawl.root / rel], tmp_path / "from-disk", config, limit=40, progress=False)
     from_store = pq.read_table(tmp_path / "from-store" / "documents")
     assert from_store.num_rows > 0
     assert from_store.equals(pq.read_table(tmp_path / "from-disk" / "documents"))
@@ -200,11 +200,11 @@ def test_stage_reads_warc_and_parquet_inputs_from_the_store(
     s3_env.filesystem().put(
         f"{tmp_path / 'from-store' / 'documents'}/", documents.removeprefix("s3://"), recursive=True
     )
-    run_stage("c4", [documents], tmp_path / "c4-from-store", config, progress=False)
+    run_stage("c4", [documents], f"{bucket}/c4", config, progress=False)  # store to store
     run_stage("c4", [tmp_path / "from-store" / "documents"], tmp_path / "c4-from-disk", config, progress=False)
-    assert pq.read_table(tmp_path / "c4-from-store" / "documents").equals(
-        pq.read_table(tmp_path / "c4-from-disk" / "documents")
-    )
+    on_store = pq.read_table(f"{bucket.removeprefix('s3://')}/c4/documents", filesystem=s3_env.filesystem())
+    assert on_store.num_rows > 0
+    assert on_store.equals(pq.read_table(tmp_path / "c4-from-disk" / "documents"))
 
 
 def test_warc_pass_reads_the_crawl_from_the_store(
@@ -212,10 +212,79 @@ def test_warc_pass_reads_the_crawl_from_the_store(
 ) -> None:
     from pipeline.app.run import run_pipeline
 
-    overrides = {**WARC_PASS_ONLY, "source.limit_warcs": 2, "source.retries": 1}
+    overrides = {**WARC_PASS_ONLY, "source.limit_warcs": 2, "source.retries": 1, "engine.workers": 2}
     from_store = run_pipeline(sample_config(f"s3://{public_bucket}/", tmp_path, "s3", overrides), progress=False)
     from_http = run_pipeline(sample_config(mirror_url, tmp_path, "http", overrides), progress=False)
     assert not from_store.failed and len(from_store.result.done) == 2
     store_docs = pq.read_table(from_store.documents_dir).sort_by("id")
     assert store_docs.num_rows > 0
     assert store_docs.equals(pq.read_table(from_http.documents_dir).sort_by("id"))
+
+
+def test_store_downloads_resume_verify_and_salvage_like_http(
+    s3_env: SeaweedServer,
+    bucket: str,
+    sample_crawl,  # noqa: ANN001
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fs = s3_env.filesystem()
+    rel = sample_crawl.warc_paths[0]
+    data = (sample_crawl.root / rel).read_bytes()
+    fs.pipe_file(f"{bucket.removeprefix('s3://')}/{rel}", data)
+
+    cache = tmp_path / "resume"
+    partial = cache / (rel + ".partial")
+    partial.parent.mkdir(parents=True)
+    partial.write_bytes(data[: len(data) // 3])  # an earlier run stopped here
+    assert fetch_warc(bucket, rel, cache, **FAST).read_bytes() == data
+    assert not partial.exists()
+
+    monkeypatch.setenv("REFINERY_SCRATCH", str(tmp_path / "scratch"))
+    in_scratch = fetch_warc(bucket, rel, location(f"{bucket}/cache"), **FAST)  # the cache must be local
+    assert in_scratch == tmp_path / "scratch" / "warc-cache" / rel and in_scratch.read_bytes() == data
+
+    cut = f"{rel.rsplit('/', 1)[0]}/cut.warc.gz"
+    fs.pipe_file(f"{bucket.removeprefix('s3://')}/{cut}", data[: len(data) * 2 // 3])  # ends inside a member
+    caplog.set_level(logging.WARNING, logger="pipeline.sources.download")
+    with pytest.raises(SourceTruncatedError, match=f"from {bucket}/{cut}"):
+        fetch_warc(bucket, cut, tmp_path / "strict", **FAST)
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()], "a cut at the source is not refetched"
+    assert not [p for p in (tmp_path / "strict").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+    salvaged = fetch_warc(bucket, cut, tmp_path / "salvage", salvage_truncated=True, **FAST)
+    assert salvaged.read_bytes() == data[: len(data) * 2 // 3]
+    sidecar = json.loads(salvaged.with_name(salvaged.name + ".complete").read_text())
+    assert sidecar["truncated_at_source"] is True and sidecar["url"] == f"{bucket}/{cut}"
+
+    page = f"{rel.rsplit('/', 1)[0]}/page.warc.gz"
+    fs.pipe_file(f"{bucket.removeprefix('s3://')}/{page}", b"<html>Access denied</html>")
+    with pytest.raises(NotGzipError, match=f"{bucket}/{page} did not return a gzip file"):
+        fetch_warc(bucket, page, tmp_path / "page", **FAST)
+
+
+def test_a_store_read_below_the_minimum_speed_is_cut_and_retried(
+    s3_env: SeaweedServer,
+    public_bucket: str,
+    sample_crawl,  # noqa: ANN001
+    tmp_path: Path,
+) -> None:
+    rel = sample_crawl.warc_paths[0]
+    impossible = {"min_speed_bps": 1e12, "speed_window_s": 0.001, "deadline_s": None}
+    with pytest.raises(DownloadError, match="after 2 failed attempts: too slow") as err:
+        fetch_warc(f"s3://{public_bucket}/", rel, tmp_path, **FAST, **impossible)
+    assert err.value.limit == "too_slow"
+    assert not (tmp_path / rel).exists()
+    with pytest.raises(DownloadError, match="deadline: .* not downloaded within") as err:
+        fetch_warc(
+            f"s3://{public_bucket}/", rel, tmp_path, **{**FAST, "retries": 50}, **{**impossible, "deadline_s": 0.5}
+        )
+    assert err.value.limit == "deadline"
+
+
+def test_source_urls_are_checked_when_the_configuration_loads() -> None:
+    assert collinfo_url_for("s3://commoncrawl/") == COLLINFO_URL, "Common Crawl's bucket: its announced dumps"
+    assert collinfo_url_for("s3://my-mirror/cc/") == "s3://my-mirror/cc/collinfo.json"
+    assert load_config(overrides={"source.cc_base_url": "s3://commoncrawl"}).source.cc_base_url == "s3://commoncrawl/"
+    with pytest.raises(ConfigError, match="source.cc_base_url.*no storage backend for scheme 'gopher'"):
+        load_config(overrides={"source.cc_base_url": "gopher://mirror.example/"})

@@ -49,7 +49,7 @@ import urllib3
 from tqdm import tqdm
 
 from pipeline import __version__
-from pipeline.core.storage import StorageError, describe_storage_error, is_remote, scratch_dir
+from pipeline.core.storage import Location, StorageError, describe_storage_error, is_remote, scratch_dir
 from pipeline.sources.store import HTTP_SCHEMES, is_anonymous, is_store_url, source_filesystem
 
 logger = logging.getLogger(__name__)
@@ -292,7 +292,7 @@ class Limits:
 def fetch_warc(
     base_url: str,
     rel_path: str,
-    dest_dir: Path,
+    dest_dir: Location | str,
     *,
     retries: int = 5,
     timeout_s: float = 60.0,
