@@ -4,6 +4,7 @@ in anything written."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 import shutil
@@ -152,11 +153,12 @@ def test_report_of_a_run_on_the_store_equals_the_local_report(
 
 
 def test_report_of_a_missing_run_or_bucket_fails_clearly(store, store_run: str) -> None:  # noqa: ANN001
+    from pipeline.core.storage import StorageError
     from pipeline.report.build import ReportError
 
     with pytest.raises(ReportError, match="run folder not found"):
         build_report(f"{store_run}-missing")
-    with pytest.raises(Exception, match="run folder not found|bucket does not exist"):
+    with pytest.raises((ReportError, StorageError), match="run folder not found|bucket does not exist"):
         build_report("s3://no-such-bucket-refinery/run")
 
 
@@ -270,3 +272,46 @@ def test_progress_of_a_pass_on_the_store_lists_folders_instead_of_asking_per_par
         for folder, name in (("markers", f"{parts[3]}.done"), ("progress", f"{parts[3]}.json")):
             fs.put_file(str(sample_run.run_dir / folder / name), f"{_key(store_run)}/{folder}/{name}")
     assert reader.read() == first
+
+
+def test_report_command_reaches_the_store_with_the_run_configs_storage_options(
+    store, store_run: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:  # noqa: ANN001
+    """No AWS_* variables: the credentials are in the run config's storage_options, and stay out of the report."""
+    import fsspec.config
+
+    from pipeline.core import storage
+
+    monkeypatch.setattr(fsspec.config, "conf", copy.deepcopy(fsspec.config.conf))  # what configure_storage sets
+    monkeypatch.setattr(storage, "_configured", {})
+    for name in store.env():
+        monkeypatch.delenv(name)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    s3fs.S3FileSystem.clear_instance_cache()
+    monkeypatch.setattr(s3fs.S3FileSystem, "_cache", {})  # instances made here do not outlive the test
+    config = tmp_path / "run.yaml"
+    options = {"s3": {"key": ACCESS_KEY, "secret": SECRET_KEY, "endpoint_url": store.endpoint}}
+    config.write_text(yaml.safe_dump({"storage_options": options}))
+    app = typer.Typer()
+    app.command("report")(report_command)
+    app.command("other")(lambda: None)
+    out = f"{store_run}-with-options"
+    result = CliRunner().invoke(app, ["report", store_run, "-o", out, "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert SECRET_KEY not in result.output
+    fs = _fs(store)
+    for name in ("index.html", "report.json"):
+        content = fs.cat_file(f"{_key(out)}/{name}")
+        assert content and SECRET_KEY.encode() not in content and ACCESS_KEY.encode() not in content
+    # the same store without them: refused, in one line
+    monkeypatch.setattr(storage, "_configured", {})
+    monkeypatch.setattr(fsspec.config, "conf", {})
+    monkeypatch.setattr(s3fs.S3FileSystem, "_cache", {})
+    monkeypatch.setenv("AWS_ENDPOINT_URL", store.endpoint)
+    result = CliRunner().invoke(app, ["report", store_run, "-o", f"{out}-2"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
+    assert "no credentials" in result.output or "access denied" in result.output
+    assert SECRET_KEY not in result.output and store_run in result.output
+    assert not fs.exists(f"{_key(out)}-2/report.json")

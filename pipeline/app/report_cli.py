@@ -1,8 +1,8 @@
 """``refinery report RUN_DIR [--compare RUN_B] [--open]``: write the dataset report (and a comparison).
 
 Run folders and the output folder are local paths or store URLs (``s3://bucket/runs/a``); credentials come
-from the environment (``AWS_*``, ``~/.aws``), never from the command line. Mounted by the main CLI with
-``app.command("report")(report_command)``.
+from the environment (``AWS_*``, ``~/.aws``) or the ``storage_options`` of a run config (``--config``), never
+from the command line. Mounted by the main CLI with ``app.command("report")(report_command)``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Annotated
 import typer
 
 from pipeline.app.cli_common import VerboseOpt, errors, setup_logging
+from pipeline.app.config import ConfigError, load_config
 from pipeline.core.storage import Location, is_remote, location
 from pipeline.report.build import ReportConfig, ReportError, write_report
 
@@ -38,6 +39,10 @@ def report_command(
     ] = None,
     token_manifest: Annotated[str | None, typer.Option("--token-manifest", help="Shard manifest, relative.")] = None,
     validation: Annotated[str | None, typer.Option("--validation", help="Validation result, relative.")] = None,
+    run_config: Annotated[
+        str | None,
+        typer.Option("--config", "-c", help="Run config (YAML) whose storage_options reach the store (credentials)."),
+    ] = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -57,7 +62,9 @@ def report_command(
     setup_logging(verbose)
     overrides = {"dedup_clusters": dedup_clusters, "token_manifest": token_manifest, "validation": validation}
     config = ReportConfig(**{k: v for k, v in overrides.items() if v is not None})
-    with errors(f"writing the report of {run_dir}", verbose, usage=(ReportError, FileNotFoundError)):
+    with errors(f"writing the report of {run_dir}", verbose, usage=(ReportError, ConfigError, FileNotFoundError)):
+        if run_config is not None:
+            load_config(run_config)  # installs its storage_options for every store this process opens
         files = write_report(location(run_dir), config, out_dir=location(output) if output else None)
         comparison = None
         if compare is not None:

@@ -144,7 +144,7 @@ IGNORED_CONFIG_KEYS = ("name", "output_dir", "source.cc_base_url", "source.downl
 
 def _config_changes(a: dict[str, Any], b: dict[str, Any]) -> list[dict[str, Any]]:
     fa, fb = _flatten(a), _flatten(b)
-    ignored = [k for k in dict.fromkeys([*fa, *fb]) if k.split(".", 1)[0] == "storage_options"]
+    ignored = [k for k in dict.fromkeys([*fa, *fb]) if "storage_options" in k.split(".")]  # never compared
     keys = [k for k in dict.fromkeys([*fa, *fb]) if k not in IGNORED_CONFIG_KEYS and k not in ignored]
     return [{"key": k, "a": fa.get(k), "b": fb.get(k)} for k in keys if fa.get(k) != fb.get(k)]
 
