@@ -82,8 +82,8 @@ def _plan(config: RunConfig) -> RunState:
     return state
 
 
-def _resolve_dump(base_url: str, timeout_s: float) -> str:
-    return newest_dump_at(base_url, timeout_s)
+def _resolve_dump(base_url: str, timeout_s: float, storage_options: dict[str, Any] | None = None) -> str:
+    return newest_dump_at(base_url, timeout_s, storage_options)
 
 
 def _absolute(where: Location) -> Location:
@@ -214,7 +214,7 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
         if sample:
             config = stack.enter_context(sample_source(config, newest_dump=newest_dump))
         elif newest_dump:
-            dump = resolve_dump_task(config.source.cc_base_url, config.source.timeout_s)
+            dump = resolve_dump_task(config.source.cc_base_url, config.source.timeout_s, config.source.storage_options)
             config = config.model_copy(update={"source": config.source.model_copy(update={"dump": dump})})
         run_name = config.name or config.source.dump
         logger.info("run %s -> %s", run_name, _absolute(config.run_dir))

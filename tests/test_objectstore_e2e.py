@@ -114,7 +114,7 @@ def test_results_read_with_no_project_code(s3_sample_run: dict, s3_env: SeaweedS
 
     con = duckdb.connect()
     con.register_filesystem(fs)
-    (count,) = con.sql(f"SELECT count(*) FROM read_parquet('s3://{prefix}/*.parquet')").fetchone()
+    ((count,),) = con.sql(f"SELECT count(*) FROM read_parquet('s3://{prefix}/*.parquet')").fetchall()
     assert count == expected
 
     from datasets import load_dataset

@@ -53,7 +53,7 @@ def test_source_truncated_warc_commits_its_salvaged_records(tmp_path: Path, samp
     assert 0 < salvaged["documents"] < full["documents"]
     kept = read_documents(config.run_dir, columns=["warc_path"]).column("warc_path").to_pylist()
     assert 0 < kept.count(first) <= salvaged["documents"]
-    sidecar = config.output_dir / "warc-cache" / (first + ".complete")
+    sidecar = Path(config.output_dir) / "warc-cache" / (first + ".complete")
     assert '"truncated_at_source": true' in sidecar.read_text()
 
 

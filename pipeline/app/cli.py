@@ -56,7 +56,12 @@ def _load(config_file: str | None, overrides: dict) -> RunConfig:
 def run(
     config_file: ConfigOpt = None,
     cc_base_url: Annotated[
-        str | None, typer.Option("--cc-base-url", help="Common Crawl base URL or local mirror folder.")
+        str | None,
+        typer.Option(
+            "--cc-base-url",
+            help="Common Crawl base: https://data.commoncrawl.org/, s3://commoncrawl/ (anonymous without AWS "
+            "credentials), any store URL, or a local mirror folder.",
+        ),
     ] = None,
     dump: Annotated[str | None, typer.Option("--dump", help="Crawl id, e.g. CC-MAIN-2024-22.")] = None,
     limit_warcs: Annotated[int | None, typer.Option("--limit-warcs", help="Only the first N WARC files.")] = None,

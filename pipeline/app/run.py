@@ -11,6 +11,7 @@ import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from pipeline.app.config import RunConfig
 from pipeline.app.passes import RunState, enabled_passes, merge_passes, start_run
@@ -104,14 +105,14 @@ def sample_source(config: RunConfig, *, newest_dump: bool = False) -> Iterator[R
 
 def with_newest_dump(config: RunConfig) -> RunConfig:
     """``config`` on the newest dump its source offers (Common Crawl's collinfo.json, or a mirror's newest folder)."""
-    dump = newest_dump_at(config.source.cc_base_url, config.source.timeout_s)
+    dump = newest_dump_at(config.source.cc_base_url, config.source.timeout_s, config.source.storage_options)
     return config.model_copy(update={"source": config.source.model_copy(update={"dump": dump})})
 
 
-def newest_dump_at(base_url: str, timeout_s: float) -> str:
+def newest_dump_at(base_url: str, timeout_s: float, storage_options: dict[str, Any] | None = None) -> str:
     from pipeline.sources.dumps import newest_dump
 
-    dump = newest_dump(base_url, timeout_s=timeout_s)
+    dump = newest_dump(base_url, timeout_s=timeout_s, storage_options=storage_options)
     log.info("newest dump at %s: %s", base_url, dump)
     return dump
 

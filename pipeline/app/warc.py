@@ -104,6 +104,7 @@ class WarcPass:
             speed_window_s=source.speed_window_s,
             deadline_s=source.deadline_s,
             salvage_truncated=source.salvage_truncated,
+            storage_options=source.storage_options,
         )
         stats = PartStats(part=unit.part, inputs=[warc_path])
         with PartWriter(out_dir, unit.part, keep_rejected=self.config.keep_rejected) as writer:
@@ -138,7 +139,8 @@ def download_dir(config: RunConfig) -> Path:
 def plan_units(config: RunConfig) -> list[WorkUnit]:
     """The WARC files of the dump this run processes, one unit each, in listing order."""
     source = config.source
-    paths = list_warc_paths(source.cc_base_url, source.dump, retries=source.retries, timeout_s=source.timeout_s)
+    paths = list_warc_paths(source.cc_base_url, source.dump, retries=source.retries, timeout_s=source.timeout_s,
+                            storage_options=source.storage_options)  # fmt: skip
     selected = select_warc_paths(paths, limit=source.limit_warcs)
     return [WorkUnit(part=part_name(i), inputs=(p,)) for i, p in enumerate(selected)]
 
