@@ -106,6 +106,25 @@ def test_dedup_to_the_store_keeps_what_local_dedup_keeps(
     assert rows(out) == rows(local_out)
 
 
+def test_dedup_from_the_store_to_local_disk(
+    bucket: str,
+    source: Path,
+    local_out: Path,
+    tmp_path: Path,
+    object_store,  # noqa: ANN001
+) -> None:
+    fs = object_store.filesystem()
+    fs.put(str(source), f"{bucket.removeprefix('s3://')}/in", recursive=True)
+    remote_in = f"{bucket}/in"
+    units = input_units(remote_in)
+    assert [u.inputs[0] for u in units] == [f"{remote_in}/{DOCUMENTS}/{u.part}.parquet" for u in units]
+    result = run_dedup(remote_in, tmp_path / "out", CONFIG, workers=2, keep_rejected=True)
+    assert sorted(result.done) == [u.part for u in units]
+    assert rows(tmp_path / "out") == rows(local_out)
+    copied = {str(p.relative_to(source)) for p in source.rglob("*") if p.is_file()}
+    assert store_files(fs, remote_in) == copied, "dedup wrote into its input folder"
+
+
 def test_a_stale_store_folder_is_refused_or_replaced(
     bucket: str,
     tmp_path: Path,
