@@ -224,11 +224,12 @@ def test_spark_engine_local_writes_the_store_directly(
 
 
 def _spark_run(spark, bucket: str, mirror_url: str, sample_run) -> None:  # noqa: ANN001
-    from pipeline.app.run import run_pipeline
+    from pipeline.app.run import SAMPLE_VAL_SHARD_TOKENS, run_pipeline
     from pipeline.engines.spark import SparkEngine
     from tests.samples import sample_config
 
-    config = sample_config(mirror_url, f"{bucket}/out", "spark", {"engine.kind": "spark"})  # type: ignore[arg-type]
+    overrides = {"engine.kind": "spark", "tokenizer.val_shard_tokens": SAMPLE_VAL_SHARD_TOKENS}  # as sample_run
+    config = sample_config(mirror_url, f"{bucket}/out", "spark", overrides)  # type: ignore[arg-type]
     summary = run_pipeline(config, progress=False, engine=SparkEngine(spark, progress=False))
     assert str(summary.run_dir).startswith("s3://")
     assert _rows(summary.run_dir) == _rows(sample_run.run_dir)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from pipeline.core.profile import DocumentProfile
-from pipeline.core.storage import Location, location
+from pipeline.core.storage import Location, read_bytes
 
 SAMPLES_PER_RULE = 5
 
@@ -96,7 +96,7 @@ class PartStats:
 
     @classmethod
     def load(cls, path: Location | str) -> PartStats:
-        return cls.from_json(json.loads(location(path).read_text()))
+        return cls.from_json(json.loads(read_bytes(path)))
 
 
 def _stage_json(s: StageStats) -> dict[str, Any]:

@@ -52,8 +52,8 @@ from pyspark.sql.types import StructType
 
 from pipeline.core.storage import (
     Location,
+    apply_storage_context,
     arrow_source,
-    configure_storage,
     is_remote,
     list_names,
     local_copy,
@@ -61,7 +61,7 @@ from pipeline.core.storage import (
     publish,
     remove,
     remove_tree,
-    storage_config,
+    storage_context,
     temp_path_for,
     write_bytes_atomic,
 )
@@ -111,7 +111,7 @@ class _Tables:
         self.spark = spark
         self.root = location(root)
         self.native = (NATIVE_LOCAL and not is_remote(self.root)) if native is None else native
-        self.storage = storage_config()
+        self.storage = storage_context()
         self._objects: dict[str, tuple[list[str], StructType]] = {}
 
     def uri(self, name: str) -> str:
@@ -175,7 +175,7 @@ def _object_writer(folder: str, storage: StorageOptions) -> ArrowMap:
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         from pyspark import TaskContext
 
-        configure_storage(storage)
+        apply_storage_context(storage)
         writer, tmp, target = None, None, None
         try:
             for batch in batches:
@@ -205,7 +205,7 @@ def _object_reader(schema: pa.Schema, storage: StorageOptions) -> ArrowMap:
     """The ``mapInArrow`` function reading the objects named by its input rows, as batches of ``schema``."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        configure_storage(storage)
+        apply_storage_context(storage)
         for batch in batches:
             for name in batch.column(0).to_pylist():
                 source, filesystem = arrow_source(name)
@@ -380,7 +380,7 @@ def _loader(sig_dir: str, names: list[str], bands: int, num_perm: int, storage: 
     """The ``mapInArrow`` function of the load stage: input rows are part indices."""
 
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        configure_storage(storage)
+        apply_storage_context(storage)
         for batch in batches:
             for index in batch.column(0).to_pylist():
                 yield from _load_part(sig_dir, names[index], index, bands, num_perm)
@@ -434,7 +434,7 @@ def _assign_writer(assign_dir: str, names: list[str], storage: StorageOptions) -
     """The ``applyInArrow`` function: one group = one part's rows, written in row order on the executor."""
 
     def write(table: pa.Table) -> pa.Table:
-        configure_storage(storage)
+        apply_storage_context(storage)
         part = int(table.column("part")[0].as_py())
         table = table.sort_by("row")
         rows = table.column("row").to_numpy()

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 
 from pipeline.core.parts import MARKERS, STATS
 from pipeline.core.processes import ItemFailed, call_item, run_supervised
-from pipeline.core.storage import Location, is_remote, list_names, location, scratch_dir
+from pipeline.core.storage import Location, is_remote, list_names, location, read_bytes, scratch_dir
 from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
 
 if TYPE_CHECKING:
@@ -249,6 +249,6 @@ class ProgressMonitor:
 
 def _json_int(path: Location, key: str) -> int:
     try:
-        return int(json.loads(path.read_text()).get(key, 0))
+        return int(json.loads(read_bytes(path)).get(key, 0))
     except (OSError, ValueError):
         return 0
