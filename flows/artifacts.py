@@ -20,8 +20,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from flows.outputs import OutputsSite
 from pipeline.core.parts import DOCUMENTS, REJECTED
 from pipeline.core.stats import PartStats
-from pipeline.core.storage import Location, is_remote, list_names
-from pipeline.report.inputs import list_files
+from pipeline.core.storage import Location, is_remote, list_files, list_names
 
 TOP_DROPS = 5
 """Drop reasons in the report's headline (the drop-reasons artifact and the report list them all)."""

@@ -22,9 +22,8 @@ from uuid import UUID
 from prefect.artifacts import create_progress_artifact, update_progress_artifact
 
 from pipeline.core.parts import MARKERS, STATS
-from pipeline.core.storage import Location, list_names, location
+from pipeline.core.storage import FileInfo, Location, list_files, list_names, location, read_files
 from pipeline.engines.base import PROGRESS
-from pipeline.report.inputs import FileInfo, list_files, read_files
 
 log = logging.getLogger(__name__)
 

@@ -160,6 +160,8 @@ def s3_env(object_store, monkeypatch: pytest.MonkeyPatch):  # noqa: ANN001, ANN2
 
 
 @pytest.fixture
-def bucket(s3_env) -> str:  # noqa: ANN001
-    """A new empty bucket on the test store, as ``s3://NAME``."""
-    return f"s3://{s3_env.create_bucket()}"
+def bucket(s3_env) -> Iterator[str]:  # noqa: ANN001
+    """A new empty bucket on the test store, as ``s3://NAME``; deleted after the test."""
+    name = s3_env.create_bucket()
+    yield f"s3://{name}"
+    s3_env.delete_bucket(name)

@@ -3,7 +3,8 @@
 Bound to 127.0.0.1 on free ports, its data and logs in a temp folder, with three identities: an admin
 (read/write), a read-only user, and anonymous read on buckets named ``public-*``. Buckets are not created
 on upload (as on real S3). ``weed`` opens a gRPC port at every port + 10000 and unix sockets in /tmp; it may
-ignore SIGTERM for a while, so stopping it ends with SIGKILL after a timeout.
+ignore SIGTERM for a while, so stopping it ends with SIGKILL after a timeout. Every bucket is a collection
+that takes 7 volumes: the server gets a large volume budget, and the ``bucket`` fixture deletes its bucket.
 """
 
 from __future__ import annotations
@@ -118,7 +119,7 @@ class SeaweedServer:
             f"-master.port={self.master_port}", f"-volume.port={self.volume_port}",
             f"-filer.port={self.filer_port}", "-s3", f"-s3.port={self.s3_port}",
             f"-s3.config={self.root / 's3.json'}", "-s3.autoCreateBucket=false",
-            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=256", "-volume.max=50",
+            "-s3.port.iceberg=0", "-s3.port.lance=0", "-master.volumeSizeLimitMB=64", "-volume.max=2000",
         ]  # fmt: skip
         if self.metrics_port:
             command.insert(command.index("-s3"), f"-metricsPort={self.metrics_port}")
@@ -171,6 +172,14 @@ class SeaweedServer:
         self.filesystem().mkdir(name)
         self.buckets.append(name)
         return name
+
+    def delete_bucket(self, name: str) -> None:
+        """Remove a bucket and its objects (best effort): each bucket holds 7 volumes of the server's budget."""
+        fs = self.filesystem()
+        with contextlib.suppress(Exception):
+            fs.rm(name, recursive=True)
+        with contextlib.suppress(Exception):
+            fs.rmdir(name)
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL after a timeout; remove the unix sockets it leaves in /tmp."""

@@ -25,6 +25,7 @@ import numpy as np
 from pipeline.core.storage import (
     Location,
     is_remote,
+    list_files,
     list_names,
     location,
     publish,
@@ -66,18 +67,6 @@ class AtomicShardWriter(ShardWriter):
 
     def publish(self) -> None:
         publish(self.tmp, self.path)
-
-
-def store_listing(folder: Location) -> dict[str, dict[str, Any]]:
-    """Name -> the store's entry (``size``, ``ETag``, ...) of every file directly in ``folder`` on an object store:
-    one listing, instead of one request per file."""
-    try:
-        entries = folder.fs.ls(folder.path, detail=True)
-    except FileNotFoundError:
-        return {}
-    return {
-        entry["name"].rstrip("/").rsplit("/", 1)[-1]: entry for entry in entries if entry.get("type") != "directory"
-    }
 
 
 def token_chunks(path: Location) -> Iterator[np.ndarray]:
@@ -156,7 +145,7 @@ def _intact(output_dir: Location, manifest: dict[str, Any]) -> bool:
     On a store the sizes come from one listing of the folder (the size is the header's promise in bytes)."""
     try:
         if is_remote(output_dir):
-            sizes = {name: entry.get("size") for name, entry in store_listing(output_dir).items()}
+            sizes = {name: info.size for name, info in list_files(output_dir).items()}
             return all(sizes.get(entry["name"]) == entry["bytes"] for entry in manifest["shards"])
         for entry in manifest["shards"]:
             if read_header(output_dir / entry["name"]).num_tokens != entry["num_tokens"]:

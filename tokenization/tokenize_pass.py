@@ -37,9 +37,11 @@ from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_byt
 from pipeline.core.stage import text_bytes
 from pipeline.core.stats import PartStats
 from pipeline.core.storage import (
+    FileInfo,
     Location,
     arrow_source,
     is_remote,
+    list_files,
     list_names,
     location,
     remove,
@@ -48,7 +50,7 @@ from pipeline.core.storage import (
 from pipeline.engines import Engine
 from pipeline.engines.base import ItemFailed
 from tokenization.encoders import Tokenizer, TokenizerConfig, fetch_rank_file, load_tokenizer
-from tokenization.manifest import AtomicShardWriter, PartTokens, assemble_shards, store_listing
+from tokenization.manifest import AtomicShardWriter, PartTokens, assemble_shards
 from tokenization.shards import HEADER_BYTES, ShardError, dtype_for_vocab, read_header, read_manifest
 
 log = logging.getLogger(__name__)
@@ -207,8 +209,8 @@ def tokenize_part(job: PartJob) -> PartTokens:
 class StoreListing:
     """What a tokenization on an object store needs to know of its folders, from one listing per folder."""
 
-    inputs: dict[str, dict[str, Any]] = field(default_factory=dict)
-    """``documents/`` of the input: Parquet file name -> its entry (size, ETag)."""
+    inputs: dict[str, FileInfo] = field(default_factory=dict)
+    """``documents/`` of the input: Parquet file name -> its size and ETag."""
     markers: set[str] = field(default_factory=set)
     part_files: dict[str, int] = field(default_factory=dict)
     """``parts/``: token file name -> size."""
@@ -217,27 +219,18 @@ class StoreListing:
 
     @classmethod
     def of(cls, input_dir: Location, output_dir: Location) -> StoreListing:
-        def sizes(folder: Location) -> dict[str, int]:
-            if not is_remote(folder):
-                return {name: (folder / name).stat().st_size for name in list_names(folder)}
-            return {name: int(entry.get("size") or 0) for name, entry in store_listing(folder).items()}
-
-        documents = input_dir / DOCUMENTS
-        inputs = store_listing(documents) if is_remote(documents) else {name: {} for name in list_names(documents)}
         return cls(
-            inputs=inputs,
+            inputs=list_files(input_dir / DOCUMENTS),
             markers=set(list_names(output_dir / MARKERS, ".done")),
-            part_files=sizes(output_dir / PARTS),
+            part_files={name: info.size for name, info in list_files(output_dir / PARTS).items()},
             token_counts=set(list_names(output_dir / TOKEN_COUNTS, ".parquet")),
             stats=set(list_names(output_dir / STATS, ".json")),
         )
 
     def input_version(self, part: str) -> tuple[int, str]:
         """(size, ETag) of the part's Parquet file as listed; (-1, "") if it is not there."""
-        entry = self.inputs.get(f"{part}.parquet")
-        if entry is None:
-            return -1, ""
-        return int(entry.get("size") or 0), str(entry.get("ETag") or entry.get("etag") or "")
+        info = self.inputs.get(f"{part}.parquet")
+        return (-1, "") if info is None else (info.size, info.tag)
 
 
 def finished_part(

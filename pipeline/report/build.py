@@ -41,8 +41,11 @@ from pipeline.core.storage import (
     arrow_source,
     describe_storage_error,
     is_remote,
+    list_files,
     list_names,
     location,
+    read_bytes,
+    read_files,
     storage_config,
     write_bytes_atomic,
 )
@@ -50,12 +53,9 @@ from pipeline.report.inputs import (
     SNIPPET_CHARS,
     clean_sample,
     clean_text,
-    list_files,
     load_dedup,
     load_token_manifest,
     load_validation,
-    read_file,
-    read_files,
 )
 
 log = logging.getLogger(__name__)
@@ -548,7 +548,7 @@ def where(path: Location) -> str:
 
 def _read_yaml(path: Location) -> dict[str, Any] | None:
     try:
-        data = yaml.safe_load(read_file(path))
+        data = yaml.safe_load(read_bytes(path))
     except FileNotFoundError:
         return None
     except (OSError, yaml.YAMLError) as e:
@@ -559,7 +559,7 @@ def _read_yaml(path: Location) -> dict[str, Any] | None:
 
 def _read_json(path: Location) -> Any:
     try:
-        return json.loads(read_file(path))
+        return json.loads(read_bytes(path))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:

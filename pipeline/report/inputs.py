@@ -8,109 +8,16 @@ docstrings, so the report does not break when a producer renames a key.
 
 from __future__ import annotations
 
-import inspect
 import json
 import math
-import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
-from pipeline.core.storage import Location, is_remote, location
+from pipeline.core.storage import Location, read_bytes
 
 SNIPPET_CHARS = 300
 _UNSAFE_CHARS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
-
-
-@dataclass(frozen=True)
-class FileInfo:
-    """What one listing says about a file: enough to see that it changed without reading it."""
-
-    size: int
-    mtime: float
-    """Modification time, epoch seconds (inf when the store does not say)."""
-    tag: str = ""
-    """The store's version tag (ETag) when it gives one."""
-
-
-def list_files(folder: Location | str) -> dict[str, FileInfo]:
-    """The files directly in ``folder`` (hidden ones left out) with size and time, from one listing request."""
-    folder = location(folder)
-    out: dict[str, FileInfo] = {}
-    if not is_remote(folder):
-        try:
-            with os.scandir(folder) as entries:
-                for entry in entries:
-                    if not entry.name.startswith(".") and entry.is_file():
-                        st = entry.stat()
-                        out[entry.name] = FileInfo(st.st_size, st.st_mtime, str(st.st_mtime_ns))
-        except (FileNotFoundError, NotADirectoryError):
-            pass
-        return out
-    try:
-        entries = folder.fs.ls(folder.path, detail=True)
-    except FileNotFoundError:
-        return out
-    for entry in entries:
-        name = str(entry["name"]).rstrip("/").rsplit("/", 1)[-1]
-        if entry.get("type") != "file" or name.startswith("."):
-            continue
-        when = entry.get("LastModified", entry.get("mtime", entry.get("updated")))
-        if isinstance(when, datetime):
-            mtime = when.timestamp()
-        elif isinstance(when, int | float):
-            mtime = float(when)
-        else:
-            mtime = math.inf
-        out[name] = FileInfo(int(entry.get("size") or 0), mtime, str(entry.get("ETag", entry.get("etag", ""))))
-    return out
-
-
-def read_files(paths: list[Location]) -> list[bytes | Exception]:
-    """The contents of many small files (or the error reading each), fetched concurrently from a store.
-
-    A report reads every finished part's stats: one request each is unavoidable, one after the other would
-    make a run of thousands of parts on a store take minutes.
-    """
-    remote = [p for p in paths if is_remote(p)]
-    fetched: dict[str, Any] = {}
-    if remote:
-        fs = remote[0].fs
-        remote = [p for p in remote if p.fs is fs]  # files on another store are read one by one below
-        # s3fs asks for a file's size before reading it in parallel chunks: not worth a HEAD for small files
-        one_request = {"max_concurrency": 1} if "max_concurrency" in _parameters(fs._cat_file) else {}
-        try:
-            result = fs.cat([p.path for p in remote], on_error="return", **one_request)
-        except Exception as e:  # no such file at all, or the store unreachable: each file says why below
-            result = {p.path: e for p in remote}
-        fetched = result if isinstance(result, dict) else {remote[0].path: result}
-    out: list[bytes | Exception] = []
-    for p in paths:
-        if is_remote(p) and p.path in fetched:
-            out.append(fetched[p.path])
-            continue
-        try:
-            out.append(p.read_bytes())
-        except Exception as e:  # reported per file by the caller
-            out.append(e)
-    return out
-
-
-def _parameters(method: Callable[..., Any]) -> set[str]:
-    try:
-        return set(inspect.signature(method).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def read_file(path: Location) -> bytes:
-    """The content of one small file: one GET on a store (opening it as a file would ask for its size first)."""
-    content = read_files([location(path)])[0]
-    if isinstance(content, Exception):
-        raise content
-    return content
 
 
 def clean_sample(row: dict[str, Any]) -> dict[str, str]:
@@ -132,7 +39,7 @@ def _load(path: Location, parse: Callable[[dict[str, Any]], dict[str, Any]]) -> 
     Read without asking first whether it exists: one request on a store, not two.
     """
     try:
-        data = json.loads(read_file(path))
+        data = json.loads(read_bytes(path))
     except (FileNotFoundError, NotADirectoryError):
         return None
     except (OSError, ValueError) as e:

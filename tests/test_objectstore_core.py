@@ -1,0 +1,140 @@
+"""The storage layer on a real S3-compatible server: atomic parts, listings, the run lock as a lease, errors."""
+
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing
+import os
+import socket
+import time
+
+import pyarrow as pa
+import pytest
+
+from pipeline.core import lock
+from pipeline.core.lock import LOCK_FILE, OutputLocked, output_lock
+from pipeline.core.parts import PartWriter, done_parts, is_done, read_documents
+from pipeline.core.schema import DOCUMENT_SCHEMA
+from pipeline.core.stats import PartStats
+from pipeline.core.storage import (
+    StorageError,
+    check_writable,
+    is_remote,
+    list_files,
+    list_names,
+    location,
+    read_files,
+    remove_tree,
+    write_bytes_atomic,
+)
+from tests.objectstore import SeaweedServer
+
+
+def _documents(n: int, prefix: str = "d") -> pa.Table:
+    rows = {name: [None] * n for name in DOCUMENT_SCHEMA.names}
+    rows["id"] = [f"{prefix}{i}" for i in range(n)]
+    rows["text"] = [f"text {i}" for i in range(n)]
+    return pa.Table.from_pydict(rows, schema=DOCUMENT_SCHEMA)
+
+
+def test_locations_local_and_remote(tmp_path) -> None:  # noqa: ANN001
+    assert location(str(tmp_path)) == tmp_path and not is_remote(tmp_path)
+    assert location(f"file://{tmp_path}") == tmp_path
+    remote = location("s3://bucket/prefix")
+    assert is_remote(remote) and str(remote / "a" / "b.json") == "s3://bucket/prefix/a/b.json"
+    with pytest.raises(StorageError, match="no storage backend for scheme 'nope'"):
+        location("nope://x/y")
+
+
+def test_a_part_is_invisible_until_committed_and_an_aborted_one_leaves_nothing(bucket: str, s3_env) -> None:  # noqa: ANN001
+    out = location(f"{bucket}/pass")
+    fs = s3_env.filesystem()
+    with PartWriter(out, "part-00000") as writer:
+        writer.write(_documents(5))
+        assert fs.find(out.path) == [], "a part is visible before its commit"
+        writer.commit(PartStats(part="part-00000"))
+    assert is_done(out, "part-00000")
+    with pytest.raises(RuntimeError), PartWriter(out, "part-00001") as writer:
+        writer.write(_documents(3, "x"))
+        raise RuntimeError("the worker failed mid-part")
+    assert done_parts(out) == ["part-00000"]
+    assert sorted(p.rsplit("/", 2)[-2] for p in fs.find(out.path)) == ["documents", "markers", "stats"]
+    assert read_documents(out).column("id").to_pylist() == [f"d{i}" for i in range(5)]
+    # a rerun of an unfinished part first removes what an earlier attempt published before dying
+    write_bytes_atomic(out / "documents" / "part-00001.parquet", b"half of a killed attempt")
+    with PartWriter(out, "part-00001") as writer:
+        assert not (out / "documents" / "part-00001.parquet").exists()
+        writer.write(_documents(2, "y"))
+        writer.commit(PartStats(part="part-00001"))
+    assert sorted(read_documents(out).column("id").to_pylist()) == sorted([f"d{i}" for i in range(5)] + ["y0", "y1"])
+
+
+def test_listings_and_batched_reads(bucket: str, s3_env) -> None:  # noqa: ANN001
+    folder = location(f"{bucket}/many")
+    for i in range(30):
+        write_bytes_atomic(folder / f"part-{i:05d}.json", json.dumps({"i": i}).encode())
+    write_bytes_atomic(folder / ".hidden", b"x")
+    names = list_names(folder, ".json", "part-")
+    assert names == [f"part-{i:05d}.json" for i in range(30)]
+    infos = list_files(folder)
+    assert set(infos) == set(names) and all(info.size > 0 and info.tag for info in infos.values())
+    contents = read_files([folder / n for n in names] + [folder / "missing.json"])
+    assert [json.loads(c)["i"] for c in contents[:-1]] == list(range(30))
+    assert isinstance(contents[-1], Exception)
+    remove_tree(folder)
+    assert list_names(folder) == []
+
+
+def test_check_writable_names_the_problem(object_store: SeaweedServer, bucket: str, monkeypatch) -> None:  # noqa: ANN001
+    check_writable(location(f"{bucket}/ok"))
+    with pytest.raises(StorageError, match="bucket does not exist"):
+        check_writable(location("s3://no-such-bucket-core/x"))
+    from tests.objectstore import READER_KEY, READER_SECRET, forget_clients
+
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", READER_KEY)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", READER_SECRET)
+    forget_clients()
+    with pytest.raises(StorageError, match="access denied") as refused:
+        check_writable(location(f"{bucket}/ro"))
+    assert READER_SECRET not in str(refused.value)
+
+
+def _hold_lock(url: str, env: dict[str, str], ready, release) -> None:  # noqa: ANN001
+    os.environ.update(env)
+    with output_lock(url, "run"):
+        ready.set()
+        release.wait(120)
+
+
+def test_the_run_lock_on_a_store_is_a_lease(object_store: SeaweedServer, bucket: str, caplog) -> None:  # noqa: ANN001
+    url = f"{bucket}/runs/one"
+    context = multiprocessing.get_context("spawn")
+    ready, release = context.Event(), context.Event()
+    holder = context.Process(target=_hold_lock, args=(url, object_store.env(), ready, release))
+    holder.start()
+    try:
+        assert ready.wait(120), "the first run never took the lock"
+        with pytest.raises(OutputLocked, match=rf"in use by another run: pid {holder.pid} on"), output_lock(url):
+            pass
+    finally:
+        release.set()
+        holder.join(60)
+    assert not (location(url) / LOCK_FILE).exists(), "a released lease is removed"
+
+    # a lease left by a process that died on this host is taken over at once, with a warning
+    dead = {"host": socket.gethostname(), "pid": 2**22 + 12345, "started": time.time(), "what": "run",
+            "command": "refinery run", "token": "old", "renewed": time.time()}  # fmt: skip
+    write_bytes_atomic(location(url) / LOCK_FILE, json.dumps(dead).encode())
+    with caplog.at_level(logging.WARNING), output_lock(url, "run"):
+        assert "taking over the lock" in caplog.text
+    # another host's lease is respected until it is not renewed for LEASE_S
+    other = {**dead, "host": "some-other-host", "pid": 1}
+    write_bytes_atomic(location(url) / LOCK_FILE, json.dumps(other).encode())
+    with pytest.raises(OutputLocked, match="some-other-host"), output_lock(url, "run"):
+        pass
+    write_bytes_atomic(
+        location(url) / LOCK_FILE, json.dumps({**other, "renewed": time.time() - lock.LEASE_S - 1}).encode()
+    )
+    with output_lock(url, "run"):
+        pass
