@@ -114,8 +114,9 @@ def build_deployments(*, work_pool: str | None = None, working_dir: Path | None 
             parameters=params[SPARK_CLUSTER],
             description="The whole pipeline on a Spark cluster: the flow run is the Spark driver and submits "
             "every pass to engine.master (spark://host:7077, k8s://...; empty: local[*]). Spark's stage progress "
-            "and failed task attempts are logged here, part progress shows as artifacts. output_dir must be on "
-            "a filesystem the executors share (see infra/README.md).",
+            "and failed task attempts are logged here, part progress shows as artifacts. output_dir is "
+            "an object-store URL (s3://bucket/runs: the worker's AWS_* variables reach the executors with their "
+            "tasks) or a filesystem the executors share (see infra/README.md).",
             tags=["spark-engine"],
             **common,
         ),

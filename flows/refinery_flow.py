@@ -257,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
     from pipeline.app.config import ConfigError, load_config
 
     parser = argparse.ArgumentParser(prog="python -m flows.refinery_flow", description=main.__doc__)
-    parser.add_argument("--config", "-c", type=Path, help="YAML run config (see `refinery config`)")
+    parser.add_argument("--config", "-c", help="YAML run config, a path or a store URL (see `refinery config`)")
     parser.add_argument("--output", "-o", help="root folder for runs (config output_dir)")
     parser.add_argument("--sample", action="store_true", help="run on the embedded sample crawl")
     parser.add_argument("--newest-dump", action="store_true", help="use the newest dump the source offers")

@@ -138,3 +138,26 @@ def test_the_run_lock_on_a_store_is_a_lease(object_store: SeaweedServer, bucket:
     )
     with output_lock(url, "run"):
         pass
+
+
+def test_a_run_config_read_from_the_store_keeps_its_storage_options_out_of_dumps(
+    bucket: str, s3_env, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+) -> None:
+    import fsspec.config
+
+    from pipeline.app.config import ConfigError, load_config
+    from pipeline.core import storage
+    from pipeline.core.storage import storage_config
+
+    # loading installs the options process-wide: undo that after the test
+    monkeypatch.setattr(fsspec.config, "conf", {k: dict(v) for k, v in fsspec.config.conf.items()})
+    monkeypatch.setattr(storage, "_configured", {})
+    url = f"{bucket}/configs/run.yaml"
+    options = {"s3": {"endpoint_url": s3_env.endpoint}, "gcs": {"token": "planted-SECRET-in-config"}}
+    write_bytes_atomic(location(url), json.dumps({"name": "from-store", "storage_options": options}).encode())
+    config = load_config(url)
+    assert config.name == "from-store" and config.storage_options == options
+    assert storage_config()["s3"]["endpoint_url"] == s3_env.endpoint
+    assert "planted-SECRET" not in json.dumps(config.model_dump(mode="json")) + repr(config)
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(f"{bucket}/configs/missing.yaml")
