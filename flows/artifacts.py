@@ -12,7 +12,6 @@ from __future__ import annotations
 import re
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
@@ -20,7 +19,7 @@ from prefect.artifacts import create_link_artifact, create_markdown_artifact, cr
 from flows.outputs import OutputsSite
 from pipeline.core.parts import DOCUMENTS, REJECTED
 from pipeline.core.stats import PartStats
-from pipeline.core.storage import Location, is_remote, list_files, list_names
+from pipeline.core.storage import Location, absolute, is_remote, list_files, list_names
 
 TOP_DROPS = 5
 """Drop reasons in the report's headline (the drop-reasons artifact and the report list them all)."""
@@ -96,7 +95,7 @@ def drop_rows(stats: PartStats) -> list[dict[str, Any]]:
 
 def where(path: Location) -> str:
     """A location as shown to a user: an absolute local path, or the store URL (no credentials in it)."""
-    return str(path) if is_remote(path) else str(Path(path).resolve())
+    return str(absolute(path))
 
 
 def report_location(report: Location, site: OutputsSite | None) -> str:

@@ -14,8 +14,8 @@ import json
 import logging
 import os
 import signal
+import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -34,7 +34,7 @@ from pipeline.app.run import newest_dump_at, sample_conflict, sample_source
 from pipeline.core.lock import output_lock
 from pipeline.core.parts import document_files
 from pipeline.core.stats import format_funnel
-from pipeline.core.storage import Location, check_writable, configure_storage, is_remote
+from pipeline.core.storage import Location, StorageError, absolute, check_writable, configure_storage
 from pipeline.engines import make_engine
 from pipeline.sources.download import DownloadError, NotGzipError
 
@@ -56,7 +56,7 @@ QUIET_LOGGERS = ("trafilatura", "htmldate", "courlan")
 def worth_retrying(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -> bool:
     """Retry what waiting can fix (network, throttling, a crashed worker), not a wrong dump or bad settings."""
     exc = state.result(raise_on_failure=False)
-    if isinstance(exc, ValueError | TypeError | FileNotFoundError | NotGzipError):
+    if isinstance(exc, ValueError | TypeError | FileNotFoundError | PermissionError | NotGzipError | StorageError):
         return False
     return not (isinstance(exc, DownloadError) and exc.status is not None and exc.status in (400, 401, 403, 404, 410))
 
@@ -84,11 +84,6 @@ def _plan(config: RunConfig) -> RunState:
 
 def _resolve_dump(base_url: str, timeout_s: float, storage_options: dict[str, Any] | None = None) -> str:
     return newest_dump_at(base_url, timeout_s, storage_options)
-
-
-def _absolute(where: Location) -> Location:
-    """A local path made absolute (the UI's links need it); a store URL as it is."""
-    return where if is_remote(where) else Path(where).resolve()
 
 
 def _report_json(html: Location) -> dict[str, Any]:
@@ -217,7 +212,7 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
             dump = resolve_dump_task(config.source.cc_base_url, config.source.timeout_s, config.source.storage_options)
             config = config.model_copy(update={"source": config.source.model_copy(update={"dump": dump})})
         run_name = config.name or config.source.dump
-        logger.info("run %s -> %s", run_name, _absolute(config.run_dir))
+        logger.info("run %s -> %s", run_name, absolute(config.run_dir))
         configure_storage(config.storage_options)
         check_writable(config.run_dir)
         stack.enter_context(output_lock(config.run_dir, "flow run"))
@@ -226,15 +221,15 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
             state = pass_task(spec)(spec, config, state)
     stats = state.stats()
     site = site_from_env()
-    report = _absolute(state.report_path) if state.report_path is not None else None
+    report = absolute(state.report_path) if state.report_path is not None else None
     if report is not None:
         url = site.url_for(report) if site is not None else None
         logger.info("report: %s", f"{url} ({report})" if url else report)
     result = RunOutputs(
-        run_dir=_absolute(config.run_dir),
-        documents_dir=_absolute(state.documents_dir),
-        documents=[_absolute(p) for p in document_files(state.documents_dir)],
-        tokens=_absolute(state.tokens_dir) if state.tokens_dir is not None else None,
+        run_dir=absolute(config.run_dir),
+        documents_dir=absolute(state.documents_dir),
+        documents=[absolute(p) for p in document_files(state.documents_dir)],
+        tokens=absolute(state.tokens_dir) if state.tokens_dir is not None else None,
         report=report,
     )
     report_json = _report_json(report) if report is not None else None
@@ -264,8 +259,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config, {"output_dir": args.output} if args.output else None)
+        check_writable(config.output_dir)  # a bad location is one line and exit 2, before Prefect starts
     except ConfigError as e:
         parser.error(str(e))
+    except StorageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     state = refinery(config=config, sample=args.sample, newest_dump=args.newest_dump, return_state=True)
     if not state.is_completed():
         return 1

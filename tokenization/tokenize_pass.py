@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +32,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.lock import output_lock
-from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts, write_bytes_atomic
+from pipeline.core.parts import DOCUMENTS, MARKERS, STATS, done_parts
 from pipeline.core.stage import text_bytes
 from pipeline.core.stats import PartStats
 from pipeline.core.storage import (
@@ -45,6 +44,8 @@ from pipeline.core.storage import (
     list_names,
     location,
     remove,
+    scratch_dir,
+    write_bytes_atomic,
     write_file_atomic,
 )
 from pipeline.engines import Engine
@@ -317,7 +318,7 @@ class _TokenizeJobs:
     def __call__(self, index: int) -> PartTokens:
         job = self.jobs[index]
         if not job.rank_file.is_file():
-            local = Path(tempfile.gettempdir()) / "cc-refinery-ranks" / job.rank_file.name
+            local = scratch_dir() / "cc-refinery-ranks" / job.rank_file.name
             if not local.is_file():
                 write_bytes_atomic(local, self.rank_bytes)
             job = dataclasses.replace(job, rank_file=local)

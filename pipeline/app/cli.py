@@ -32,7 +32,7 @@ from pipeline.app.cli_common import (
 )
 from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
 from pipeline.core.stats import format_funnel
-from pipeline.core.storage import check_writable, location
+from pipeline.core.storage import Location, check_readable, check_writable, location, read_bytes
 
 app = typer.Typer(
     name="refinery",
@@ -160,14 +160,13 @@ def run(
         if newest_dump:
             typer.echo(f"newest dump: {config.source.dump}", err=True)
         summary = run_pipeline(config, progress=not no_progress)
+        verdict = _validation_verdict(summary.run_dir) if config.validate_shards else None
     typer.echo(format_funnel(summary.stats))
     typer.echo(f"\ndocuments: {summary.documents_dir} ({summary.stats.docs_out:,} documents)")
     if summary.tokens_dir is not None:
         typer.echo(f"tokens:    {summary.tokens_dir} (inspect: refinery shards inspect {summary.tokens_dir})")
-    validation = summary.run_dir / "validation" / "validation.json"
-    if config.validate_shards and validation.exists():
-        verdict = json.loads(validation.read_text()).get("verdict", "?")
-        typer.echo(f"validate:  {validation} (verdict: {verdict})")
+    if verdict is not None:
+        typer.echo(f"validate:  {summary.run_dir / 'validation' / 'validation.json'} (verdict: {verdict})")
     if summary.report_path is not None:
         typer.echo(f"report:    {summary.report_path}")
     typer.echo(f"stats:     {summary.run_dir}/**/stats (one JSON per part and pass)")
@@ -185,6 +184,14 @@ def run(
         for path, error in summary.failed.items():
             typer.secho(f"  {path}: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_COMPLETED_WITH_FAILURES)
+
+
+def _validation_verdict(run_dir: Location) -> str | None:
+    """The shard validation's verdict, if it ran."""
+    try:
+        return json.loads(read_bytes(run_dir / "validation" / "validation.json")).get("verdict", "?")
+    except FileNotFoundError:
+        return None
 
 
 @app.command()
@@ -238,7 +245,7 @@ def stage(
     with errors(f"running stage {name} into {output}", verbose, usage=(ValueError, FileNotFoundError)):
         check_writable(output)
         run_stage(name, inputs, output, config, limit=limit, progress=not no_progress)
-    stats = total_stats(output)
+        stats = total_stats(output)
     typer.echo(format_funnel(stats))
     typer.echo(f"\ndocuments: {location(output) / 'documents'} ({stats.docs_out:,} documents)")
     if config.keep_rejected:
@@ -286,10 +293,12 @@ def dedup(
 
     run_config = _load(None, common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf))
     with errors(f"deduplicating into {output_dir}", verbose, usage=(ValueError, FileNotFoundError)):
+        check_readable(input_dir)
         check_writable(output_dir)
         run_dedup(input_dir, output_dir, config, keep_rejected=keep_rejected,
                   engine=make_engine(run_config.engine, progress=not no_progress))  # fmt: skip
-    typer.echo(format_funnel(total_stats(output_dir)))
+        stats = total_stats(output_dir)
+    typer.echo(format_funnel(stats))
     typer.echo(f"\ndocuments: {location(output_dir) / 'documents'}")
     typer.echo(f"clusters:  {location(output_dir) / 'dedup_clusters.json'}")
 
@@ -374,7 +383,7 @@ def spark_package(
         Executors import the project from the zip, so they need no copy of the source; they need its
     third-party dependencies (`pip install 'cc-refinery[spark]'` or a packed venv, see infra/README.md).
     """
-    from pipeline.core.parts import write_bytes_atomic
+    from pipeline.core.storage import write_bytes_atomic
     from pipeline.engines.spark_code import build_code_archive
 
     archive = build_code_archive(output)

@@ -10,14 +10,13 @@ import contextlib
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pipeline.app.config import RunConfig
 from pipeline.app.passes import RunState, enabled_passes, merge_passes, start_run
 from pipeline.core.lock import output_lock
 from pipeline.core.stats import PartStats
-from pipeline.core.storage import Location, check_writable, configure_storage, is_remote, scratch_dir
+from pipeline.core.storage import Location, check_writable, configure_storage, is_remote, location, scratch_dir
 from pipeline.demo import SAMPLE_DUMP
 from pipeline.engines import Engine, make_engine
 from pipeline.engines.base import PassResult
@@ -91,7 +90,8 @@ def sample_source(config: RunConfig, *, newest_dump: bool = False) -> Iterator[R
     from pipeline.demo.mirror import serve_directory
     from pipeline.demo.samplecrawl import build_sample_crawl
 
-    root = (scratch_dir() if is_remote(config.output_dir) else Path(config.output_dir)) / SAMPLE_CRAWL_DIR
+    output = location(config.output_dir)
+    root = (scratch_dir() if is_remote(output) else output) / SAMPLE_CRAWL_DIR
     crawl = build_sample_crawl(root)  # deterministic and under a second: always current with the package
     dump = newest_dump_at(str(root), config.source.timeout_s) if newest_dump else SAMPLE_DUMP
     with serve_directory(crawl.root) as base_url:

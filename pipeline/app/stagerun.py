@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import fsspec
 import pyarrow as pa
@@ -26,6 +25,7 @@ from pipeline.core.stats import PartStats
 from pipeline.core.storage import (
     Location,
     StorageError,
+    absolute,
     arrow_source,
     check_writable,
     configure_storage,
@@ -180,4 +180,4 @@ def run_stage(
 
 def _unit_input(f: Location) -> str:
     """How a unit names its input: an absolute path (workers run elsewhere), or the store URL."""
-    return str(f) if is_remote(f) else str(Path(f).resolve())
+    return str(absolute(f))

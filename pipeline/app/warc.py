@@ -16,12 +16,13 @@ import yaml
 from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
 from pipeline.app.config import RunConfig
-from pipeline.core.parts import PartWriter, part_name, write_bytes_atomic
+from pipeline.core.parts import PartWriter, part_name
 from pipeline.core.stage import Stage, run_chain
 from pipeline.core.stats import PartStats
-from pipeline.core.storage import Location, is_remote, location, scratch_dir
+from pipeline.core.storage import Location, absolute, is_remote, location, scratch_dir, write_bytes_atomic
 from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, RunIncomplete, WorkUnit, write_progress
+from pipeline.report.build import redact
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
 from pipeline.sources.download import fetch_warc, is_local, local_dir
 from pipeline.sources.warc import read_warc
@@ -152,8 +153,7 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
         source = source.model_copy(update={"download_dir": source.download_dir.resolve()})
     if is_local(source.cc_base_url) and not local_dir(source.cc_base_url).is_absolute():
         source = source.model_copy(update={"cc_base_url": f"{local_dir(source.cc_base_url).resolve()}/"})
-    output_dir = config.output_dir if is_remote(config.output_dir) else str(Path(config.output_dir).resolve())
-    return config.model_copy(update={"output_dir": output_dir, "source": source})
+    return config.model_copy(update={"output_dir": str(absolute(config.output_dir)), "source": source})
 
 
 def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> PassResult:
@@ -164,7 +164,7 @@ def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> P
     """
     config = with_absolute_paths(config)
     run_dir = config.run_dir
-    recorded = yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+    recorded = yaml.safe_dump(redact(config.model_dump(mode="json")), sort_keys=False)  # e.g. a Spark secret
     write_bytes_atomic(run_dir / "config.yaml", recorded.encode())
     try:
         return engine.run_units(units, WarcPass(config), run_dir, description="WARC files")

@@ -10,8 +10,9 @@ process also keeps the set of folders it holds.
 An object store has no locks: there the lock is a lease, the same JSON object renewed every
 ``LEASE_RENEW_S`` by a thread of the holder. A run finding a lease renewed less than ``LEASE_S`` ago by a
 live holder is refused; a lease whose holder is dead (same host, pid gone) or that was not renewed in time
-is taken over with a warning. Two runs starting within the same second may both read "free": the lease is
-re-read after writing and the later writer wins, the other is refused.
+is taken over with a warning. Two runs starting at the same moment may both read "free": each writes its
+lease, waits ``LEASE_SETTLE_S`` and reads it back, and only the one whose lease is there goes on. A holder
+whose lease was taken over (it stalled past ``LEASE_S``) stops renewing it and logs an error.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ LOCK_FILE = ".refinery.lock"
 LEASE_S = 60.0
 """A store lease not renewed for this long is free (its holder is gone)."""
 LEASE_RENEW_S = 15.0
+LEASE_SETTLE_S = 1.0
+"""How long a new lease waits before checking that no other run wrote its own at the same moment."""
 _HELD: dict[str, str] = {}
 _HELD_GUARD = threading.Lock()
 """Lock files this process holds -> what holds them."""
@@ -190,6 +193,7 @@ def _store_lease(output_dir: Location, what: str) -> Iterator[None]:
                         output_dir, describe_holder(old))  # fmt: skip
         lease = {**_me(what), "token": token, "renewed": time.time()}
         write_bytes_atomic(path, json.dumps(lease).encode())
+        time.sleep(LEASE_SETTLE_S)
         now = _read_lease(path)
         if now.get("token") != token:  # another run wrote its lease at the same moment, after us
             raise OutputLocked(f"{output_dir} is in use by another {what}: {describe_holder(now)}")
@@ -197,6 +201,11 @@ def _store_lease(output_dir: Location, what: str) -> Iterator[None]:
         def renew() -> None:
             while not stop.wait(LEASE_RENEW_S):
                 try:
+                    current = _read_lease(path)
+                    if current.get("token") not in (token, None):
+                        log.error("the lock of %s was taken over by %s after this run stalled for over %.0f s; "
+                                  "stop one of them", output_dir, describe_holder(current), LEASE_S)  # fmt: skip
+                        return
                     write_bytes_atomic(path, json.dumps({**lease, "renewed": time.time()}).encode())
                 except Exception as e:  # a store hiccup: the next renewal retries well within the lease
                     log.warning("could not renew the lock of %s: %s", output_dir, e)

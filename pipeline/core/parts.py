@@ -28,13 +28,11 @@ from pipeline.core.storage import (
     list_names,
     location,
     publish,
+    read_files,
     remove,
     temp_path_for,
     write_bytes_atomic,
-    write_file_atomic,
 )
-
-__all__ = ["Location", "location", "write_bytes_atomic", "write_file_atomic"]
 
 log = logging.getLogger(__name__)
 
@@ -125,11 +123,20 @@ class PartWriter:
     def commit(self, stats: PartStats) -> None:
         stats.docs_out = self.documents.rows
         stats.profile.merge(self.profile)
-        self.documents.commit()
-        if self.rejected is not None:
-            self.rejected.commit()
-        write_bytes_atomic(self.out_dir / STATS / f"{self.name}.json", json.dumps(stats.to_json(), indent=1).encode())
-        write_bytes_atomic(marker_path(self.out_dir, self.name), json.dumps({"rows": self.documents.rows}).encode())
+        try:
+            self.documents.commit()
+            if self.rejected is not None:
+                self.rejected.commit()
+            stats_json = json.dumps(stats.to_json(), indent=1).encode()
+            write_bytes_atomic(self.out_dir / STATS / f"{self.name}.json", stats_json)
+            write_bytes_atomic(marker_path(self.out_dir, self.name), json.dumps({"rows": self.documents.rows}).encode())
+        except BaseException:
+            # published files without their marker: readers that glob documents/ would see them, so remove them
+            try:
+                clear_part(self.out_dir, self.name)
+            except Exception as e:  # the store may be what failed; the next attempt clears the part first
+                log.warning("could not remove what part %s published before failing: %s", self.name, e)
+            raise
         self.committed = True
 
     def abort(self) -> None:
@@ -153,9 +160,15 @@ def done_parts(out_dir: Location | str) -> list[str]:
 
 
 def load_stats(out_dir: Location | str) -> list[PartStats]:
-    """Stats of every finished part (unfinished parts' stats are ignored, as their documents are)."""
+    """Stats of every finished part (unfinished parts' stats are ignored, as their documents are); on a store
+    fetched concurrently, one request each."""
     out_dir = location(out_dir)
-    return [PartStats.load(out_dir / STATS / f"{name}.json") for name in done_parts(out_dir)]
+    stats = []
+    for content in read_files([out_dir / STATS / f"{name}.json" for name in done_parts(out_dir)]):
+        if isinstance(content, Exception):
+            raise content
+        stats.append(PartStats.from_json(json.loads(content)))
+    return stats
 
 
 def total_stats(out_dir: Location | str) -> PartStats:

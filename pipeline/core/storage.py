@@ -21,6 +21,7 @@ import inspect
 import logging
 import math
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Iterator
@@ -58,9 +59,21 @@ class StorageError(RuntimeError):
     """A location that cannot be used as asked (unknown scheme, missing bucket, no permission...)."""
 
 
+_ONE_SLASH_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)")
+
+
 def scheme_of(where: str | os.PathLike[str]) -> str:
     text = str(where)
+    if _ONE_SLASH_URL.match(text):  # "s3:/bucket" would otherwise become a local folder named "s3:"
+        raise StorageError(f"{text}: not a URL (a store URL is scheme://bucket/prefix, e.g. s3://bucket/runs)")
     return urlsplit(text).scheme.lower() if "://" in text else ""
+
+
+def absolute(where: str | os.PathLike[str] | Location) -> Location:
+    """A local path made absolute (another process, or an executor in another working directory, finds it);
+    a store URL as it is."""
+    loc = location(where)
+    return loc if is_remote(loc) else Path(loc).resolve()
 
 
 def is_remote(where: str | os.PathLike[str] | Location) -> bool:
@@ -103,7 +116,13 @@ def _apply_defaults(scheme: str) -> None:
 
 def configure_storage(options: dict[str, dict[str, Any]] | None) -> None:
     """Install ``{protocol: {option: value}}`` (e.g. ``{"s3": {"endpoint_url": ...}}``) for every filesystem
-    this process (and its forked workers) opens. Spark executors get them with each task."""
+    this process (and its forked workers) opens, replacing what an earlier run of this process installed
+    (a Prefect worker runs many flows). Spark executors get them with each task."""
+    for protocol, values in _configured.items():
+        current = fsspec.config.conf.get(protocol, {})
+        for key in values:
+            current.pop(key, None)
+    _configured.clear()
     for protocol, values in (options or {}).items():
         fsspec.config.conf.setdefault(protocol, {}).update(values)
         _configured.setdefault(protocol, {}).update(values)
@@ -319,21 +338,6 @@ def _parameters(method: Callable[..., Any]) -> set[str]:
         return set()
 
 
-def _parameters(method: Callable[..., Any]) -> set[str]:
-    try:
-        return set(inspect.signature(method).parameters)
-    except (TypeError, ValueError):
-        return set()
-
-
-def read_file(path: Location) -> bytes:
-    """The content of one small file: one GET on a store (opening it as a file would ask for its size first)."""
-    content = read_files([location(path)])[0]
-    if isinstance(content, Exception):
-        raise content
-    return content
-
-
 def arrow_source(path: Location) -> tuple[str, Any]:
     """``(path, filesystem)`` for pyarrow readers and datasets (``filesystem`` is None on local disk)."""
     path = location(path)
@@ -356,15 +360,25 @@ def local_copy(path: Location) -> Iterator[Path]:
         Path(name).unlink(missing_ok=True)
 
 
+STORE_ERROR_MODULES = ("botocore", "aiobotocore", "s3fs", "aiohttp", "fsspec", "gcsfs", "adlfs", "google", "azure")
+"""Exceptions of these libraries, and OSErrors, are store failures; anything else is the caller's own error."""
+
+
+def is_store_error(e: BaseException) -> bool:
+    return isinstance(e, OSError) or type(e).__module__.split(".")[0] in STORE_ERROR_MODULES
+
+
 def describe_storage_error(e: BaseException, where: Location | str) -> str:
-    """One line saying what is wrong with ``where`` and what to set, for the usual store failures."""
+    """One line saying what is wrong with ``where`` and what to set, for the usual store failures (other
+    exceptions are described as they are)."""
     text = f"{type(e).__name__}: {e}"
+    if not is_store_error(e):
+        return text
     lowered = text.lower()
     if "bucket does not exist" in lowered or "nosuchbucket" in lowered:
         return f"{where}: the bucket does not exist (create it, or fix the URL)"
-    if any(s in lowered for s in ("signature", "invalidaccesskeyid", "accessdenied", "access denied", "forbidden")) or (
-        isinstance(e, PermissionError)
-    ):
+    denied = ("signaturedoesnotmatch", "signature we calculated", "invalidaccesskeyid", "accessdenied", "access denied")
+    if isinstance(e, PermissionError) or any(s in lowered for s in denied):
         return (
             f"{where}: access denied ({e}); check the credentials (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, "
             "~/.aws, or storage_options in the run config) and that they may write there"
@@ -402,4 +416,7 @@ def check_readable(path: Location) -> None:
     except Exception as e:
         raise StorageError(describe_storage_error(e, path)) from e
     if not found:
+        bucket = path.path.split("/", 1)[0] if is_remote(path) else ""
+        if bucket and bucket != path.path and not path.fs.exists(bucket):
+            raise StorageError(f"{path}: the bucket does not exist (create it, or fix the URL)")
         raise StorageError(f"{path}: not found")

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import dataclass
 
@@ -38,10 +37,20 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.lock import LOCK_FILE, output_lock
-from pipeline.core.parts import DOCUMENTS, PartWriter, done_parts, is_done, marker_path, read_parquet
+from pipeline.core.parts import DOCUMENTS, PartWriter, done_parts, marker_path, read_parquet
 from pipeline.core.stage import run_chain, with_drop_reasons
 from pipeline.core.stats import PartStats
-from pipeline.core.storage import Location, arrow_source, is_remote, list_names, location, remove, remove_tree
+from pipeline.core.storage import (
+    Location,
+    absolute,
+    arrow_source,
+    list_files,
+    list_names,
+    location,
+    read_files,
+    remove,
+    remove_tree,
+)
 from pipeline.dedup.clustering import write_json_atomic
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.signatures import (
@@ -53,7 +62,6 @@ from pipeline.dedup.signatures import (
     SIGNATURES,
     WORK,
     SignPart,
-    absolute,
 )
 from pipeline.engines.base import Engine, PassResult, WorkUnit, write_progress
 
@@ -87,35 +95,17 @@ def input_units(input_dir: Location | str) -> list[WorkUnit]:
     return [WorkUnit(part=n, inputs=(str(input_dir / DOCUMENTS / f"{n}.parquet"),)) for n in names]
 
 
-def _file_sizes(folder: Location) -> dict[str, int]:
-    """Size of every file in ``folder`` by name, from one listing (a store answers sizes with the names)."""
-    if is_remote(folder):
-        try:
-            entries = folder.fs.ls(folder.path, detail=True)
-        except FileNotFoundError:
-            return {}
-        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: int(e.get("size") or 0) for e in entries}
-    try:
-        with os.scandir(folder) as entries:
-            return {e.name: e.stat().st_size for e in entries if e.is_file()}
-    except FileNotFoundError:
-        return {}
-
-
 def fingerprint(units: list[WorkUnit], config: DedupConfig) -> dict:
     """What the intermediate files depend on: input parts (name, marker rows, size) and result-changing settings."""
     parts = []
     sizes: dict[str, dict[str, int]] = {}
-    for unit in units:
-        path = location(unit.inputs[0])
+    paths = [location(unit.inputs[0]) for unit in units]
+    markers = read_files([marker_path(path.parent.parent, unit.part) for unit, path in zip(units, paths, strict=True)])
+    for unit, path, marker in zip(units, paths, markers, strict=True):
         folder = str(path.parent)
         if folder not in sizes:  # one listing per input folder, not one request per part
-            sizes[folder] = _file_sizes(path.parent)
-        marker = marker_path(path.parent.parent, unit.part)
-        try:
-            rows = json.loads(marker.read_text()).get("rows")
-        except FileNotFoundError:
-            rows = None
+            sizes[folder] = {name: info.size for name, info in list_files(path.parent).items()}
+        rows = None if isinstance(marker, Exception) else json.loads(marker).get("rows")
         if path.name not in sizes[folder]:
             raise FileNotFoundError(f"{path}: input part not found")
         parts.append([unit.part, rows, sizes[folder][path.name]])
@@ -291,7 +281,7 @@ def _dedup(
         log.warning("the input of %s changed since it was deduplicated: redoing dedup from scratch", output_dir)
         _empty_folder(output_dir, keep=LOCK_FILE)
         check_fingerprint(work, fingerprint(units, config))
-    if not all(is_done(output_dir, u.part) for u in units):
+    if not {u.part for u in units} <= set(done_parts(output_dir)):  # one listing, not one request per part
         start = time.perf_counter()
         sign_parts(units, output_dir, config, engine=engine)
         log.info("dedup signatures: %.1f s", time.perf_counter() - start)
@@ -303,13 +293,10 @@ def _dedup(
 
 def _empty_folder(folder: Location, keep: str) -> None:
     """Delete everything in ``folder`` but the file ``keep`` (the lock this run holds), from one listing."""
-    if is_remote(folder):
-        entries = [(e["name"].rstrip("/").rsplit("/", 1)[-1], e["type"] == "directory")
-                   for e in folder.fs.ls(folder.path, detail=True)]  # fmt: skip
-    else:
-        entries = [(entry.name, entry.is_dir()) for entry in folder.iterdir()]
-    for name, is_dir in entries:
-        if is_dir:
+    files = list_files(folder)
+    for name in list_names(folder):
+        if name in files:
+            if name != keep:
+                remove(folder / name)
+        else:
             remove_tree(folder / name)
-        elif name != keep:
-            remove(folder / name)

@@ -33,11 +33,6 @@ KEEP, EXACT_DUP, NEAR_DUP = 0, 1, 2
 """What the cluster step decides for each document (the ``stage`` column of the assignment files)."""
 
 
-def absolute(where: Location) -> Location:
-    """Executors may run elsewhere: every local path they get is absolute (store URLs already are)."""
-    return where if is_remote(where) else where.resolve()
-
-
 def band_column(band: int) -> str:
     return f"band_{band:03d}"
 

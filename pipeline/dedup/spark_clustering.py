@@ -52,6 +52,7 @@ from pyspark.sql.types import StructType
 
 from pipeline.core.storage import (
     Location,
+    absolute,
     apply_storage_context,
     arrow_source,
     is_remote,
@@ -78,7 +79,6 @@ from pipeline.dedup.signatures import (
     NEAR_DUP,
     SIGNATURES,
     WORK,
-    absolute,
     band_column,
 )
 from pipeline.engines.spark_code import ship_code
@@ -90,8 +90,6 @@ SPARK_WORK = "spark"
 LOAD_BATCH_ROWS = 8_192
 """Rows per Arrow batch when loading a signature part (a batch carries 448 bytes of signature per row)."""
 ENGINE = "spark"
-NATIVE_LOCAL = True
-"""Local tables use Spark's own Parquet reader and writer (a store always uses the task-side one below)."""
 
 ArrowMap = Callable[[Iterator[pa.RecordBatch]], Iterator[pa.RecordBatch]]
 StorageOptions = dict[str, dict[str, Any]]
@@ -103,14 +101,15 @@ StorageOptions = dict[str, dict[str, Any]]
 class _Tables:
     """Parquet tables under one folder: a stage writes its result and the next reads it back (short lineage).
 
-    On local disk Spark's own Parquet source; on a store (or with ``native=False``) the tasks write and read
-    the objects themselves (:func:`write_objects`), and this object remembers which objects make each table.
+    On local disk Spark's own Parquet source (faster: measured 31 s vs 90 s on a dedup test); on a store,
+    which Spark cannot reach without a Hadoop connector, the tasks write and read the objects themselves
+    (:func:`write_objects`), and this object remembers which objects make each table.
     """
 
-    def __init__(self, spark: SparkSession, root: Location | str, native: bool | None = None) -> None:
+    def __init__(self, spark: SparkSession, root: Location | str) -> None:
         self.spark = spark
         self.root = location(root)
-        self.native = (NATIVE_LOCAL and not is_remote(self.root)) if native is None else native
+        self.native = not is_remote(self.root)
         self.storage = storage_context()
         self._objects: dict[str, tuple[list[str], StructType]] = {}
 

@@ -35,7 +35,7 @@ from warcio.archiveiterator import ArchiveIterator
 from warcio.statusandheaders import StatusAndHeaders
 from warcio.warcwriter import WARCWriter
 
-from pipeline.core.parts import write_bytes_atomic
+from pipeline.core.storage import write_bytes_atomic
 from pipeline.demo import SAMPLE_DUMP
 
 log = logging.getLogger(__name__)

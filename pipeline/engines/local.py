@@ -11,7 +11,6 @@ changes between runs).
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import multiprocessing.connection
@@ -27,10 +26,10 @@ from datatrove.pipeline.base import PipelineStep
 from loguru import logger as datatrove_logger
 from tqdm.auto import tqdm
 
-from pipeline.core.parts import MARKERS, STATS
 from pipeline.core.processes import ItemFailed, call_item, run_supervised
-from pipeline.core.storage import Location, is_remote, list_names, location, read_bytes, scratch_dir
-from pipeline.engines.base import PROGRESS, PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
+from pipeline.core.storage import Location, is_remote, location, scratch_dir
+from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
+from pipeline.engines.progress import ProgressReader
 
 if TYPE_CHECKING:
     from pipeline.dedup.config import DedupConfig
@@ -192,27 +191,20 @@ class LocalEngine:
 
 
 class ProgressMonitor:
-    """A progress bar over parts, fed by polling markers and live counters (works for any worker, any store).
-
-    Each poll lists the markers and progress folders once and reads only what changed: finished parts' stats
-    once, running parts' counters; never one request per part per poll.
-    """
+    """A progress bar over parts, fed by polling markers and live counters (works for any worker, any store)."""
 
     def __init__(self, out_dir: Location, units: list[WorkUnit], enabled: bool, description: str) -> None:
-        self.out_dir = location(out_dir)
-        self.parts = {u.part for u in units}
+        self.reader = ProgressReader(out_dir, [u.part for u in units])
         self.enabled = enabled
         self.description = description
-        self.interval_s = 2.0 if is_remote(self.out_dir) else 0.5
+        self.interval_s = 2.0 if is_remote(out_dir) else 0.5
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._bar: tqdm | None = None
-        self._kept: dict[str, int] = {}
-        self._read: dict[str, int] = {}
 
     def __enter__(self) -> ProgressMonitor:
         if self.enabled:
-            self._bar = tqdm(total=len(self.parts), desc=self.description, unit="part", dynamic_ncols=True)
+            self._bar = tqdm(total=len(self.reader.parts), desc=self.description, unit="part", dynamic_ncols=True)
             self._thread = threading.Thread(target=self._loop, daemon=True)
             self._thread.start()
         return self
@@ -227,28 +219,15 @@ class ProgressMonitor:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            try:
-                self._refresh()
-            except Exception as e:  # a progress bar must never stop a pass (e.g. a store hiccup)
-                log.debug("progress poll failed: %s", e)
+            self._refresh()
 
     def _refresh(self) -> None:
         assert self._bar is not None
-        done = {n.removesuffix(".done") for n in list_names(self.out_dir / MARKERS, ".done")} & self.parts
-        counted = {n.removesuffix(".json") for n in list_names(self.out_dir / PROGRESS, ".json")} & self.parts
-        for part in done - self._kept.keys():
-            self._kept[part] = _json_int(self.out_dir / STATS / f"{part}.json", "docs_out")
-            self._read[part] = _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
-        for part in counted - done:
-            self._read[part] = _json_int(self.out_dir / PROGRESS / f"{part}.json", "docs")
-        self._bar.n = len(done)
-        kept = sum(self._kept.values())
-        self._bar.set_postfix_str(f"docs read {sum(self._read.values()):,}, kept {kept:,}", refresh=False)
+        try:
+            progress = self.reader.read()
+        except Exception as e:  # a progress bar must never stop a pass (e.g. a store hiccup)
+            log.debug("progress poll failed: %s", e)
+            return
+        self._bar.n = progress.done
+        self._bar.set_postfix_str(f"docs read {progress.read:,}, kept {progress.kept:,}", refresh=False)
         self._bar.refresh()
-
-
-def _json_int(path: Location, key: str) -> int:
-    try:
-        return int(json.loads(read_bytes(path)).get(key, 0))
-    except (OSError, ValueError):
-        return 0

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import pyarrow as pa
 
 from pipeline.core.processes import ItemFailed, call_item
-from pipeline.core.storage import Location, apply_storage_context, is_remote, location, storage_context
+from pipeline.core.storage import Location, absolute, apply_storage_context, storage_context
 from pipeline.engines.base import (
     PassResult,
     UnitProcessor,
@@ -226,9 +226,7 @@ class SparkEngine:
         """Run every unit not yet done, one Spark task each; raise :class:`RunIncomplete` if any failed."""
         from pipeline.engines.local import ProgressMonitor
 
-        out_dir = location(out_dir)
-        if not is_remote(out_dir):
-            out_dir = Path(out_dir).resolve()  # as executors in other working directories see it
+        out_dir = absolute(out_dir)  # as executors in other working directories see it
 
         def run_todo(todo: list[WorkUnit]) -> None:
             with ProgressMonitor(out_dir, units, enabled=self.progress, description=description):

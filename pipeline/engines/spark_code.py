@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from pipeline.core.parts import write_bytes_atomic
+from pipeline.core.storage import write_bytes_atomic
 
 if TYPE_CHECKING:
     from pyspark.sql import SparkSession

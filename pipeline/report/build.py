@@ -24,7 +24,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -38,6 +37,7 @@ from pipeline.core.stats import PartStats, merge_parts, nothing_kept
 from pipeline.core.storage import (
     Location,
     StorageError,
+    absolute,
     arrow_source,
     describe_storage_error,
     is_remote,
@@ -543,7 +543,7 @@ def package_versions() -> dict[str, str]:
 
 def where(path: Location) -> str:
     """A location as the report shows it: an absolute local path, or the store URL (which holds no secret)."""
-    return str(path) if is_remote(path) else str(Path(path).resolve())
+    return str(absolute(path))
 
 
 def _read_yaml(path: Location) -> dict[str, Any] | None:
