@@ -27,7 +27,8 @@ from datatrove.pipeline.base import PipelineStep
 
 from pipeline.app.config import ConfigError, RunConfig, load_config
 from pipeline.app.warc import WarcPass, plan_units
-from pipeline.core.parts import is_done
+from pipeline.core.parts import done_parts
+from pipeline.core.storage import absolute, check_writable
 from pipeline.engines.base import WorkUnit
 from pipeline.engines.local import UnitsStep
 
@@ -127,7 +128,7 @@ def load_run_config(path: Path, overrides: dict[str, str], finish_cpus: int) -> 
         config = load_config(path, {**overrides, "engine.kind": "local", "engine.workers": finish_cpus})
     except ConfigError as e:
         raise SystemExit(str(e)) from None
-    config.output_dir = config.output_dir.resolve()
+    config.output_dir = str(absolute(config.output_dir))  # a store URL stays as it is
     if config.source.download_dir is not None:
         config.source.download_dir = config.source.download_dir.resolve()
     base = config.source.cc_base_url
@@ -140,7 +141,7 @@ def build_executors(
     args: argparse.Namespace, config: RunConfig, todo: list[WorkUnit]
 ) -> tuple[SlurmPipelineExecutor | None, SlurmPipelineExecutor | None]:
     """The array executor for the WARC files still to do (None if none), and the finishing one (if asked)."""
-    logging_dir = (args.logging_dir or config.run_dir / "logs").resolve()
+    logging_dir = args.logging_dir.resolve() if args.logging_dir else absolute(config.run_dir / "logs")
     sbatch_args: dict[str, Any] = key_values(args.sbatch_arg, "--sbatch-arg")
     common: dict[str, Any] = {
         "partition": args.partition,
@@ -207,7 +208,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s", stream=sys.stderr)
     config = load_run_config(args.config, key_values(args.overrides, "--set"), args.finish_cpus)
     units = plan_units(config)
-    todo = [u for u in units if not is_done(config.run_dir, u.part)]
+    finished = set(done_parts(config.run_dir))  # one listing
+    todo = [u for u in units if u.part not in finished]
     log.info("%s: %d WARC files, %d still to do -> %s", config.source.dump, len(units), len(todo), config.run_dir)
     warc, finish = build_executors(args, config, todo)
     if warc is None and finish is None:
@@ -216,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.dry_run:
         dry_run(warc, finish)
         return 0
-    config.run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(config.run_dir)
     # launching the finishing job launches the array it depends on first
     (finish or warc).run()
     for executor in (warc, finish):
