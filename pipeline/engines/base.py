@@ -158,7 +158,7 @@ def fail_unfinished(units: list[WorkUnit], out_dir: Location, error: str) -> Non
     """The process running ``units`` in order ended with ``error`` (e.g. "worker process killed by SIGBUS"): the
     first unfinished unit is the one it was running, the ones after it never ran. Each gets a failure file."""
     culprit = None
-    done, failed = _listed(out_dir)
+    done, failed = listed_parts(out_dir)
     for unit in units:
         if unit.part in done or unit.part in failed:
             continue
@@ -173,7 +173,7 @@ def fail_unfinished(units: list[WorkUnit], out_dir: Location, error: str) -> Non
 def collect_result(out_dir: Location, units: list[WorkUnit], skipped: set[str]) -> PassResult:
     """Read back which units are done and which failed, from markers and failure files."""
     result = PassResult()
-    done, failed = _listed(out_dir)
+    done, failed = listed_parts(out_dir)
     for unit in units:
         if unit.part in done:
             (result.skipped if unit.part in skipped else result.done).append(unit.part)
@@ -186,7 +186,7 @@ def collect_result(out_dir: Location, units: list[WorkUnit], skipped: set[str]) 
     return result
 
 
-def _listed(out_dir: Location | str) -> tuple[set[str], set[str]]:
+def listed_parts(out_dir: Location | str) -> tuple[set[str], set[str]]:
     """Finished and failed parts, from one listing each (not one request per part: stores charge per request)."""
     out_dir = location(out_dir)
     done = {n.removesuffix(".done") for n in list_names(out_dir / MARKERS, ".done")}
@@ -202,7 +202,7 @@ def run_pass(
     out_dir = location(out_dir)
     if not is_remote(out_dir):
         out_dir.mkdir(parents=True, exist_ok=True)
-    done, failed = _listed(out_dir)
+    done, failed = listed_parts(out_dir)
     skipped = {u.part for u in units if u.part in done}
     todo = [u for u in units if u.part not in skipped]
     for unit in todo:  # failures of earlier attempts: this attempt writes its own

@@ -35,8 +35,8 @@ from pipeline.engines.base import (
     PassResult,
     UnitProcessor,
     WorkUnit,
-    fail_unfinished,
-    failure_path,
+    listed_parts,
+    record_failure,
     run_pass,
     run_unit,
 )
@@ -232,9 +232,13 @@ class SparkEngine:
             with ProgressMonitor(out_dir, units, enabled=self.progress, description=description):
                 task = _UnitTask(processor, todo, out_dir)
                 outcomes = self.map_items(task, len(todo), description=f"cc-refinery: {description}")
-            for unit, outcome in zip(todo, outcomes, strict=True):  # units whose task died record why
-                if isinstance(outcome, ItemFailed) and not failure_path(out_dir, unit.part).exists():
-                    fail_unfinished([unit], out_dir, outcome.error)
+            died = [(u, o.error) for u, o in zip(todo, outcomes, strict=True) if isinstance(o, ItemFailed)]
+            if died:  # units whose task died record why (each task runs one unit: no "not run" others)
+                done, failed = listed_parts(out_dir)  # one listing each, however many died
+                for unit, error in died:
+                    if unit.part not in done and unit.part not in failed:
+                        log.error("part %s (%s) failed: %s", unit.part, ", ".join(unit.inputs), error)
+                        record_failure(out_dir, unit, error)
 
         return run_pass(units, out_dir, run_todo, description)
 
