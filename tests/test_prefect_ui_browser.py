@@ -166,7 +166,7 @@ def test_run_form_shows_the_config_with_defaults_and_descriptions(prefect_ui: Li
     _open_run_form(browser, server)
     browser.wait_for_text(
         "Minimum score of a kept language.",
-        "Base URL of a Common Crawl mirror",
+        "Where Common Crawl is read from",
         "Build and serve the embedded sample crawl",  # the flow's own parameters, from its docstring
     )
     values = browser.evaluate(_FIELD_VALUES)
