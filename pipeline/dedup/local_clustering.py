@@ -15,6 +15,7 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -102,8 +103,10 @@ def scope_codes(dumps: pa.Array, scope: str) -> tuple[np.ndarray, list[str]]:
 class _SignatureFiles:
     """Band loader and signature gatherer over the spilled parts, both addressed by document number.
 
-    The ``.sig.npy`` files are memory-mapped (random rows are gathered, the whole never sits in memory); on a
-    store each is downloaded to local scratch once, on first use, and deleted by :meth:`close`.
+    The ``.sig.npy`` files are memory-mapped (random rows are gathered, the whole never sits in memory); the
+    band Parquet files are read one column per band. On a store each file is downloaded to local scratch once,
+    on first use, and deleted by :meth:`close` (reading a column per band from the store would cost a request
+    per band and part).
     """
 
     def __init__(
@@ -115,18 +118,26 @@ class _SignatureFiles:
         self.l_of_g = l_of_g
         self.eligible_l = eligible_l
         self._maps: dict[int, np.ndarray] = {}
+        self._local: dict[str, Path] = {}
         self._copies = contextlib.ExitStack()
 
     def close(self) -> None:
         self._maps.clear()
+        self._local.clear()
         self._copies.close()
+
+    def _file(self, name: str) -> Path:
+        """A local copy of ``name`` under the signatures folder (the file itself on local disk)."""
+        if name not in self._local:
+            self._local[name] = self._copies.enter_context(local_copy(self.sig_dir / name))
+        return self._local[name]
 
     def load_band(self, band: int, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         idx, keys = [], []
         full = lo == 0 and hi >= 1 << 64
         for p, name in enumerate(self.meta.names):
             start, stop = self.meta.offsets[p], self.meta.offsets[p + 1]
-            column = read_parquet(self.sig_dir / f"{name}.parquet", columns=[band_column(band)]).column(0)
+            column = read_parquet(self._file(f"{name}.parquet"), columns=[band_column(band)]).column(0)
             values = column.to_numpy()
             mask = self.eligible_l[start:stop]
             if not full:
@@ -140,8 +151,7 @@ class _SignatureFiles:
 
     def _map(self, part: int) -> np.ndarray:
         if part not in self._maps:
-            local = self._copies.enter_context(local_copy(self.sig_dir / f"{self.meta.names[part]}.sig.npy"))
-            self._maps[part] = np.load(local, mmap_mode="r")
+            self._maps[part] = np.load(self._file(f"{self.meta.names[part]}.sig.npy"), mmap_mode="r")
         return self._maps[part]
 
     def gather(self, docs: np.ndarray) -> np.ndarray:
