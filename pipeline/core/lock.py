@@ -39,7 +39,7 @@ LOCK_FILE = ".refinery.lock"
 LEASE_S = 60.0
 """A store lease not renewed for this long is free (its holder is gone)."""
 LEASE_RENEW_S = 15.0
-LEASE_SETTLE_S = 1.0
+LEASE_SETTLE_S = 0.2
 """How long a new lease waits before checking that no other run wrote its own at the same moment."""
 _HELD: dict[str, str] = {}
 _HELD_GUARD = threading.Lock()
