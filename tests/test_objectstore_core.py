@@ -141,7 +141,9 @@ def test_the_run_lock_on_a_store_is_a_lease(object_store: SeaweedServer, bucket:
 
 
 def test_a_run_config_read_from_the_store_keeps_its_storage_options_out_of_dumps(
-    bucket: str, s3_env, monkeypatch: pytest.MonkeyPatch  # noqa: ANN001
+    bucket: str,
+    s3_env,
+    monkeypatch: pytest.MonkeyPatch,  # noqa: ANN001
 ) -> None:
     import fsspec.config
 
