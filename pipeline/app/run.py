@@ -16,10 +16,20 @@ from pipeline.app.config import RunConfig
 from pipeline.app.passes import RunState, enabled_passes, merge_passes, start_run
 from pipeline.core.lock import output_lock
 from pipeline.core.stats import PartStats
-from pipeline.core.storage import Location, check_writable, configure_storage, is_remote, location, scratch_dir
+from pipeline.core.storage import (
+    Location,
+    StoreFailed,
+    check_writable,
+    configure_storage,
+    describe_storage_error,
+    is_remote,
+    is_store_error,
+    location,
+    scratch_dir,
+)
 from pipeline.demo import SAMPLE_DUMP
 from pipeline.engines import Engine, make_engine
-from pipeline.engines.base import PassResult
+from pipeline.engines.base import PassResult, RunIncomplete
 from pipeline.sources.config import COMMON_CRAWL_BASE_URL
 
 log = logging.getLogger(__name__)
@@ -77,10 +87,17 @@ def run_pipeline(config: RunConfig, *, progress: bool = True, engine: Engine | N
         state = start_run(config)
         log.info("run %s: %d WARC files from %s on the %s engine", config.run_dir, len(state.warc_paths),
                  config.source.cc_base_url, engine.kind)  # fmt: skip
-        for spec in enabled_passes(config):
-            log.info("%s pass", spec.name)
-            spec.run(config, engine, state)
-        return RunSummary.of(state)
+        try:
+            for spec in enabled_passes(config):
+                log.info("%s pass", spec.name)
+                spec.run(config, engine, state)
+            return RunSummary.of(state)
+        except RunIncomplete:
+            raise
+        except Exception as e:  # the store went away under the run: say which, and that a rerun resumes
+            if is_remote(config.run_dir) and is_store_error(e):
+                raise StoreFailed(describe_storage_error(e, config.run_dir)) from e
+            raise
 
 
 @contextlib.contextmanager

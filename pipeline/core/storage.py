@@ -59,6 +59,10 @@ class StorageError(RuntimeError):
     """A location that cannot be used as asked (unknown scheme, missing bucket, no permission...)."""
 
 
+class StoreFailed(RuntimeError):
+    """The store failed while a run was working on it (unreachable, erroring): a rerun resumes."""
+
+
 _ONE_SLASH_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/(?!/)")
 
 
@@ -391,6 +395,8 @@ def describe_storage_error(e: BaseException, where: Location | str) -> str:
         return f"{where}: the store is unreachable ({e}); check AWS_ENDPOINT_URL / endpoint_url and the network"
     if isinstance(e, OSError) and e.errno == errno.ENOSPC:
         return f"{where}: disk full: no space left on device"
+    if any(s in lowered for s in ("internal server error", "internal error", "service unavailable", "slow down")):
+        return f"{where}: the store failed ({e}); rerun when it is healthy: the run resumes"
     return f"{where}: {text}"
 
 
