@@ -105,11 +105,6 @@ def location(where: str | os.PathLike[str] | Location) -> Location:
     return UPath(text)
 
 
-def text_of(where: Location | str) -> str:
-    """The location as a string a user (or another process) can pass back to :func:`location`."""
-    return str(where)
-
-
 def _apply_defaults(scheme: str) -> None:
     for protocol, defaults in STORE_DEFAULTS.items():
         if protocol == scheme:
