@@ -89,6 +89,24 @@ def run(
             "source, not gzip); they are listed and the run exits 3. Default 0: a failed file stops the run.",
         ),
     ] = None,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(
+            "--checkpoint-every",
+            min=0,
+            help="Commit each WARC file in chunks of N HTML pages, so a killed run resumes inside the file "
+            "(default 1000, about a minute of one core; 0: once per file).",
+        ),
+    ] = None,
+    split_warcs: Annotated[
+        int | None,
+        typer.Option(
+            "--split-warcs",
+            min=1,
+            help="Cut every WARC file into K byte ranges on record boundaries, one work unit each, to spread a "
+            "file over K workers (default 1). Keep K when rerunning into the same run folder.",
+        ),
+    ] = None,
     sample: Annotated[
         bool, typer.Option("--sample", help="Build and serve the embedded sample crawl, and run on it.")
     ] = False,
@@ -125,6 +143,8 @@ def run(
 
     * `refinery run --config run.yaml --keep-rejected`
 
+    * `refinery run --dump CC-MAIN-2024-22 --limit-warcs 1 --split-warcs 8 --workers 8` (one file, 8 cores)
+
     * `refinery run --sample --engine spark` (Spark in this process, local[*])
 
     * `refinery run --dump CC-MAIN-2024-22 --master spark://head:7077 --output /shared/out` (see infra/README.md)
@@ -140,6 +160,8 @@ def run(
             "engine.tasks": tasks,
             "validate_shards": True if validate else None,
             "max_failed_parts": max_failed_parts,
+            "source.checkpoint_every": checkpoint_every,
+            "source.split_warcs": split_warcs,
         }
     )
     shared = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf,

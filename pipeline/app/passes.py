@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.app.config import RunConfig
-from pipeline.app.warc import failed_inputs, plan_units, run_warc_pass
-from pipeline.core.parts import done_parts, part_name, total_stats
+from pipeline.app.warc import failed_inputs, plan_units, run_warc_pass, warc_units
+from pipeline.core.parts import done_parts, total_stats
 from pipeline.core.processes import die_with_this_process
 from pipeline.core.stats import PartStats, nothing_kept
 from pipeline.core.storage import Location
@@ -58,10 +58,12 @@ class RunState:
     failed: dict[str, str] = field(default_factory=dict)
     """WARC files that failed (path -> error), tolerated by ``max_failed_parts``."""
     warnings: list[str] = field(default_factory=list)
+    split_warcs: int = 1
+    """Byte ranges per WARC file (``source.split_warcs``): each is its own unit and part."""
 
     @property
     def units(self) -> list[WorkUnit]:
-        return [WorkUnit(part=part_name(i), inputs=(path,)) for i, path in enumerate(self.warc_paths)]
+        return warc_units(self.warc_paths, self.split_warcs)
 
     @property
     def documents_dir(self) -> Location:
@@ -82,7 +84,8 @@ class RunState:
 def start_run(config: RunConfig) -> RunState:
     """The state before the first pass: the dump's WARC files this run reads (cut to ``limit_warcs``)."""
     units = plan_units(config)
-    return RunState(run_dir=config.run_dir, warc_paths=[u.inputs[0] for u in units])
+    paths = list(dict.fromkeys(u.inputs[0] for u in units))
+    return RunState(run_dir=config.run_dir, warc_paths=paths, split_warcs=config.source.split_warcs)
 
 
 @dataclass(frozen=True)

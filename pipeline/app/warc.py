@@ -6,9 +6,11 @@ rerun maps the same file to the same part and skips it once its marker exists.
 
 from __future__ import annotations
 
+import json
 import logging
 import time
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import yaml
@@ -16,16 +18,32 @@ import yaml
 from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
 from pipeline.app.config import RunConfig
-from pipeline.core.parts import PartWriter, part_name
+from pipeline.core.parts import (
+    PartWriter,
+    chunk_name,
+    clear_part,
+    done_parts,
+    marker_path,
+    part_name,
+    remove_unfinished,
+)
 from pipeline.core.stage import Stage, run_chain
 from pipeline.core.stats import PartStats
-from pipeline.core.storage import Location, absolute, is_remote, location, scratch_dir, write_bytes_atomic
+from pipeline.core.storage import (
+    Location,
+    absolute,
+    is_remote,
+    location,
+    read_files,
+    scratch_dir,
+    write_bytes_atomic,
+)
 from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, RunIncomplete, WorkUnit, write_progress
 from pipeline.report.build import redact
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
 from pipeline.sources.download import fetch_warc, is_local, local_dir
-from pipeline.sources.warc import read_warc
+from pipeline.sources.warc import PER_RECORD_GZIP, PLAIN, SINGLE_GZIP, ChunkEnd, read_warc, sync_to_record, warc_layout
 from pipeline.stages.extraction import ExtractStage
 from pipeline.stages.langid import LangIdStage
 
@@ -85,16 +103,31 @@ def process_records(
             on_batch(seen)
 
 
+@dataclass(frozen=True)
+class UnitPlan:
+    """Which bytes of its WARC file a unit reads: range ``piece`` of ``pieces``, resumed after the chunks an
+    earlier attempt committed (``next_chunk`` of them, the next record at byte ``resume_offset``)."""
+
+    piece: int = 0
+    pieces: int = 1
+    next_chunk: int = 0
+    resume_offset: int | None = None
+
+
 @dataclass
 class WarcPass:
-    """Turns one WARC file (a work unit) into one part: picklable, so any worker can run it."""
+    """Turns one WARC file, or one byte range of it (a work unit), into one part: picklable, so any worker can
+    run it. The part is committed in chunks of ``source.checkpoint_every`` pages; its last chunk takes the part's
+    name, so the part is done exactly when that marker exists."""
 
     config: RunConfig
+    plans: dict[str, UnitPlan] = field(default_factory=dict)
 
     def __call__(self, unit: WorkUnit, out_dir: Location) -> None:
         (warc_path,) = unit.inputs
         source = self.config.source
-        start = time.perf_counter()
+        plan = self.plans.get(unit.part, UnitPlan())
+        started = time.perf_counter()
         local = fetch_warc(
             source.cc_base_url,
             warc_path,
@@ -107,26 +140,74 @@ class WarcPass:
             salvage_truncated=source.salvage_truncated,
             storage_options=source.storage_options,
         )
+        counts: Counter[str] = Counter()
+        start, end, chunk_size = byte_range(local, plan, source.checkpoint_every, counts)
+        if plan.resume_offset is not None:
+            log.info("%s (%s): resuming after %d committed chunks, at byte %d", unit.part, warc_path,
+                     plan.next_chunk, plan.resume_offset)  # fmt: skip
+            start = plan.resume_offset
+        clear_part(out_dir, unit.part)  # the last chunk of a killed attempt, published without its marker
+        chunk = plan.next_chunk
+        stages = warc_stages(self.config)
+        keep = self.config.keep_rejected
+        writer = PartWriter(out_dir, chunk_name(unit.part, chunk), keep_rejected=keep)
         stats = PartStats(part=unit.part, inputs=[warc_path])
-        with PartWriter(out_dir, unit.part, keep_rejected=self.config.keep_rejected) as writer:
-            process_records(
-                local,
-                warc_path,
-                warc_stages(self.config),
-                writer,
-                stats,
-                dump=source.dump,
-                batch_size=self.config.engine.batch_size,
-                on_batch=lambda n: write_progress(out_dir, unit.part, n),
-            )
-            if stats.source["truncated_file"]:  # the part commits with what the cut left (counted in stats)
-                log.warning("%s is truncated: salvaged %d documents before the cut", warc_path,
-                            stats.source["documents"])  # fmt: skip
-            stats.seconds = time.perf_counter() - start
-            writer.commit(stats)
-        if not source.keep_warcs and local.is_relative_to(download_dir(self.config)):
-            local.unlink(missing_ok=True)
+        seen = 0
+        chunk_start = start
+        try:
+            records = () if start is None else read_warc(
+                local, dump=source.dump, warc_path=warc_path, counters=counts, batch_size=self.config.engine.batch_size,
+                start=start, end=end, chunk_size=chunk_size,
+            )  # fmt: skip
+            for item in records:
+                if isinstance(item, ChunkEnd):
+                    stats.source, stats.seconds = Counter(counts), time.perf_counter() - started
+                    counts.clear()
+                    writer.commit(stats, marker={"start_offset": chunk_start, "next_offset": item.offset})
+                    chunk, chunk_start, started = chunk + 1, item.offset, time.perf_counter()
+                    writer = PartWriter(out_dir, chunk_name(unit.part, chunk), keep_rejected=keep)
+                    stats = PartStats(part=unit.part, inputs=[warc_path])
+                    continue
+                kept, rejected = run_chain(stages, item, stats)
+                writer.write(kept, rejected)
+                seen += item.num_rows
+                write_progress(out_dir, unit.part, seen)
+            if counts["truncated_file"]:  # the part commits with what the cut left (counted in stats)
+                log.warning("%s is truncated: salvaged the documents before the cut", warc_path)
+            stats.source, stats.seconds = counts, time.perf_counter() - started
+            writer.commit(stats, name=unit.part, marker={"start_offset": chunk_start, "chunks": chunk + 1})
+        finally:
+            if not writer.committed:
+                writer.abort()
+        if not source.keep_warcs and plan.pieces == 1 and local.is_relative_to(download_dir(self.config)):
+            local.unlink(missing_ok=True)  # (the ranges of a split file may still be reading it: kept)
             local.with_name(local.name + ".complete").unlink(missing_ok=True)
+
+
+def byte_range(
+    local: Path, plan: UnitPlan, checkpoint_every: int, counts: Counter[str]
+) -> tuple[int | None, int | None, int | None]:
+    """``(start, end, chunk_size)`` of ``plan``'s range of ``local``: ``start`` None for a range holding no record.
+
+    A range starts at the first record boundary at or after its share of the bytes and ends where the next range
+    starts, so the ranges hold every record once. A file that is not one gzip member per record cannot be cut:
+    its first range reads it whole (counted as ``whole_file_unit`` when a cut or checkpoints were asked for) and
+    the others are empty; checkpoints still work in a plain ``.warc`` (any record offset can be read from).
+    """
+    layout = warc_layout(local)
+    chunk_size = checkpoint_every or None
+    if layout != PER_RECORD_GZIP:
+        if plan.piece > 0:
+            return None, None, None
+        if layout == SINGLE_GZIP and chunk_size or plan.pieces > 1:
+            counts["whole_file_unit"] += 1
+        return 0, None, chunk_size if layout == PLAIN else None
+    size = local.stat().st_size
+    end = None if plan.piece == plan.pieces - 1 else size * (plan.piece + 1) // plan.pieces
+    start = 0 if plan.piece == 0 else sync_to_record(local, size * plan.piece // plan.pieces)
+    if start is None or (end is not None and start >= end):
+        return None, None, None
+    return start, end, chunk_size
 
 
 def download_dir(config: RunConfig) -> Path:
@@ -138,12 +219,44 @@ def download_dir(config: RunConfig) -> Path:
 
 
 def plan_units(config: RunConfig) -> list[WorkUnit]:
-    """The WARC files of the dump this run processes, one unit each, in listing order."""
+    """The WARC files of the dump this run processes, in listing order, one unit each (or ``split_warcs``)."""
     source = config.source
     paths = list_warc_paths(source.cc_base_url, source.dump, retries=source.retries, timeout_s=source.timeout_s,
                             storage_options=source.storage_options)  # fmt: skip
-    selected = select_warc_paths(paths, limit=source.limit_warcs)
-    return [WorkUnit(part=part_name(i), inputs=(p,)) for i, p in enumerate(selected)]
+    return warc_units(select_warc_paths(paths, limit=source.limit_warcs), source.split_warcs)
+
+
+def warc_units(warc_paths: list[str], split: int = 1) -> list[WorkUnit]:
+    """File ``i`` is part ``part-{i:05d}``, or parts ``part-{i:05d}-{j:03d}`` for its ``split`` byte ranges."""
+    if split <= 1:
+        return [WorkUnit(part=part_name(i), inputs=(p,)) for i, p in enumerate(warc_paths)]
+    return [
+        WorkUnit(part=f"{part_name(i)}-{j:03d}", inputs=(p,)) for i, p in enumerate(warc_paths) for j in range(split)
+    ]
+
+
+def unit_plans(units: list[WorkUnit], out_dir: Location) -> dict[str, UnitPlan]:
+    """Each unit's range of its file (its place among the units of that file) and where it resumes: after the
+    chunks of its part already committed, read from one listing of the markers and one read per resumed part."""
+    pieces = Counter(u.inputs for u in units)
+    seen: Counter[tuple[str, ...]] = Counter()
+    plans = {}
+    for unit in units:
+        plans[unit.part] = UnitPlan(piece=seen[unit.inputs], pieces=pieces[unit.inputs])
+        seen[unit.inputs] += 1
+    done = set(done_parts(out_dir))
+    chunks: dict[str, int] = {}
+    for name in done:
+        part, _, index = name.partition(".")
+        if index and part in plans and part not in done:
+            chunks[part] = max(chunks.get(part, -1), int(index))
+    last = {part: marker_path(out_dir, chunk_name(part, index)) for part, index in chunks.items()}
+    for (part, index), content in zip(chunks.items(), read_files(list(last.values())), strict=True):
+        if isinstance(content, Exception):
+            raise content
+        offset = int(json.loads(content)["next_offset"])
+        plans[part] = replace(plans[part], next_chunk=index + 1, resume_offset=offset)
+    return plans
 
 
 def with_absolute_paths(config: RunConfig) -> RunConfig:
@@ -156,6 +269,22 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"output_dir": str(absolute(config.output_dir)), "source": source})
 
 
+def check_layout(run_dir: Location, units: list[WorkUnit]) -> None:
+    """Refuse to run units cut differently (``split_warcs``) from the parts already in ``run_dir``: the same pages
+    would land in two parts."""
+    names = {u.part for u in units}
+    files = {u.part[: len(part_name(0))] for u in units}
+    for name in done_parts(run_dir):
+        part = name.partition(".")[0]
+        if part not in names and part[: len(part_name(0))] in files:
+            pieces = len(part.split("-")) > 2
+            raise ValueError(
+                f"{run_dir} holds part {part}, written with WARC files {'cut into ranges' if pieces else 'whole'} "
+                f"(source.split_warcs), but this run cuts them {'into ranges' if len(units) > len(files) else 'whole'}"
+                ": rerun with the split_warcs it was started with, or write to another output folder"
+            )
+
+
 def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> PassResult:
     """The WARC pass into ``<run>``: one part per WARC file; records the config it ran with.
 
@@ -166,8 +295,12 @@ def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> P
     run_dir = config.run_dir
     recorded = yaml.safe_dump(redact(config.model_dump(mode="json")), sort_keys=False)  # e.g. a Spark secret
     write_bytes_atomic(run_dir / "config.yaml", recorded.encode())
+    check_layout(run_dir, units)
+    removed = remove_unfinished(run_dir)
+    if removed:
+        log.info("removed %d files an earlier attempt left unfinished", removed)
     try:
-        return engine.run_units(units, WarcPass(config), run_dir, description="WARC files")
+        return engine.run_units(units, WarcPass(config, unit_plans(units, run_dir)), run_dir, description="WARC files")
     except RunIncomplete as e:
         result = e.result
         finished = len(result.done) + len(result.skipped)

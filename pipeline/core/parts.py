@@ -46,6 +46,18 @@ def part_name(index: int) -> str:
     return f"part-{index:05d}"
 
 
+def chunk_name(part: str, index: int) -> str:
+    """A committed chunk of a part that is not finished yet (``part-00003.00001``); the last chunk of a part takes
+    the part's own name, so a part is done exactly when its marker exists, chunked or not."""
+    return f"{part}.{index:05d}"
+
+
+def part_order(name: str) -> tuple[str, int, str]:
+    """Sort key: parts in order, each part's chunks in order, the part's last chunk (its own name) after them."""
+    part, _, chunk = name.partition(".")
+    return part, 0 if chunk else 1, chunk
+
+
 def marker_path(out_dir: Location | str, name: str) -> Location:
     return location(out_dir) / MARKERS / f"{name}.done"
 
@@ -84,8 +96,10 @@ class _AtomicParquet:
             self.writer.write_table(conform(table, self.schema), row_group_size=10_000)
             self.rows += table.num_rows
 
-    def commit(self) -> None:
+    def commit(self, path: Location | None = None) -> None:
+        """Publish under ``path`` (default: the path it was opened for)."""
         self.writer.close()
+        self.path = path or self.path
         publish(self.tmp, self.path)
 
     def abort(self) -> None:
@@ -120,16 +134,21 @@ class PartWriter:
             for table in rejected or []:
                 self.rejected.write(table)
 
-    def commit(self, stats: PartStats) -> None:
+    def commit(self, stats: PartStats, *, name: str | None = None, marker: dict | None = None) -> None:
+        """Publish the part, its stats, then its marker (holding ``marker`` besides the row count). ``name``
+        publishes it under another name than it was opened with (the caller has cleared that name)."""
+        self.name = name or self.name
+        stats.part = self.name
         stats.docs_out = self.documents.rows
         stats.profile.merge(self.profile)
         try:
-            self.documents.commit()
+            self.documents.commit(self.out_dir / DOCUMENTS / f"{self.name}.parquet")
             if self.rejected is not None:
-                self.rejected.commit()
+                self.rejected.commit(self.out_dir / REJECTED / f"{self.name}.parquet")
             stats_json = json.dumps(stats.to_json(), indent=1).encode()
             write_bytes_atomic(self.out_dir / STATS / f"{self.name}.json", stats_json)
-            write_bytes_atomic(marker_path(self.out_dir, self.name), json.dumps({"rows": self.documents.rows}).encode())
+            info = {"rows": self.documents.rows, **(marker or {})}
+            write_bytes_atomic(marker_path(self.out_dir, self.name), json.dumps(info).encode())
         except BaseException:
             # published files without their marker: readers that glob documents/ would see them, so remove them
             try:
@@ -155,8 +174,25 @@ class PartWriter:
 
 
 def done_parts(out_dir: Location | str) -> list[str]:
-    """Names of the finished parts, from one listing of the markers folder."""
-    return [name.removesuffix(".done") for name in list_names(location(out_dir) / MARKERS, ".done", "part-")]
+    """Names of the finished parts and chunks (:func:`chunk_name`), in :func:`part_order`, from one listing of the
+    markers folder."""
+    names = [name.removesuffix(".done") for name in list_names(location(out_dir) / MARKERS, ".done", "part-")]
+    return sorted(names, key=part_order)
+
+
+def remove_unfinished(out_dir: Location | str) -> int:
+    """Remove every part file that has no marker (left by a killed attempt), from one listing per folder: a
+    reader globbing ``documents/`` must never see them, and a part resumed from a chunk does not rewrite them.
+    Only while no pass writes here (the run lock). Returns how many files went."""
+    out_dir = location(out_dir)
+    done = set(done_parts(out_dir))
+    removed = 0
+    for folder, suffix in ((DOCUMENTS, ".parquet"), (REJECTED, ".parquet"), (STATS, ".json")):
+        for file in list_names(out_dir / folder, suffix, "part-"):
+            if file.removesuffix(suffix) not in done:
+                remove(out_dir / folder / file)
+                removed += 1
+    return removed
 
 
 def load_stats(out_dir: Location | str) -> list[PartStats]:

@@ -67,6 +67,21 @@ class SourceConfig(Settings):
         "its part; such a file is downloaded once, not retried.",
     )
     keep_warcs: bool = Field(True, description="Keep downloaded WARC files after they are processed.")
+    checkpoint_every: int = Field(
+        1000,
+        ge=0,
+        description="Commit a WARC file's documents in chunks of this many HTML pages, each with the byte offset "
+        "of the next record, so a killed run resumes inside the file instead of redoing it (0: one commit per "
+        "file). 1,000 pages is about a minute of one core; a 1 GB Common Crawl file has 30,000-40,000.",
+    )
+    split_warcs: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Cut every WARC file into this many byte ranges on record boundaries, each its own work unit, "
+        "so one file is spread over several workers. Files that are not one gzip member per record are read "
+        "whole by their first range. Keep it the same when rerunning into a run folder.",
+    )
 
     @field_validator("dump")
     @classmethod

@@ -541,8 +541,28 @@ def _select(record: WarcRecord, scan: _Scan) -> HtmlRecord | None:
     )
 
 
-def iter_html_records(path: Path, counters: Counter[str], label: str | None = None) -> Iterator[HtmlRecord]:
-    """Every selected HTML response of one WARC file, surviving broken records and cut-off files."""
+@dataclass(frozen=True)
+class ChunkEnd:
+    """Between two chunks of a file: the next chunk starts with the record at byte ``offset``."""
+
+    offset: int
+
+
+def iter_html_records(
+    path: Path,
+    counters: Counter[str],
+    label: str | None = None,
+    *,
+    start: int = 0,
+    end: int | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[HtmlRecord | ChunkEnd]:
+    """Every selected HTML response of one WARC file, surviving broken records and cut-off files.
+
+    Reads the records that start in ``[start, end)`` (``start`` must be a record boundary). With ``chunk_size``,
+    a :class:`ChunkEnd` comes before the first record after every ``chunk_size`` responses yielded, before that
+    record is counted: ``counters`` up to a ``ChunkEnd`` are exactly the chunk's.
+    """
     scan = _Scan(label or str(path), counters)
     try:
         f = open(path, "rb")  # noqa: SIM115 - closed in the finally below, across yields
@@ -553,15 +573,22 @@ def iter_html_records(path: Path, counters: Counter[str], label: str | None = No
     try:
         size = path.stat().st_size
         gzipped = f.read(2) == b"\x1f\x8b"
-        pos = 0
+        limit = size if end is None else min(size, end)
+        pos = start
         resyncing = False
-        while pos < size:
+        in_chunk = 0
+        while pos < limit:
             f.seek(pos)
             last_start: int | None = None
             failed_start: int | None = None
             error: Exception | None = None
             try:
                 for record in ArchiveIterator(f, parse_http=False):
+                    if end is not None and record.stream_pos >= end:
+                        return  # (only per-record gzip and plain files have ranges: offsets are file offsets)
+                    if chunk_size and in_chunk >= chunk_size:
+                        yield ChunkEnd(record.stream_pos)
+                        in_chunk = 0
                     last_start = record.stream_pos
                     counters["records"] += 1
                     resyncing = False
@@ -573,6 +600,7 @@ def iter_html_records(path: Path, counters: Counter[str], label: str | None = No
                         scan.warn("broken record at offset %d: %r", last_start, err)
                         continue
                     if selected is not None:
+                        in_chunk += 1
                         yield selected
             except Exception as err:
                 error = err
@@ -582,6 +610,61 @@ def iter_html_records(path: Path, counters: Counter[str], label: str | None = No
             resyncing = True
     finally:
         f.close()
+
+
+PER_RECORD_GZIP = "per_record_gzip"
+SINGLE_GZIP = "single_gzip"
+PLAIN = "plain"
+
+
+def warc_layout(path: Path) -> str:
+    """How a WARC file is compressed: one gzip member per record (Common Crawl's layout, which can be read from
+    any record's offset), one gzip member holding many records, or no gzip at all.
+
+    Looks only at the first member: it is per-record when it holds no more than its first record.
+    """
+    with open(path, "rb") as f:
+        if f.read(2) != b"\x1f\x8b":
+            return PLAIN
+        f.seek(0)
+        decomp = zlib.decompressobj(wbits=31)
+        out = b""
+        record_end: int | None = None
+        while not decomp.eof:
+            data = f.read(_READ_CHUNK)
+            if not data:
+                break  # a file cut inside its first member: nothing after it to read anyway
+            try:
+                out += decomp.decompress(data, 0) if record_end is None else decomp.decompress(data, 1 << 16)
+            except zlib.error:
+                return SINGLE_GZIP  # unreadable first member: read it whole, from the start
+            if record_end is None:
+                header_end = out.find(b"\r\n\r\n")
+                if header_end >= 0:
+                    match = _CONTENT_LENGTH_RE.search(out, 0, header_end)
+                    record_end = header_end + 4 + (int(match.group(1)) if match else 0) + 4
+            if record_end is not None and len(out) > record_end + 2:
+                return SINGLE_GZIP  # a second record follows the first inside the same member
+        return PER_RECORD_GZIP
+
+
+def sync_to_record(path: Path, offset: int) -> int | None:
+    """The first record boundary at or after ``offset`` in a per-record gzip WARC: a gzip member that begins with
+    a WARC header. None when no record starts after ``offset``."""
+    with open(path, "rb") as f:
+        at = offset
+        while True:
+            found = _find(f, _GZIP_MAGIC, at)
+            if found is None:
+                return None
+            f.seek(found)
+            try:
+                head = zlib.decompressobj(wbits=31).decompress(f.read(4096), 16)
+            except zlib.error:
+                head = b""
+            if head.startswith(b"WARC/"):
+                return found
+            at = found + 1
 
 
 def _resume_point(
@@ -637,16 +720,34 @@ def _resume_point(
 
 
 def read_warc(
-    path: Path, *, dump: str, warc_path: str, counters: Counter[str], batch_size: int = 500
-) -> Iterator[pa.Table]:
+    path: Path,
+    *,
+    dump: str,
+    warc_path: str,
+    counters: Counter[str],
+    batch_size: int = 500,
+    start: int = 0,
+    end: int | None = None,
+    chunk_size: int | None = None,
+) -> Iterator[pa.Table | ChunkEnd]:
     """Yield ``RAW_SCHEMA`` batches of the HTTP 200 HTML responses of one WARC file (gzip or plain).
 
     ``warc_path`` is the path relative to the crawl (stored as is). Bad input is counted in ``counters``,
-    never raised; see the module docstring for the keys.
+    never raised; see the module docstring for the keys. ``start``, ``end`` and ``chunk_size`` are those of
+    :func:`iter_html_records`: with ``chunk_size``, a batch never spans two chunks and each :class:`ChunkEnd`
+    comes after the chunk's last batch.
     """
     columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names}
     html_bytes = 0
-    for record in iter_html_records(Path(path), counters, label=warc_path):
+    records = iter_html_records(Path(path), counters, label=warc_path, start=start, end=end, chunk_size=chunk_size)
+    for record in records:
+        if isinstance(record, ChunkEnd):
+            if columns["id"]:
+                yield _to_table(columns)
+                columns = {name: [] for name in RAW_SCHEMA.names}
+                html_bytes = 0
+            yield record
+            continue
         text, encoding = decode_html(record.payload, record.content_type)
         if encoding.endswith(REPLACED):
             counters["decode_fallback"] += 1
