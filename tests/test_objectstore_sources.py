@@ -207,18 +207,22 @@ def test_stage_reads_warc_and_parquet_inputs_from_the_store(
     assert on_store.equals(pq.read_table(tmp_path / "c4-from-disk" / "documents"))
 
 
+@pytest.mark.parametrize("keep_warcs", [True, False], ids=["downloaded", "streamed"])
 def test_warc_pass_reads_the_crawl_from_the_store(
-    anonymous: None, public_bucket: str, mirror_url: str, tmp_path: Path
+    anonymous: None, public_bucket: str, mirror_url: str, tmp_path: Path, keep_warcs: bool
 ) -> None:
     from pipeline.app.run import run_pipeline
 
-    overrides = {**WARC_PASS_ONLY, "source.limit_warcs": 2, "source.retries": 1, "engine.workers": 2}
+    overrides = {**WARC_PASS_ONLY, "source.limit_warcs": 2, "source.retries": 1, "engine.workers": 2,
+                 "source.keep_warcs": keep_warcs, "source.download_dir": str(tmp_path / "cache")}  # fmt: skip
     from_store = run_pipeline(sample_config(f"s3://{public_bucket}/", tmp_path, "s3", overrides), progress=False)
     from_http = run_pipeline(sample_config(mirror_url, tmp_path, "http", overrides), progress=False)
     assert not from_store.failed and len(from_store.result.done) == 2
     store_docs = pq.read_table(from_store.documents_dir).sort_by("id")
     assert store_docs.num_rows > 0
     assert store_docs.equals(pq.read_table(from_http.documents_dir).sort_by("id"))
+    cached = [p for p in (tmp_path / "cache").rglob("*.warc.gz")]
+    assert len(cached) == (2 if keep_warcs else 0)  # streamed: read by ranges, never written to disk
 
 
 def test_store_downloads_resume_verify_and_salvage_like_http(

@@ -42,8 +42,18 @@ from pipeline.engines import Engine
 from pipeline.engines.base import PassResult, RunIncomplete, WorkUnit, write_progress
 from pipeline.report.build import redact
 from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
-from pipeline.sources.download import fetch_warc, is_local, local_dir
-from pipeline.sources.warc import PER_RECORD_GZIP, PLAIN, SINGLE_GZIP, ChunkEnd, read_warc, sync_to_record, warc_layout
+from pipeline.sources.download import Limits, SourceTruncatedError, fetch_warc, is_local, local_dir
+from pipeline.sources.stream import RangesUnsupported, RemoteWarc
+from pipeline.sources.warc import (
+    PER_RECORD_GZIP,
+    PLAIN,
+    SINGLE_GZIP,
+    ChunkEnd,
+    WarcFile,
+    read_warc,
+    sync_to_record,
+    warc_layout,
+)
 from pipeline.stages.extraction import ExtractStage
 from pipeline.stages.langid import LangIdStage
 
@@ -127,36 +137,38 @@ class WarcPass:
         (warc_path,) = unit.inputs
         source = self.config.source
         plan = self.plans.get(unit.part, UnitPlan())
+        warc = warc_file(self.config, warc_path)
+        try:
+            self.process(unit, out_dir, warc, plan)
+        finally:
+            if isinstance(warc, RemoteWarc):
+                warc.close()
+        cached = isinstance(warc, Path) and warc.is_relative_to(download_dir(self.config))
+        if not source.keep_warcs and plan.pieces == 1 and cached:
+            warc.unlink(missing_ok=True)  # (the ranges of a split file may still be reading it: kept)
+            warc.with_name(warc.name + ".complete").unlink(missing_ok=True)
+
+    def process(self, unit: WorkUnit, out_dir: Location, warc: WarcFile, plan: UnitPlan) -> None:
+        """Read ``plan``'s range of ``warc`` through the chain, committing a chunk every ``checkpoint_every`` pages
+        and the part's last chunk under the part's name."""
+        (warc_path,) = unit.inputs
+        source = self.config.source
         started = time.perf_counter()
-        local = fetch_warc(
-            source.cc_base_url,
-            warc_path,
-            download_dir(self.config),
-            retries=source.retries,
-            timeout_s=source.timeout_s,
-            min_speed_bps=source.min_speed_bytes_s,
-            speed_window_s=source.speed_window_s,
-            deadline_s=source.deadline_s,
-            salvage_truncated=source.salvage_truncated,
-            storage_options=source.storage_options,
-        )
         counts: Counter[str] = Counter()
-        start, end, chunk_size = byte_range(local, plan, source.checkpoint_every, counts)
+        start, end, chunk_size = byte_range(warc, plan, source.checkpoint_every, counts)
         if plan.resume_offset is not None:
             log.info("%s (%s): resuming after %d committed chunks, at byte %d", unit.part, warc_path,
                      plan.next_chunk, plan.resume_offset)  # fmt: skip
             start = plan.resume_offset
         clear_part(out_dir, unit.part)  # the last chunk of a killed attempt, published without its marker
-        chunk = plan.next_chunk
+        chunk, chunk_start, seen = plan.next_chunk, start, 0
         stages = warc_stages(self.config)
         keep = self.config.keep_rejected
         writer = PartWriter(out_dir, chunk_name(unit.part, chunk), keep_rejected=keep)
         stats = PartStats(part=unit.part, inputs=[warc_path])
-        seen = 0
-        chunk_start = start
         try:
             records = () if start is None else read_warc(
-                local, dump=source.dump, warc_path=warc_path, counters=counts, batch_size=self.config.engine.batch_size,
+                warc, dump=source.dump, warc_path=warc_path, counters=counts, batch_size=self.config.engine.batch_size,
                 start=start, end=end, chunk_size=chunk_size,
             )  # fmt: skip
             for item in records:
@@ -173,19 +185,47 @@ class WarcPass:
                 seen += item.num_rows
                 write_progress(out_dir, unit.part, seen)
             if counts["truncated_file"]:  # the part commits with what the cut left (counted in stats)
+                if isinstance(warc, RemoteWarc) and not source.salvage_truncated:
+                    raise SourceTruncatedError(f"{warc_path} is truncated at the source (salvage_truncated is off)")
                 log.warning("%s is truncated: salvaged the documents before the cut", warc_path)
             stats.source, stats.seconds = counts, time.perf_counter() - started
             writer.commit(stats, name=unit.part, marker={"start_offset": chunk_start, "chunks": chunk + 1})
         finally:
             if not writer.committed:
                 writer.abort()
-        if not source.keep_warcs and plan.pieces == 1 and local.is_relative_to(download_dir(self.config)):
-            local.unlink(missing_ok=True)  # (the ranges of a split file may still be reading it: kept)
-            local.with_name(local.name + ".complete").unlink(missing_ok=True)
+
+
+def warc_file(config: RunConfig, warc_path: str) -> WarcFile:
+    """The WARC file to read: a local mirror's file as it is; a remote one read by ranges while it is processed
+    (``keep_warcs`` off), else downloaded whole into the cache (kept for later runs)."""
+    source = config.source
+    if not source.keep_warcs and not is_local(source.cc_base_url):
+        try:
+            remote = RemoteWarc(
+                source.cc_base_url, warc_path, retries=source.retries, timeout_s=source.timeout_s,
+                limits=Limits(min_speed_bps=source.min_speed_bytes_s, window_s=source.speed_window_s),
+                storage_options=source.storage_options,
+            )  # fmt: skip
+            remote.check_warc()
+            return remote
+        except RangesUnsupported as e:
+            log.warning("%s: downloading it whole instead", e)
+    return fetch_warc(
+        source.cc_base_url,
+        warc_path,
+        download_dir(config),
+        retries=source.retries,
+        timeout_s=source.timeout_s,
+        min_speed_bps=source.min_speed_bytes_s,
+        speed_window_s=source.speed_window_s,
+        deadline_s=source.deadline_s,
+        salvage_truncated=source.salvage_truncated,
+        storage_options=source.storage_options,
+    )
 
 
 def byte_range(
-    local: Path, plan: UnitPlan, checkpoint_every: int, counts: Counter[str]
+    local: WarcFile, plan: UnitPlan, checkpoint_every: int, counts: Counter[str]
 ) -> tuple[int | None, int | None, int | None]:
     """``(start, end, chunk_size)`` of ``plan``'s range of ``local``: ``start`` None for a range holding no record.
 
@@ -202,7 +242,7 @@ def byte_range(
         if layout == SINGLE_GZIP and chunk_size or plan.pieces > 1:
             counts["whole_file_unit"] += 1
         return 0, None, chunk_size if layout == PLAIN else None
-    size = local.stat().st_size
+    size = local.stat().st_size if isinstance(local, Path) else local.size
     end = None if plan.piece == plan.pieces - 1 else size * (plan.piece + 1) // plan.pieces
     start = 0 if plan.piece == 0 else sync_to_record(local, size * plan.piece // plan.pieces)
     if start is None or (end is not None and start >= end):

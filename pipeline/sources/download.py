@@ -203,7 +203,8 @@ def check_gzip(path: Path) -> GzipCheck:
 def scan_gzip(path: Path) -> GzipCheck:
     """Like ``check_gzip``, but a stream that merely stops inside its last member is reported, not raised.
 
-    Corrupt data, an empty file or one that is not gzip still raise: only a clean cut is salvageable.
+    Corrupt data, an empty file or one that is not gzip still raise: only a clean cut is salvageable. An
+    uncompressed WARC file (it starts with ``WARC/``) passes as it is: its records are checked when read.
     """
     digest = hashlib.sha256()
     size = members = uncompressed = member_start = 0
@@ -212,6 +213,12 @@ def scan_gzip(path: Path) -> GzipCheck:
         head = f.read(2)
         if not head:
             raise TruncatedGzipError(f"truncated gzip: {path} is empty")
+        if head + f.read(3) == b"WARC/":  # an uncompressed WARC file: no gzip to check (the reader checks records)
+            f.seek(0)
+            while chunk := f.read(CHUNK_BYTES):
+                digest.update(chunk)
+                size += len(chunk)
+            return GzipCheck(size=size, sha256=digest.hexdigest(), members=0, uncompressed=size)
         if head != _GZIP_MAGIC[: len(head)] or len(head) < 2:
             raise NotGzipError(f"{path} is not a gzip file (starts with {head!r})")
         f.seek(0)

@@ -23,6 +23,7 @@ from __future__ import annotations
 import codecs
 import io
 import logging
+import os
 import re
 import zlib
 from collections import Counter
@@ -30,7 +31,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 from urllib.parse import urlsplit
 
 import pyarrow as pa
@@ -548,8 +549,28 @@ class ChunkEnd:
     offset: int
 
 
+class RemoteFile(Protocol):
+    """A WARC file that is not on local disk but can be opened like one (``pipeline.sources.stream.RemoteWarc``)."""
+
+    size: int
+
+    def open(self) -> BinaryIO: ...
+
+
+WarcFile = Path | RemoteFile
+"""What the reader reads: a local path, or a remote file read by ranges."""
+
+
+def open_warc(path: WarcFile) -> tuple[BinaryIO, int]:
+    """An open binary file and its size."""
+    if isinstance(path, str | Path):
+        f = open(path, "rb")  # noqa: SIM115 - the caller closes it
+        return f, os.fstat(f.fileno()).st_size
+    return path.open(), path.size
+
+
 def iter_html_records(
-    path: Path,
+    path: WarcFile,
     counters: Counter[str],
     label: str | None = None,
     *,
@@ -565,13 +586,12 @@ def iter_html_records(
     """
     scan = _Scan(label or str(path), counters)
     try:
-        f = open(path, "rb")  # noqa: SIM115 - closed in the finally below, across yields
+        f, size = open_warc(path)
     except OSError as err:
         counters["unreadable_file"] += 1
         log.error("%s: cannot open: %s", scan.label, err)
         return
     try:
-        size = path.stat().st_size
         gzipped = f.read(2) == b"\x1f\x8b"
         limit = size if end is None else min(size, end)
         pos = start
@@ -617,13 +637,14 @@ SINGLE_GZIP = "single_gzip"
 PLAIN = "plain"
 
 
-def warc_layout(path: Path) -> str:
+def warc_layout(path: WarcFile) -> str:
     """How a WARC file is compressed: one gzip member per record (Common Crawl's layout, which can be read from
     any record's offset), one gzip member holding many records, or no gzip at all.
 
     Looks only at the first member: it is per-record when it holds no more than its first record.
     """
-    with open(path, "rb") as f:
+    f, _ = open_warc(path)
+    with f:
         if f.read(2) != b"\x1f\x8b":
             return PLAIN
         f.seek(0)
@@ -631,7 +652,7 @@ def warc_layout(path: Path) -> str:
         out = b""
         record_end: int | None = None
         while not decomp.eof:
-            data = f.read(_READ_CHUNK)
+            data = f.read(64 << 10)  # the first member is small: read no further than it
             if not data:
                 break  # a file cut inside its first member: nothing after it to read anyway
             try:
@@ -648,10 +669,11 @@ def warc_layout(path: Path) -> str:
         return PER_RECORD_GZIP
 
 
-def sync_to_record(path: Path, offset: int) -> int | None:
+def sync_to_record(path: WarcFile, offset: int) -> int | None:
     """The first record boundary at or after ``offset`` in a per-record gzip WARC: a gzip member that begins with
     a WARC header. None when no record starts after ``offset``."""
-    with open(path, "rb") as f:
+    f, _ = open_warc(path)
+    with f:
         at = offset
         while True:
             found = _find(f, _GZIP_MAGIC, at)
@@ -720,7 +742,7 @@ def _resume_point(
 
 
 def read_warc(
-    path: Path,
+    path: WarcFile,
     *,
     dump: str,
     warc_path: str,
@@ -739,7 +761,8 @@ def read_warc(
     """
     columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names}
     html_bytes = 0
-    records = iter_html_records(Path(path), counters, label=warc_path, start=start, end=end, chunk_size=chunk_size)
+    path = Path(path) if isinstance(path, str) else path
+    records = iter_html_records(path, counters, label=warc_path, start=start, end=end, chunk_size=chunk_size)
     for record in records:
         if isinstance(record, ChunkEnd):
             if columns["id"]:
