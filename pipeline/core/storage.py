@@ -102,6 +102,10 @@ def location(where: str | os.PathLike[str] | Location) -> Location:
         extra = f" (pip install 'cc-refinery[{EXTRAS[scheme]}]')" if scheme in EXTRAS else ""
         raise StorageError(f"{text}: no storage backend for scheme {scheme!r}{extra}: {e}") from None
     _apply_defaults(scheme)
+    if scheme in ("s3", "s3a"):
+        from pipeline.core import s3  # imports s3fs (0.3 s): only in a process that uses a store
+
+        s3.install()
     return UPath(text)
 
 
@@ -328,6 +332,33 @@ def read_files(paths: list[Location]) -> list[bytes | Exception]:
         except Exception as e:  # reported per file by the caller
             out.append(e)
     return out
+
+
+def write_files(files: dict[Location, bytes]) -> None:
+    """Many small files, each written atomically; on a store uploaded concurrently (one PUT each), so a step that
+    writes a file per part does not wait for one request after the other."""
+    stores = {p.fs for p in files if is_remote(p)}
+    fs = stores.pop() if len(stores) == 1 else None
+    if fs is not None:
+        fs.pipe({p.path: data for p, data in files.items() if is_remote(p)})
+    for path, data in files.items():
+        if fs is None or not is_remote(path):
+            write_bytes_atomic(path, data)
+
+
+def download_files(paths: list[Location], folder: Path) -> list[Path]:
+    """Local copies of ``paths`` in ``folder`` (under their own names, which must differ), fetched concurrently
+    from a store (one GET each); files on local disk are used where they are."""
+    remote = [p for p in paths if is_remote(p)]
+    if remote:
+        folder.mkdir(parents=True, exist_ok=True)
+        stores = {p.fs for p in remote}
+        if len(stores) == 1:
+            stores.pop().get([p.path for p in remote], [str(folder / p.name) for p in remote])
+        else:
+            for p in remote:
+                p.fs.get_file(p.path, str(folder / p.name))
+    return [folder / p.name if is_remote(p) else Path(p) for p in paths]
 
 
 def _parameters(method: Callable[..., Any]) -> set[str]:
