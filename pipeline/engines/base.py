@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from pipeline.core.parts import MARKERS, is_done
+from pipeline.core.parts import MARKERS, marker_path
 from pipeline.core.processes import ItemFailed
 from pipeline.core.storage import (
     Location,
@@ -27,6 +27,7 @@ from pipeline.core.storage import (
     is_remote,
     list_names,
     location,
+    read_files,
     remove,
     write_bytes_atomic,
 )
@@ -116,13 +117,15 @@ def failure_path(out_dir: Location | str, part: str) -> Location:
     return location(out_dir) / FAILURES / f"{part}.json"
 
 
-def run_unit(processor: UnitProcessor, unit: WorkUnit, out_dir: Location) -> str:
+def run_unit(processor: UnitProcessor, unit: WorkUnit, out_dir: Location, *, check_done: bool = True) -> str:
     """Run one unit unless its part is done; record a failure instead of raising, so other units go on.
 
-    Returns ``"skipped"``, ``"done"`` or ``"failed"``.
+    ``check_done=False`` when the caller knows the part is not done (:func:`run_pass` listed the markers just
+    before, under the run lock): on a store that check is a request per part. Keep it where a unit may run
+    again after it finished (a retried Spark task). Returns ``"skipped"``, ``"done"`` or ``"failed"``.
     """
     out_dir = location(out_dir)
-    if is_done(out_dir, unit.part):
+    if check_done and part_done(out_dir, unit.part):
         return "skipped"
     try:
         processor(unit, out_dir)
@@ -133,6 +136,18 @@ def run_unit(processor: UnitProcessor, unit: WorkUnit, out_dir: Location) -> str
         record_failure(out_dir, unit, error, traceback.format_exc())
         return "failed"
     return "done"
+
+
+def part_done(out_dir: Location, part: str) -> bool:
+    """Whether ``part``'s marker exists: on a store one GET (a failed HEAD would be followed by a LIST)."""
+    if not is_remote(out_dir):
+        return marker_path(out_dir, part).exists()
+    found = read_files([marker_path(out_dir, part)])[0]
+    if isinstance(found, FileNotFoundError):
+        return False
+    if isinstance(found, Exception):
+        raise found
+    return True
 
 
 def describe_error(e: BaseException, where: Location) -> str:
