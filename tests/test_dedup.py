@@ -555,3 +555,21 @@ def test_exact_only_minhash_only_and_an_empty_part(tmp_path: Path, corpus: list[
     assert len(near) < len(family) - 2  # copies go through MinHash (J = 1) together with the near duplicates
     cluster_of = {r["id"]: r["dup_cluster_id"] for r in all_rows(tmp_path / "near").to_pylist()}
     assert len({cluster_of[i] for i, kind in kinds.items() if kind in ("base", "copy", "light")}) == 1
+
+
+def test_signing_a_part_leaves_the_temporary_files_of_parts_named_after_it(tmp_path: Path, corpus: list[dict]) -> None:
+    """``part-00001`` clears what a killed attempt at it left, never the files ``part-00001.00000`` (a chunk of
+    it, signed by another worker at the same moment) is writing."""
+    from pipeline.dedup.signatures import SignPart
+    from pipeline.engines.base import WorkUnit
+
+    inp = write_input(tmp_path / "in", corpus[:20], parts=1)
+    out = tmp_path / "sig"
+    out.mkdir()
+    others = [out / ".part-00000.00000.sig.npy.123.tmp", out / ".part-00000.00000.parquet.123.tmp"]
+    own = [out / ".part-00000.sig.npy.456.tmp", out / ".part-00000.parquet.456.tmp"]
+    for path in others + own:
+        path.write_bytes(b"x")
+    SignPart(DedupConfig())(WorkUnit("part-00000", (str(inp / "documents" / "part-00000.parquet"),)), out)
+    assert all(p.exists() for p in others) and not any(p.exists() for p in own)
+    assert (out / "part-00000.sig.npy").exists() and (out / "markers" / "part-00000.done").exists()

@@ -37,16 +37,17 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.lock import LOCK_FILE, output_lock
-from pipeline.core.parts import DOCUMENTS, PartWriter, done_parts, marker_path, read_parquet
+from pipeline.core.parts import DOCUMENTS, PartWriter, done_parts, marker_path
 from pipeline.core.stage import run_chain, with_drop_reasons
 from pipeline.core.stats import PartStats
 from pipeline.core.storage import (
     Location,
     absolute,
-    arrow_source,
     list_files,
     list_names,
+    local_copy,
     location,
+    read_bytes,
     read_files,
     remove,
     remove_tree,
@@ -169,7 +170,9 @@ class ApplyPart:
     def __call__(self, unit: WorkUnit, out_dir: Location | str) -> None:
         (path,) = unit.inputs
         start = time.perf_counter()
-        assign = read_parquet(location(self.work) / CLUSTERS / ASSIGN / f"{unit.part}.parquet")
+        # small: one GET (a Parquet reader on a store asks for the size, the footer, then the data)
+        assign_file = location(self.work) / CLUSTERS / ASSIGN / f"{unit.part}.parquet"
+        assign = pq.read_table(pa.BufferReader(read_bytes(assign_file)))
         codes = assign.column("stage").to_numpy()
         ids = assign.column("dup_cluster_id").combine_chunks()
         sizes = assign.column("dup_cluster_size").combine_chunks()
@@ -180,9 +183,11 @@ class ApplyPart:
             stages.append(DedupDropStage(MINHASH_STAGE, NEAR_DUP, codes, ids, sizes))
         stats = PartStats(part=unit.part, inputs=[path])
         seen = 0
-        with PartWriter(out_dir, unit.part, keep_rejected=self.keep_rejected) as writer:
-            source, filesystem = arrow_source(path)
-            for batch in pq.ParquetFile(source, filesystem=filesystem).iter_batches(batch_size=self.config.batch_size):
+        with (
+            local_copy(location(path)) as source,  # on a store one streamed GET, not ranged reads
+            PartWriter(out_dir, unit.part, keep_rejected=self.keep_rejected) as writer,
+        ):
+            for batch in pq.ParquetFile(source).iter_batches(batch_size=self.config.batch_size):
                 table = pa.Table.from_batches([batch])
                 table = _with_cluster_columns(table).append_column(
                     ROW, pa.array(np.arange(seen, seen + table.num_rows, dtype=np.int64))

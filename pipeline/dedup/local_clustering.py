@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import tempfile
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -23,7 +24,16 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipeline.core.parts import read_parquet
-from pipeline.core.storage import Location, local_copy, location, write_bytes_atomic
+from pipeline.core.storage import (
+    Location,
+    download_files,
+    is_remote,
+    local_copy,
+    location,
+    scratch_dir,
+    write_bytes_atomic,
+    write_files,
+)
 from pipeline.dedup.clustering import near_duplicate_clusters, write_json_atomic
 from pipeline.dedup.config import DedupConfig, s_curve
 from pipeline.dedup.exact import exact_representatives
@@ -205,8 +215,19 @@ def cluster(output_dir: Location | str, names: list[str], config: DedupConfig) -
     done_file = work / CLUSTERS / "done.json"
     if done_file.exists():
         return json.loads(done_file.read_text())
+    with contextlib.ExitStack() as scratch:
+        sig_dir: Location = work / SIGNATURES
+        if is_remote(sig_dir):  # every file is read at least twice: fetch them all at once, concurrently
+            sig_dir = Path(scratch.enter_context(tempfile.TemporaryDirectory(prefix="signatures-", dir=scratch_dir())))
+            files = [work / SIGNATURES / f"{n}{suffix}" for n in names for suffix in (".parquet", ".sig.npy")]
+            download_files(files, sig_dir)
+        return _cluster(output_dir, sig_dir, names, config)
+
+
+def _cluster(output_dir: Location, sig_dir: Location, names: list[str], config: DedupConfig) -> dict:
+    work = output_dir / WORK
+    done_file = work / CLUSTERS / "done.json"
     start = time.perf_counter()
-    sig_dir = work / SIGNATURES
     meta = _load_meta(sig_dir, names)
     n = int(meta.offsets[-1])
     l_of_g = keep_order(meta)
@@ -259,6 +280,7 @@ def cluster(output_dir: Location | str, names: list[str], config: DedupConfig) -
     cluster_size = np.bincount(final, minlength=n)
     size = cluster_size[final].astype(np.int32)
     assign_dir = work / CLUSTERS / ASSIGN
+    assignments: dict[Location, bytes] = {}
     for p, name in enumerate(names):
         g = g_of_l[meta.offsets[p] : meta.offsets[p + 1]]
         table = pa.table(
@@ -270,7 +292,8 @@ def cluster(output_dir: Location | str, names: list[str], config: DedupConfig) -
         )
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
-        write_bytes_atomic(assign_dir / f"{name}.parquet", sink.getvalue().to_pybytes())
+        assignments[assign_dir / f"{name}.parquet"] = sink.getvalue().to_pybytes()
+    write_files(assignments)  # on a store concurrently: one request per part, not one after the other
     seconds["assign"] = time.perf_counter() - t
 
     report = _report(sig_dir, meta, config, l_of_g, final, code, cluster_size, scope, scope_names, eligible, pairs)

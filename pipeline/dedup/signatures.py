@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipeline.core.parts import marker_path
-from pipeline.core.storage import Location, arrow_source, is_remote, location, publish, temp_path_for
+from pipeline.core.storage import Location, is_remote, local_copy, location, publish, temp_path_for
 from pipeline.dedup.clustering import write_json_atomic
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.exact import content_hashes_from_normalized
@@ -94,16 +94,21 @@ class SignPart:
 
     def __call__(self, unit: WorkUnit, out_dir: Location | str) -> None:
         (path,) = unit.inputs
-        out_dir = location(out_dir)
-        source_path, filesystem = arrow_source(path)
-        source = pq.ParquetFile(source_path, filesystem=filesystem)
+        with local_copy(location(path)) as local:  # on a store one streamed GET, not ranged reads
+            self._sign(unit, pq.ParquetFile(local), location(out_dir))
+
+    def _sign(self, unit: WorkUnit, source: pq.ParquetFile, out_dir: Location) -> None:
+        (path,) = unit.inputs
         rows = source.metadata.num_rows
         num_perm = self.config.minhash.num_perm if self.config.minhash.enabled else 0
         table_path = out_dir / f"{unit.part}.parquet"
         sig_path = out_dir / f"{unit.part}.sig.npy"
         if not is_remote(out_dir) and out_dir.is_dir():
-            for stale in out_dir.glob(f".{unit.part}.*.tmp"):  # a killed attempt's (one run per output: see lock)
-                stale.unlink(missing_ok=True)
+            # a killed attempt's (one run per output: see lock); only this part's own names: another part may be
+            # named after this one plus a suffix (chunks: part-00001.00000) and be writing right now
+            for target in (table_path, sig_path):
+                for stale in out_dir.glob(f".{target.name}.*.tmp"):
+                    stale.unlink(missing_ok=True)
         # local temporary files (beside the targets on disk, in scratch for a store), published when complete
         tmp_table = temp_path_for(table_path)
         tmp_sig = temp_path_for(sig_path)
