@@ -20,6 +20,7 @@ from pipeline.core.stats import PartStats
 from pipeline.core.storage import (
     StorageError,
     check_writable,
+    download_files,
     is_remote,
     list_files,
     list_names,
@@ -27,6 +28,7 @@ from pipeline.core.storage import (
     read_files,
     remove_tree,
     write_bytes_atomic,
+    write_files,
 )
 from tests.objectstore import SeaweedServer
 
@@ -163,3 +165,46 @@ def test_a_run_config_read_from_the_store_keeps_its_storage_options_out_of_dumps
     assert "planted-SECRET" not in json.dumps(config.model_dump(mode="json")) + repr(config)
     with pytest.raises(ConfigError, match="not found"):
         load_config(f"{bucket}/configs/missing.yaml")
+
+
+def test_many_files_written_and_fetched_concurrently(bucket: str, s3_env, tmp_path) -> None:  # noqa: ANN001
+    folder = location(f"{bucket}/batch")
+    write_files({folder / f"part-{i:05d}.bin": bytes([i]) * 10 for i in range(12)})
+    assert list_names(folder) == [f"part-{i:05d}.bin" for i in range(12)]
+    local = tmp_path / "disk.bin"
+    local.write_bytes(b"on disk")
+    copies = download_files([folder / "part-00003.bin", local, folder / "part-00007.bin"], tmp_path / "copies")
+    assert copies == [tmp_path / "copies" / "part-00003.bin", local, tmp_path / "copies" / "part-00007.bin"]
+    assert [c.read_bytes() for c in copies] == [b"\x03" * 10, b"on disk", b"\x07" * 10]
+    write_files({tmp_path / "out" / "a.json": b"{}"})
+    assert (tmp_path / "out" / "a.json").read_bytes() == b"{}"
+
+
+def test_s3_clients_share_one_botocore_loader_and_one_instance_cache(bucket: str, s3_env) -> None:  # noqa: ANN001
+    import pickle
+
+    import s3fs
+
+    from pipeline.core.s3 import SharedLoaderS3FileSystem, s3_loader
+
+    path = location(f"{bucket}/x.json")
+    write_bytes_atomic(path, b"{}")
+    fs = path.fs
+    assert isinstance(fs, SharedLoaderS3FileSystem) and fs.session is not None
+    other = location(f"{bucket}/y.json").fs
+    assert other is fs
+    assert fs.session.get_component("data_loader") is s3_loader()
+    assert pickle.loads(pickle.dumps(fs)).cat_file(path.path) == b"{}"  # a Spark task gets a working copy
+    s3fs.S3FileSystem.clear_instance_cache()  # what callers (and the tests) do when the environment changed
+    assert location(f"{bucket}/x.json").fs is not fs
+
+
+def test_a_part_is_done_from_one_request(bucket: str, s3_env, tmp_path) -> None:  # noqa: ANN001
+    from pipeline.engines.base import part_done
+
+    for out in (location(f"{bucket}/run"), tmp_path):
+        assert not part_done(out, "part-00000")
+        with PartWriter(out, "part-00000") as writer:
+            writer.write(_documents(2))
+            writer.commit(PartStats(part="part-00000"))
+        assert part_done(out, "part-00000") and not part_done(out, "part-00001")
