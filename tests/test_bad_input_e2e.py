@@ -13,8 +13,8 @@ from tests.http_faults import Cut, Fail, FaultServer, Serve
 from tests.samples import sample_config
 
 
-def _config(base_url: str, out: Path):  # noqa: ANN202
-    return sample_config(base_url, out, "flaky", {"source.retries": 2})
+def _config(base_url: str, out: Path, keep_warcs: bool = False):  # noqa: ANN202
+    return sample_config(base_url, out, "flaky", {"source.retries": 2, "source.keep_warcs": keep_warcs})
 
 
 def _rows(run_dir: Path) -> list[tuple[str, str]]:
@@ -22,19 +22,30 @@ def _rows(run_dir: Path) -> list[tuple[str, str]]:
     return sorted(zip(table.column("id").to_pylist(), table.column("text").to_pylist(), strict=True))
 
 
-def test_http_errors_fail_one_part_and_rerun_completes(tmp_path: Path, sample_crawl, sample_run) -> None:  # noqa: ANN001
+@pytest.mark.parametrize("keep_warcs", [True, False], ids=["downloaded", "streamed"])
+def test_http_errors_fail_one_part_and_rerun_completes(
+    tmp_path: Path,
+    sample_crawl,
+    sample_run,
+    keep_warcs: bool,  # noqa: ANN001
+) -> None:
     first, second, third = sample_crawl.warc_paths[:3]
     with FaultServer(sample_crawl.root) as server:
         server.script(first, Fail(500), Fail(503))  # transient: retried, then served
-        server.script(second, Cut(after=20_000))  # connection reset mid-body: resumed with Range
+        # connection reset mid-body: a download resumes with Range; a streamed read asks for the block again
+        server.script(second, Cut(after=20_000)) if keep_warcs else server.script(second, Serve(), Cut(after=20_000))
         server.script(third, then=Fail(404))  # permanent: this part fails, the others finish
-        config = _config(server.url, tmp_path)
+        config = _config(server.url, tmp_path, keep_warcs)
         with pytest.raises(RunIncomplete) as err:
             run_pipeline(config, progress=False)
         message = str(err.value)
         assert "1 of 4 parts failed" in message and "404" in message and "part-00002" in message
         assert done_parts(config.run_dir) == ["part-00000", "part-00001", "part-00003"]
-        assert any(r.range and r.range.startswith("bytes=20000-") for r in server.requests_for(second))
+        ranges = [r.range for r in server.requests_for(second)]
+        if keep_warcs:
+            assert any(r and r.startswith("bytes=20000-") for r in ranges)
+        else:
+            assert ranges[1] == ranges[2] and ranges[1].startswith("bytes=0-"), ranges
 
         server.script(third, then=Serve())  # the mirror recovers
         summary = run_pipeline(config, progress=False)

@@ -18,7 +18,8 @@ from tests.samples import WARC_PASS_ONLY, sample_config
 
 
 def _config(base_url: str, out: Path) -> RunConfig:
-    return sample_config(base_url, out, "truncated", {"source.retries": 2, **WARC_PASS_ONLY})
+    # downloaded whole into the cache: what this file checks (the streamed read: tests/test_warc_stream.py)
+    return sample_config(base_url, out, "truncated", {"source.retries": 2, "source.keep_warcs": True, **WARC_PASS_ONLY})
 
 
 def _reader_counts(data: bytes, tmp: Path, warc_path: str) -> Counter[str]:

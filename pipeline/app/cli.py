@@ -107,6 +107,14 @@ def run(
             "file over K workers (default 1). Keep K when rerunning into the same run folder.",
         ),
     ] = None,
+    keep_warcs: Annotated[
+        bool,
+        typer.Option(
+            "--keep-warcs",
+            help="Download each WARC file whole into the cache (OUTPUT/warc-cache) and keep it for later runs; "
+            "default: read it by byte ranges while processing, nothing written to disk.",
+        ),
+    ] = False,
     sample: Annotated[
         bool, typer.Option("--sample", help="Build and serve the embedded sample crawl, and run on it.")
     ] = False,
@@ -162,6 +170,7 @@ def run(
             "max_failed_parts": max_failed_parts,
             "source.checkpoint_every": checkpoint_every,
             "source.split_warcs": split_warcs,
+            "source.keep_warcs": True if keep_warcs else None,
         }
     )
     shared = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf,

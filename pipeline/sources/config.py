@@ -36,7 +36,9 @@ class SourceConfig(Settings):
     dump: str = Field(DEFAULT_DUMP, description="Crawl id, e.g. CC-MAIN-2024-22.")
     limit_warcs: int | None = Field(None, ge=1, description="Process only the first N WARC files of the dump.")
     download_dir: Path | None = Field(
-        None, description="Where WARC files are cached (default: OUTPUT_DIR/warc-cache, shared by the runs there)."
+        None,
+        description="Where WARC files are cached with keep_warcs (default: OUTPUT_DIR/warc-cache, shared by the runs "
+        "there; local scratch when OUTPUT_DIR is on a store).",
     )
     retries: int = Field(5, ge=0, le=50, description="Retries per HTTP request on 5xx, timeouts and resets.")
     timeout_s: float = Field(60.0, gt=0, description="HTTP connect/read timeout in seconds.")
@@ -66,7 +68,12 @@ class SourceConfig(Settings):
         "bytes arrived, the gzip stream ends inside a member), counted as truncated_file, instead of failing "
         "its part; such a file is downloaded once, not retried.",
     )
-    keep_warcs: bool = Field(True, description="Keep downloaded WARC files after they are processed.")
+    keep_warcs: bool = Field(
+        False,
+        description="Download each remote WARC file whole into download_dir before reading it, and keep it there "
+        "(later runs and reruns read it without a request). Off: read it by byte ranges while it is processed, "
+        "nothing written to disk, a unit fetching only its own range (a split file's, the rest after a checkpoint).",
+    )
     checkpoint_every: int = Field(
         1000,
         ge=0,
