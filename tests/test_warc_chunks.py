@@ -32,8 +32,8 @@ pytestmark = pytest.mark.timeout(600)
 
 REPO = Path(__file__).resolve().parents[1]
 DUMP = "CC-MAIN-2024-22"
-PAGES = 480
-CHUNK = 100
+PAGES = 300
+CHUNK = 60
 
 
 def _mirror(root: Path, pages: int, seed: int) -> tuple[Path, BuiltWarc]:
