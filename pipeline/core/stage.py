@@ -5,12 +5,16 @@ A filter stage does not remove rows itself: it sets the ``drop_reason`` column t
 (``"too_large"``) or null, and :func:`run_chain` splits kept from dropped rows and counts drops per
 ``"<stage>:<rule>"``. That keeps the
 decision and its reason together, and lets ``--keep-rejected`` write dropped rows for inspection.
+
+A stage that counts something per row (replacements, say) declares ``count_columns: {column: counter}``
+and returns those columns as integers: :func:`run_chain` sums them into the stage's ``counts`` under
+``"<stage>:<counter>"`` and removes them, so counting stays as pure as dropping.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import pyarrow as pa
@@ -74,6 +78,7 @@ def run_chain(stages: Sequence[Stage], table: pa.Table, stats: PartStats) -> tup
         stage_stats.seconds += time.perf_counter() - start
         # quality signals over every row the stage judged, kept and dropped, with its thresholds (report)
         stats.profile.add_signals(stage_signal_histograms(stage, table, out))
+        out = _take_counts(stage, out, stage_stats)
         table, dropped = split_dropped(out, stage.name)
         if dropped is not None:
             counts = pc.value_counts(dropped.column(DROP_REASON)).to_pylist()
@@ -84,6 +89,17 @@ def run_chain(stages: Sequence[Stage], table: pa.Table, stats: PartStats) -> tup
         stage_stats.docs_out += table.num_rows
         stage_stats.bytes_out += text_bytes(table)
     return table, rejected
+
+
+def _take_counts(stage: Stage, out: pa.Table, stage_stats: StageStats) -> pa.Table:
+    """Sum the stage's declared ``count_columns`` into its counts and drop them from the batch."""
+    columns = getattr(stage, "count_columns", None)
+    if not isinstance(columns, Mapping) or not columns:
+        return out
+    present = [c for c in columns if c in out.column_names]
+    for column in present:
+        stage_stats.counts[f"{stage.name}:{columns[column]}"] += int(pc.sum(out.column(column)).as_py() or 0)
+    return out.drop_columns(present) if present else out
 
 
 SNIPPET_CHARS = 300

@@ -24,6 +24,8 @@ class StageStats:
     bytes_out: int = 0
     seconds: float = 0.0
     drops: Counter[str] = field(default_factory=Counter)
+    counts: Counter[str] = field(default_factory=Counter)
+    """What a stage counted beyond drops (``stage:counter``, e.g. ``pii:email`` replacements); sums over parts."""
     samples: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     """A few dropped documents per rule (id, url, snippet), so a person can judge whether the rule is right."""
 
@@ -38,6 +40,7 @@ class StageStats:
         self.bytes_out += other.bytes_out
         self.seconds += other.seconds
         self.drops.update(other.drops)
+        self.counts.update(other.counts)
         for rule, rows in other.samples.items():
             self.add_samples(rule, rows)
 
@@ -81,7 +84,14 @@ class PartStats:
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PartStats:
         stages = [
-            StageStats(**{**s, "drops": Counter(s.get("drops", {})), "samples": s.get("samples", {})})
+            StageStats(
+                **{
+                    **s,
+                    "drops": Counter(s.get("drops", {})),
+                    "counts": Counter(s.get("counts", {})),
+                    "samples": s.get("samples", {}),
+                }
+            )
             for s in d.get("stages", [])
         ]
         return cls(
@@ -100,7 +110,12 @@ class PartStats:
 
 
 def _stage_json(s: StageStats) -> dict[str, Any]:
-    return {**{f.name: getattr(s, f.name) for f in fields(s)}, "drops": dict(s.drops), "samples": dict(s.samples)}
+    return {
+        **{f.name: getattr(s, f.name) for f in fields(s)},
+        "drops": dict(s.drops),
+        "counts": dict(s.counts),
+        "samples": dict(s.samples),
+    }
 
 
 def merge_parts(parts: list[PartStats], name: str = "total") -> PartStats:
@@ -139,6 +154,14 @@ def format_funnel(stats: PartStats) -> str:
         width = max(len(k) for k in drops)
         for rule, count in drops.most_common():
             lines.append(f"  {rule:<{width}} {count:>8,}")
+    counts = Counter()
+    for s in stats.stages:
+        counts.update(s.counts)
+    if counts:
+        lines.append("stage counters:")
+        width = max(len(k) for k in counts)
+        for key, count in sorted(counts.items()):
+            lines.append(f"  {key:<{width}} {count:>8,}")
     return "\n".join(lines)
 
 
