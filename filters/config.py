@@ -98,6 +98,32 @@ class UrlFilterConfig(Settings):
     extra_banned_words: list[str] = Field(default_factory=list, description="More words that block a URL.")
 
 
+PII_KINDS = ("email", "ip")
+"""What the PII stage can replace, in the order it replaces them (datatrove's ``PIIFormatter``)."""
+
+PiiKind = Literal["email", "ip"]
+
+
+class PiiConfig(Settings):
+    """FineWeb's last step: email and public IP addresses replaced as datatrove's ``PIIFormatter`` does."""
+
+    enabled: bool = Field(True, description="Replace email and IP addresses in the text (FineWeb's last step).")
+    kinds: tuple[PiiKind, ...] = Field(PII_KINDS, description="What to replace: email, ip (or both).")
+    only_public_ips: bool = Field(
+        True, description="Replace only public IP addresses (not private, loopback, reserved), as FineWeb."
+    )
+    email_replacements: tuple[str, ...] = Field(
+        ("email@example.com", "firstname.lastname@example.org"),
+        min_length=1,
+        description="Replacement emails, used in turn within a document.",
+    )
+    ip_replacements: tuple[str, ...] = Field(
+        ("22.214.171.124", "126.96.36.199", "188.8.131.52", "184.108.40.206", "220.127.116.11", "18.104.22.168"),
+        min_length=1,
+        description="Replacement IP addresses, used in turn within a document.",
+    )
+
+
 QUALITY_FILTER_ORDER = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 """FineWeb's order of the quality filters (after language ID)."""
 

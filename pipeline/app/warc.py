@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from filters.pii import PiiStage
 from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
 from pipeline.app.config import RunConfig
@@ -64,8 +65,8 @@ BASE_STAGES = ("url_filter", "extract", "langid")
 
 
 def stage_names() -> tuple[str, ...]:
-    """Every stage ``refinery stage NAME`` can run: the base stages, then every registered quality filter."""
-    return BASE_STAGES + registered_filters()
+    """Every stage ``refinery stage NAME`` can run: the base stages, every registered quality filter, then PII."""
+    return BASE_STAGES + registered_filters() + ("pii",)
 
 
 def build_stage(name: str, config: RunConfig) -> Stage:
@@ -78,13 +79,16 @@ def build_stage(name: str, config: RunConfig) -> Stage:
         return LangIdStage(config.langid)
     if name in registered_filters():
         return build_filter(name, config.quality)
+    if name == "pii":
+        return PiiStage(config.pii)
     raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(stage_names())}")
 
 
 def warc_stages(config: RunConfig) -> list[Stage]:
-    """The chain a WARC pass runs on every batch of records."""
+    """The chain a WARC pass runs on every batch of records; PII anonymisation last, as in FineWeb."""
     names = [n for n in BASE_STAGES if n != "url_filter" or config.url_filter.enabled]
-    return [build_stage(n, config) for n in names] + quality_stages(config.quality)
+    pii = [PiiStage(config.pii)] if config.pii.enabled and config.pii.kinds else []
+    return [build_stage(n, config) for n in names] + quality_stages(config.quality) + pii
 
 
 def process_records(
