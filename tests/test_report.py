@@ -600,6 +600,7 @@ def test_report_renders_in_chromium_with_plots_and_no_errors(
         "summary",
         "funnel",
         "drops",
+        "counts",
         "languages",
         "lengths",
         "domains",

@@ -148,6 +148,7 @@ def build_report(run_dir: Location | str, config: ReportConfig | None = None) ->
         "source": dict(sorted(sum((p.stats.source for p in passes), start=Counter()).items())),
         "funnel": funnel,
         "drops": build_drops(passes, funnel),
+        "counts": build_counts(passes),
         "documents": document_section(final, run_config, config) if final else None,
         "kept_samples": sample_documents(passes, config.kept_samples),
         "dedup": load_dedup(run_dir / config.dedup_clusters),
@@ -364,6 +365,27 @@ def build_drops(passes: list[PassData], funnel: dict[str, Any]) -> list[dict[str
                     }
                 )
     rows.sort(key=lambda r: (-r["count"], r["key"]))
+    return rows
+
+
+def build_counts(passes: list[PassData]) -> list[dict[str, Any]]:
+    """One row per ``stage:counter`` a stage counted besides drops (e.g. ``pii:email`` replacements), in run order."""
+    rows = []
+    for p in passes:
+        for s in p.stats.stages:
+            for key, count in sorted(s.counts.items()):
+                stage, _, counter = key.partition(":")
+                rows.append(
+                    {
+                        "pass": p.name,
+                        "stage": stage,
+                        "counter": counter,
+                        "key": key,
+                        "count": count,
+                        "docs_in": s.docs_in,
+                        "per_1000_docs": round(1000 * count / s.docs_in, 3) if s.docs_in else None,
+                    }
+                )
     return rows
 
 
@@ -759,4 +781,8 @@ def summary_markdown(report: dict[str, Any]) -> str:
         for d in report["drops"][:20]:
             share = d["share_of_stage_input"] or 0.0
             lines.append(f"| {d['key']} | {d['count']:,} | {share:.1%} |")
+    if report.get("counts"):
+        lines += ["", "| counter | count | per 1,000 documents in |", "|---|---:|---:|"]
+        for c in report["counts"]:
+            lines.append(f"| {c['key']} | {c['count']:,} | {c['per_1000_docs'] or 0:,.1f} |")
     return "\n".join(lines) + "\n"

@@ -81,6 +81,7 @@ PAGE = """<!doctype html>
      {{ f.docs_in|num }} documents in &rarr; {{ f.docs_out|num }} kept &middot; generated {{ r.generated_at }}</p>
   <nav>
     <a href="#summary">Summary</a><a href="#funnel">Funnel</a><a href="#drops">Drop reasons</a>
+    {% if r.counts %}<a href="#counts">Rewrites</a>{% endif %}
     {% if docs %}
     <a href="#languages">Languages</a><a href="#lengths">Lengths</a><a href="#domains">Domains</a>
     {% if docs.signals %}<a href="#signals">Quality signals</a>{% endif %}
@@ -158,6 +159,21 @@ PAGE = """<!doctype html>
   </table>
   {% else %}<p class="muted">Nothing was dropped.</p>{% endif %}
 </section>
+
+{% if r.counts %}
+<section id="counts">
+  <h2>Rewrites</h2>
+  <p class="muted">What stages changed in the text of the documents they kept, e.g. PII replaced
+  (<code>pii:email</code>, <code>pii:ip</code>: email and public IP addresses, as FineWeb).</p>
+  <table>
+    <tr>{{ heads('stage:counter', '#count', '#documents in', '#per 1,000 documents') }}</tr>
+    {% for c in r.counts %}
+    <tr><td>{% if c.pass != 'main' %}{{ c.pass }}/{% endif %}{{ c.key }}</td>
+      {{ n(c.count|num) }}{{ n(c.docs_in|num) }}{{ n(c.per_1000_docs|num(1)) }}</tr>
+    {% endfor %}
+  </table>
+</section>
+{% endif %}
 
 {% if docs %}
 <section id="languages">
