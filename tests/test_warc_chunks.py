@@ -246,9 +246,13 @@ def test_a_split_file_gives_the_same_documents_as_unsplit(
     assert _records_read(config.run_dir) == 1 + 3 * PAGES
 
     # a rerun into the same folder cut differently is refused: the same pages would land in two parts
-    whole = config.model_copy(update={"source": config.source.model_copy(update={"split_warcs": 1})})
-    with pytest.raises(ValueError, match="split_warcs"):
-        run_warc_pass(whole, plan_units(whole), LocalEngine(workers=1, progress=False))
+    for split in (1, 2):
+        other = config.model_copy(update={"source": config.source.model_copy(update={"split_warcs": split})})
+        with pytest.raises(ValueError, match="--split-warcs 3"):
+            run_warc_pass(other, plan_units(other), LocalEngine(workers=1, progress=False))
+    assert {p.partition(".")[0] for p in done_parts(config.run_dir)} == {"part-00000-000", "part-00000-001",
+                                                                        "part-00000-002"}  # fmt: skip
+    run_warc_pass(config, plan_units(config), LocalEngine(workers=1, progress=False))  # the same split: all done
 
 
 def test_split_and_killed_on_spark_then_rerun_exactly_once(tmp_path: Path) -> None:

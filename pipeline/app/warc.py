@@ -35,6 +35,7 @@ from pipeline.core.storage import (
     absolute,
     is_remote,
     location,
+    read_bytes,
     read_files,
     scratch_dir,
     write_bytes_atomic,
@@ -313,20 +314,21 @@ def with_absolute_paths(config: RunConfig) -> RunConfig:
     return config.model_copy(update={"output_dir": str(absolute(config.output_dir)), "source": source})
 
 
-def check_layout(run_dir: Location, units: list[WorkUnit]) -> None:
-    """Refuse to run units cut differently (``split_warcs``) from the parts already in ``run_dir``: the same pages
-    would land in two parts."""
-    names = {u.part for u in units}
-    files = {u.part[: len(part_name(0))] for u in units}
-    for name in done_parts(run_dir):
-        part = name.partition(".")[0]
-        if part not in names and part[: len(part_name(0))] in files:
-            pieces = len(part.split("-")) > 2
-            raise ValueError(
-                f"{run_dir} holds part {part}, written with WARC files {'cut into ranges' if pieces else 'whole'} "
-                f"(source.split_warcs), but this run cuts them {'into ranges' if len(units) > len(files) else 'whole'}"
-                ": rerun with the split_warcs it was started with, or write to another output folder"
-            )
+def check_layout(run_dir: Location, split_warcs: int) -> None:
+    """Refuse to cut the WARC files into another number of ranges (``split_warcs``) than the run that wrote the
+    parts already in ``run_dir`` (its ``config.yaml`` says): the same pages would land in two parts."""
+    if not done_parts(run_dir):
+        return
+    try:
+        recorded = yaml.safe_load(read_bytes(run_dir / "config.yaml")) or {}
+    except FileNotFoundError:
+        return
+    before = int((recorded.get("source") or {}).get("split_warcs") or 1)
+    if before != split_warcs:
+        raise ValueError(
+            f"{run_dir} holds parts of WARC files cut into {before} range(s) (source.split_warcs), this run cuts "
+            f"them into {split_warcs}: rerun with --split-warcs {before}, or write to another output folder"
+        )
 
 
 def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> PassResult:
@@ -337,9 +339,9 @@ def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> P
     """
     config = with_absolute_paths(config)
     run_dir = config.run_dir
+    check_layout(run_dir, config.source.split_warcs)
     recorded = yaml.safe_dump(redact(config.model_dump(mode="json")), sort_keys=False)  # e.g. a Spark secret
     write_bytes_atomic(run_dir / "config.yaml", recorded.encode())
-    check_layout(run_dir, units)
     removed = remove_unfinished(run_dir)
     if removed:
         log.info("removed %d files an earlier attempt left unfinished", removed)
