@@ -124,6 +124,36 @@ class PiiConfig(Settings):
     )
 
 
+class BenchmarkConfig(Settings):
+    """One benchmark to decontaminate against: a name (the drop reason) and a file with a text field."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="Names the drop reason: decontaminate:<name>.")
+    path: str = Field(description="JSONL, Parquet or text file (.gz allowed): a local path or a store URL.")
+    field: str = Field("text", description="The text field (JSONL, Parquet); a list of strings counts each one.")
+    format: Literal["auto", "jsonl", "parquet", "text"] = Field(
+        "auto", description="auto: from the file name (.jsonl/.json/.ndjson, .parquet, .txt); text: one entry a line."
+    )
+
+
+class DecontaminateConfig(Settings):
+    """Benchmark decontamination: drop documents sharing a word n-gram with a benchmark (off with no benchmark)."""
+
+    benchmarks: tuple[BenchmarkConfig, ...] = Field((), description="Benchmarks to index, each named.")
+    n: int = Field(13, ge=1, description="Words per n-gram (13: GPT-3's decontamination).")
+    normalise_numbers: bool = Field(True, description="Match numbers whatever their digits (each becomes 0).")
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.benchmarks)
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> DecontaminateConfig:
+        names = [b.name for b in self.benchmarks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"benchmark names must be unique, got {names}")
+        return self
+
+
 QUALITY_FILTER_ORDER = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 """FineWeb's order of the quality filters (after language ID)."""
 
