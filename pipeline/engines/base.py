@@ -234,7 +234,8 @@ def run_pass(
 
 
 REMOTE_PROGRESS_EVERY_S = 5.0
-"""On a store each progress update is a request: at most one per part this often."""
+"""On a store each progress update is a request: at most one per part this often, the first after a part has
+run this long (a part done sooner shows as done by its marker; most dedup parts take well under a second)."""
 _last_progress: dict[str, float] = {}
 
 
@@ -243,7 +244,7 @@ def write_progress(out_dir: Location | str, part: str, docs: int) -> None:
     path = location(out_dir) / PROGRESS / f"{part}.json"
     now = time.monotonic()
     if is_remote(path):
-        if now - _last_progress.get(str(path), float("-inf")) < REMOTE_PROGRESS_EVERY_S:
+        if now - _last_progress.setdefault(str(path), now) < REMOTE_PROGRESS_EVERY_S:
             return
         _last_progress[str(path)] = now
     try:
