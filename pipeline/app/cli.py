@@ -231,7 +231,8 @@ def stage(
         str,
         typer.Argument(
             help="Stage to run: url_filter, extract, langid, or a quality filter (gopher_repetition, gopher_quality, "
-            "c4, fineweb_quality, or one registered by a plugin), or pii (email and IP anonymisation)."
+            "c4, fineweb_quality, or one registered by a plugin), decontaminate (benchmark n-grams; needs "
+            "decontaminate.benchmarks in the config), or pii (email and IP anonymisation)."
         ),
     ],
     inputs: Annotated[

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from filters.decontaminate import BenchmarkIndex, DecontaminateStage, build_index
 from filters.pii import PiiStage
 from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
@@ -66,8 +67,9 @@ BASE_STAGES = ("url_filter", "extract", "langid")
 
 
 def stage_names() -> tuple[str, ...]:
-    """Every stage ``refinery stage NAME`` can run: the base stages, every registered quality filter, then PII."""
-    return BASE_STAGES + registered_filters() + ("pii",)
+    """Every stage ``refinery stage NAME`` can run: the base stages, every registered quality filter,
+    decontamination, then PII."""
+    return BASE_STAGES + registered_filters() + ("decontaminate", "pii")
 
 
 def build_stage(name: str, config: RunConfig) -> Stage:
@@ -80,16 +82,22 @@ def build_stage(name: str, config: RunConfig) -> Stage:
         return LangIdStage(config.langid)
     if name in registered_filters():
         return build_filter(name, config.quality)
+    if name == "decontaminate":
+        if not config.decontaminate.enabled:
+            raise ValueError("stage 'decontaminate' needs benchmarks: set decontaminate.benchmarks in the config")
+        return DecontaminateStage(config.decontaminate)  # builds its benchmark index
     if name == "pii":
         return PiiStage(config.pii)
     raise ValueError(f"unknown stage {name!r}; stages are: {', '.join(stage_names())}")
 
 
-def warc_stages(config: RunConfig) -> list[Stage]:
-    """The chain a WARC pass runs on every batch of records; PII anonymisation last, as in FineWeb."""
+def warc_stages(config: RunConfig, benchmarks: BenchmarkIndex | None = None) -> list[Stage]:
+    """The chain a WARC pass runs on every batch of records; benchmark decontamination (with the run's index,
+    ``benchmarks``, built here when not given) after the quality filters, PII anonymisation last, as in FineWeb."""
     names = [n for n in BASE_STAGES if n != "url_filter" or config.url_filter.enabled]
+    decontaminate = [DecontaminateStage(config.decontaminate, benchmarks)] if config.decontaminate.enabled else []
     pii = [PiiStage(config.pii)] if config.pii.enabled and config.pii.kinds else []
-    return [build_stage(n, config) for n in names] + quality_stages(config.quality) + pii
+    return [build_stage(n, config) for n in names] + quality_stages(config.quality) + decontaminate + pii
 
 
 def process_records(
@@ -137,6 +145,8 @@ class WarcPass:
 
     config: RunConfig
     plans: dict[str, UnitPlan] = field(default_factory=dict)
+    benchmarks: BenchmarkIndex | None = None
+    """The run's benchmark n-gram index, built once in the driver; it travels to the workers with this object."""
 
     def __call__(self, unit: WorkUnit, out_dir: Location) -> None:
         (warc_path,) = unit.inputs
@@ -167,7 +177,7 @@ class WarcPass:
             start = plan.resume_offset
         clear_part(out_dir, unit.part)  # the last chunk of a killed attempt, published without its marker
         chunk, chunk_start, seen = plan.next_chunk, start, 0
-        stages = warc_stages(self.config)
+        stages = warc_stages(self.config, self.benchmarks)
         keep = self.config.keep_rejected
         writer = PartWriter(out_dir, chunk_name(unit.part, chunk), keep_rejected=keep)
         stats = PartStats(part=unit.part, inputs=[warc_path])
@@ -345,8 +355,10 @@ def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> P
     removed = remove_unfinished(run_dir)
     if removed:
         log.info("removed %d files an earlier attempt left unfinished", removed)
+    benchmarks = build_index(config.decontaminate) if config.decontaminate.enabled else None  # once per run
+    processor = WarcPass(config, unit_plans(units, run_dir), benchmarks)
     try:
-        return engine.run_units(units, WarcPass(config, unit_plans(units, run_dir)), run_dir, description="WARC files")
+        return engine.run_units(units, processor, run_dir, description="WARC files")
     except RunIncomplete as e:
         result = e.result
         finished = len(result.done) + len(result.skipped)
