@@ -154,6 +154,40 @@ class DecontaminateConfig(Settings):
         return self
 
 
+DCLM_THRESHOLD = 0.018112
+"""DCLM-Baseline's cut on its fastText classifier's ``__label__hq`` score (about its top 10%)."""
+
+
+class QualityClassifierConfig(Settings):
+    """Model-based quality scoring with a fastText supervised classifier (DCLM's, or your own); off by default."""
+
+    enabled: bool = Field(False, description="Score every document (quality_score) after the quality filters.")
+    model: str | None = Field(
+        None, description="fastText supervised model (.bin/.ftz): a local path or a URL (https://, s3://), cached."
+    )
+    label: str = Field("__label__hq", description="The label whose probability is the score (DCLM: __label__hq).")
+    threshold: float | None = Field(
+        None,
+        ge=0,
+        le=1,
+        description=f"Drop documents scoring below this (DCLM-Baseline: {DCLM_THRESHOLD}); null: score only.",
+    )
+
+    @model_validator(mode="after")
+    def _usable_model(self) -> QualityClassifierConfig:
+        """A missing or wrong local model file must fail when the config loads (its header is enough to tell)."""
+        if not self.enabled:
+            return self
+        if not self.model:
+            raise ValueError("quality_classifier.enabled needs quality_classifier.model (a path or URL)")
+        from filters.quality_classifier import check_model_file, model_file
+        from pipeline.core.storage import is_remote
+
+        if not is_remote(self.model):
+            check_model_file(model_file(self.model), self.model)
+        return self
+
+
 QUALITY_FILTER_ORDER = ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
 """FineWeb's order of the quality filters (after language ID)."""
 

@@ -11,7 +11,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, field_validator
 
-from filters.config import DecontaminateConfig, PiiConfig, QualityConfig, UrlFilterConfig
+from filters.config import DecontaminateConfig, PiiConfig, QualityClassifierConfig, QualityConfig, UrlFilterConfig
 from pipeline.core.settings import Settings
 from pipeline.core.storage import Location, StorageError, configure_storage, describe_storage_error, location
 from pipeline.dedup.config import DedupConfig
@@ -56,6 +56,7 @@ class RunConfig(Settings):
     langid: LangIdConfig = Field(default_factory=LangIdConfig)
     quality: QualityConfig = Field(default_factory=QualityConfig)
     decontaminate: DecontaminateConfig = Field(default_factory=DecontaminateConfig)
+    quality_classifier: QualityClassifierConfig = Field(default_factory=QualityClassifierConfig)
     pii: PiiConfig = Field(default_factory=PiiConfig)
     dedup: DedupConfig = Field(default_factory=DedupConfig)
     tokenizer: TokenizerConfig = Field(default_factory=TokenizerConfig)

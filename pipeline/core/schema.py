@@ -33,6 +33,7 @@ DOCUMENT_SCHEMA = pa.schema(
         pa.field("language_score", pa.float32()),
         pa.field("dup_cluster_id", pa.string()),
         pa.field("dup_cluster_size", pa.int32()),
+        pa.field("quality_score", pa.float64()),  # the quality classifier's score, kept to re-threshold later
     ]
 )
 """Every documents/part-*.parquet file has exactly this schema."""
