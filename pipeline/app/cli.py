@@ -182,7 +182,9 @@ def run(
     if sample and (problem := sample_conflict(config, newest_dump)):
         typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_USAGE)
-    with contextlib.ExitStack() as stack, errors("running the pipeline", verbose):
+    from filters.quality_classifier import ClassifierModelError
+
+    with contextlib.ExitStack() as stack, errors("running the pipeline", verbose, usage=(ClassifierModelError,)):
         if sample:
             config = stack.enter_context(sample_source(config, newest_dump=newest_dump))
             typer.echo(f"serving the sample crawl at {config.source.cc_base_url}", err=True)
@@ -231,7 +233,8 @@ def stage(
         str,
         typer.Argument(
             help="Stage to run: url_filter, extract, langid, or a quality filter (gopher_repetition, gopher_quality, "
-            "c4, fineweb_quality, or one registered by a plugin), decontaminate (benchmark n-grams; needs "
+            "c4, fineweb_quality, or one registered by a plugin), quality_classifier (fastText model score; needs "
+            "quality_classifier.model in the config), decontaminate (benchmark n-grams; needs "
             "decontaminate.benchmarks in the config), or pii (email and IP anonymisation)."
         ),
     ],

@@ -16,6 +16,7 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from filters.quality_classifier import QualityClassifierStage
 from pipeline.app.config import RunConfig
 from pipeline.app.warc import build_stage, process_records, stage_names
 from pipeline.core.lock import output_lock
@@ -173,6 +174,8 @@ def run_stage(
     units = [WorkUnit(part=part_name(i), inputs=(_unit_input(f),)) for i, f in enumerate(files)]
     output = location(output)
     check_writable(output)
+    if "quality_classifier" in names:  # loaded once here: a bad model fails now; forked workers share it
+        QualityClassifierStage(config.quality_classifier).prepare()
     engine = make_engine(config.engine, progress=progress)
     with output_lock(output, f"stage {name}"):
         return engine.run_units(units, StagePass(config, tuple(names), limit), output, description=f"stage {name}")

@@ -17,6 +17,7 @@ import yaml
 
 from filters.decontaminate import BenchmarkIndex, DecontaminateStage, build_index
 from filters.pii import PiiStage
+from filters.quality_classifier import QualityClassifierStage
 from filters.registry import build_filter, quality_stages, registered_filters
 from filters.url import UrlFilterStage
 from pipeline.app.config import RunConfig
@@ -67,9 +68,9 @@ BASE_STAGES = ("url_filter", "extract", "langid")
 
 
 def stage_names() -> tuple[str, ...]:
-    """Every stage ``refinery stage NAME`` can run: the base stages, every registered quality filter,
-    decontamination, then PII."""
-    return BASE_STAGES + registered_filters() + ("decontaminate", "pii")
+    """Every stage ``refinery stage NAME`` can run: the base stages, every registered quality filter, the quality
+    classifier, decontamination, then PII."""
+    return BASE_STAGES + registered_filters() + ("quality_classifier", "decontaminate", "pii")
 
 
 def build_stage(name: str, config: RunConfig) -> Stage:
@@ -82,6 +83,8 @@ def build_stage(name: str, config: RunConfig) -> Stage:
         return LangIdStage(config.langid)
     if name in registered_filters():
         return build_filter(name, config.quality)
+    if name == "quality_classifier":
+        return QualityClassifierStage(config.quality_classifier)
     if name == "decontaminate":
         if not config.decontaminate.enabled:
             raise ValueError("stage 'decontaminate' needs benchmarks: set decontaminate.benchmarks in the config")
@@ -97,7 +100,9 @@ def warc_stages(config: RunConfig, benchmarks: BenchmarkIndex | None = None) -> 
     names = [n for n in BASE_STAGES if n != "url_filter" or config.url_filter.enabled]
     decontaminate = [DecontaminateStage(config.decontaminate, benchmarks)] if config.decontaminate.enabled else []
     pii = [PiiStage(config.pii)] if config.pii.enabled and config.pii.kinds else []
-    return [build_stage(n, config) for n in names] + quality_stages(config.quality) + decontaminate + pii
+    classifier = [QualityClassifierStage(config.quality_classifier)] if config.quality_classifier.enabled else []
+    quality = quality_stages(config.quality) + classifier
+    return [build_stage(n, config) for n in names] + quality + decontaminate + pii
 
 
 def process_records(
@@ -357,6 +362,8 @@ def run_warc_pass(config: RunConfig, units: list[WorkUnit], engine: Engine) -> P
         log.info("removed %d files an earlier attempt left unfinished", removed)
     benchmarks = build_index(config.decontaminate) if config.decontaminate.enabled else None  # once per run
     processor = WarcPass(config, unit_plans(units, run_dir), benchmarks)
+    if config.quality_classifier.enabled:  # loaded here once: a bad model fails now; forked workers share it
+        QualityClassifierStage(config.quality_classifier).prepare()
     try:
         return engine.run_units(units, processor, run_dir, description="WARC files")
     except RunIncomplete as e:
