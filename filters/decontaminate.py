@@ -147,19 +147,29 @@ def build_index(config: DecontaminateConfig) -> BenchmarkIndex:
         start = time.perf_counter()
         texts = read_benchmark(benchmark)
         grams, _ = ngram_hashes(*words_of(texts, numbers=config.normalise_numbers), config.n)
-        grams = np.unique(grams)
+        grams = distinct(grams)
         all_hashes.append(grams)
         all_owners.append(np.full(len(grams), owner, np.uint16))
         log.info("decontaminate: benchmark %s: %d entries, %d distinct %d-grams, indexed in %.2f s",
                  benchmark.name, len(texts), len(grams), config.n, time.perf_counter() - start)  # fmt: skip
     hashes = np.concatenate(all_hashes) if all_hashes else np.empty(0, np.uint64)
     owners = np.concatenate(all_owners) if all_owners else np.empty(0, np.uint16)
-    order = np.lexsort((owners, hashes))  # by hash, then benchmark: the first benchmark of a shared hash is kept
-    hashes, owners = hashes[order], owners[order]
-    first = np.ones(len(hashes), bool)
-    first[1:] = hashes[1:] != hashes[:-1]
+    if len(config.benchmarks) > 1:  # by hash, then benchmark: a hash several hold keeps the first benchmark
+        order = np.lexsort((owners, hashes))
+        hashes, owners = hashes[order], owners[order]
+        first = np.ones(len(hashes), bool)
+        first[1:] = hashes[1:] != hashes[:-1]
+        hashes, owners = hashes[first], owners[first]
     names = tuple(b.name for b in config.benchmarks)
-    return BenchmarkIndex(names, config.n, hashes[first], owners[first], config.normalise_numbers)
+    return BenchmarkIndex(names, config.n, hashes, owners, config.normalise_numbers)
+
+
+def distinct(values: np.ndarray) -> np.ndarray:
+    """``values`` sorted, each once (a sort and a comparison: faster than ``np.unique`` on hashes)."""
+    values = np.sort(values)
+    keep = np.ones(len(values), bool)
+    keep[1:] = values[1:] != values[:-1]
+    return values[keep]
 
 
 def benchmark_format(benchmark: BenchmarkConfig) -> str:
