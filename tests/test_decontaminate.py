@@ -271,3 +271,25 @@ def test_the_warc_pass_drops_planted_sample_documents(tmp_path: Path, mirror_url
     assert {s["url"] for s in row["samples"]} <= {r["url"] for r in ours}
     assert f"| decontaminate:planted | {len(ours):,} |" in summary_markdown(report)  # as the CLI's funnel shows
     assert "decontaminate" in [s["stage"] for s in report["funnel"]["stages"]]
+
+
+def test_refinery_stage_decontaminate_builds_the_index_once_and_fails_fast(
+    tmp_path: Path, articles: list[str], sentences: list[str]
+) -> None:
+    from pipeline.app.config import load_config
+    from pipeline.app.stagerun import run_stage
+    from pipeline.core.parts import load_stats
+
+    bench = write_jsonl(tmp_path / "b.jsonl", [{"q": s} for s in sentences[:5]])
+    texts = [plant(articles[0], sentences[2]), articles[1], articles[2]]
+    pq.write_table(pa.table({"id": ["a", "b", "c"], "text": texts}), tmp_path / "docs.parquet")
+    bad = load_config(overrides={"decontaminate.benchmarks": [{"name": "b", "path": str(bench), "field": "x"}]})
+    with pytest.raises(BenchmarkError, match="no field 'x'"):
+        run_stage("decontaminate", [tmp_path / "docs.parquet"], tmp_path / "bad", bad, progress=False)
+    assert not (tmp_path / "bad" / "markers").exists()
+    with pytest.raises(ValueError, match="needs benchmarks"):
+        run_stage("decontaminate", [tmp_path / "docs.parquet"], tmp_path / "none", load_config(), progress=False)
+    config = load_config(overrides={"decontaminate.benchmarks": [{"name": "b", "path": str(bench), "field": "q"}]})
+    run_stage("decontaminate", [tmp_path / "docs.parquet"], tmp_path / "out", config, progress=False)
+    (stats,) = load_stats(tmp_path / "out")
+    assert dict(stats.stage("decontaminate").drops) == {"decontaminate:b": 1}

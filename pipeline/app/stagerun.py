@@ -16,12 +16,13 @@ import fsspec
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from filters.decontaminate import BenchmarkIndex, DecontaminateStage
 from filters.quality_classifier import QualityClassifierStage
 from pipeline.app.config import RunConfig
 from pipeline.app.warc import build_stage, process_records, stage_names
 from pipeline.core.lock import output_lock
 from pipeline.core.parts import PartWriter, part_name
-from pipeline.core.stage import run_chain
+from pipeline.core.stage import Stage, run_chain
 from pipeline.core.stats import PartStats
 from pipeline.core.storage import (
     Location,
@@ -114,11 +115,13 @@ class StagePass:
     config: RunConfig
     stage_names: tuple[str, ...]
     limit: int | None = None
+    benchmarks: BenchmarkIndex | None = None
+    """The decontaminate stage's index, built once by :func:`run_stage`; it travels to the workers with this."""
 
     def __call__(self, unit: WorkUnit, out_dir: Location) -> None:
         (input_path,) = unit.inputs
         path = location(input_path)
-        stages = [build_stage(n, self.config) for n in self.stage_names]
+        stages = [self.stage(n) for n in self.stage_names]
         stats = PartStats(part=unit.part, inputs=[input_path])
         start = time.perf_counter()
         with PartWriter(out_dir, unit.part, keep_rejected=self.config.keep_rejected) as writer:
@@ -152,6 +155,11 @@ class StagePass:
             stats.seconds = time.perf_counter() - start
             writer.commit(stats)
 
+    def stage(self, name: str) -> Stage:
+        if name == "decontaminate" and self.benchmarks is not None:
+            return DecontaminateStage(self.config.decontaminate, self.benchmarks)
+        return build_stage(name, self.config)
+
 
 def run_stage(
     name: str,
@@ -176,9 +184,15 @@ def run_stage(
     check_writable(output)
     if "quality_classifier" in names:  # loaded once here: a bad model fails now; forked workers share it
         QualityClassifierStage(config.quality_classifier).prepare()
+    benchmarks = None
+    if "decontaminate" in names:  # the index, built once here: a missing file or field fails now
+        stage = build_stage("decontaminate", config)
+        assert isinstance(stage, DecontaminateStage)
+        benchmarks = stage.index
     engine = make_engine(config.engine, progress=progress)
     with output_lock(output, f"stage {name}"):
-        return engine.run_units(units, StagePass(config, tuple(names), limit), output, description=f"stage {name}")
+        processor = StagePass(config, tuple(names), limit, benchmarks)
+        return engine.run_units(units, processor, output, description=f"stage {name}")
 
 
 def _unit_input(f: Location) -> str:
