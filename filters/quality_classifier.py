@@ -101,6 +101,31 @@ def check_model_file(path: Path, source: str | os.PathLike[str] | None = None) -
         raise ClassifierModelError(
             f"quality classifier model {where} is a fastText {name} (word vector) model, not a supervised classifier"
         )
+    if not _has_output_matrix(path, dim=_HEADER.unpack(head)[2]):
+        raise ClassifierModelError(
+            f"quality classifier model {where} is truncated or corrupt (no complete output matrix at its end)"
+        )
+
+
+MAX_LABELS = 4096
+
+
+def _has_output_matrix(path: Path, dim: int) -> bool:
+    """Whether the file ends with a classifier's dense output matrix: a zero "quantised" flag, then int64 rows
+    (the labels) and columns (``dim``), then rows x dim floats. fastText itself reads a cut file forever (its
+    dictionary reader waits for a string's end that never comes), so a cut download must be caught here."""
+    size = path.stat().st_size
+    tail = struct.Struct("<?qq")
+    with path.open("rb") as f:
+        for rows in range(1, MAX_LABELS + 1):
+            start = size - 4 * rows * dim - tail.size
+            if start < _HEADER.size:
+                return False
+            f.seek(start)
+            quantised, m, n = tail.unpack(f.read(tail.size))
+            if not quantised and m == rows and n == dim:
+                return True
+    return False
 
 
 def load_classifier(source: str | os.PathLike[str], label: str) -> Any:
@@ -111,7 +136,7 @@ def load_classifier(source: str | os.PathLike[str], label: str) -> Any:
         with _MODELS_LOCK:
             model = _MODELS.get(key)
             if model is None:
-                model = _load(model_file(source), key)
+                model = open_model(model_file(source), key)
                 _MODELS[key] = model
     labels = model.get_labels()
     if label not in labels:
@@ -122,7 +147,8 @@ def load_classifier(source: str | os.PathLike[str], label: str) -> Any:
     return model
 
 
-def _load(path: Path, source: str) -> Any:
+def open_model(path: Path, source: str) -> Any:
+    """The fastText classifier in file ``path`` (named ``source`` in errors), checked and loaded, not cached."""
     check_model_file(path, source)
     from fasttext.FastText import _FastText  # not fasttext.load_model: it prints a warning on every load
 

@@ -434,6 +434,7 @@ def spark_package(
 
 
 def _mount_subcommands() -> None:
+    from pipeline.app.classifier_cli import classifier_app
     from pipeline.app.report_cli import report_command
     from pipeline.app.shards_cli import shards_app, tokenizer_app
 
@@ -442,6 +443,7 @@ def _mount_subcommands() -> None:
     app.add_typer(shards_app, name="shards", help="Inspect, verify and build llm.c token shards.")
     app.add_typer(tokenizer_app, name="tokenizer", help="Tokenizer assets (offline GPT-2 / cl100k rank files).")
     app.add_typer(spark_app, name="spark")
+    app.add_typer(classifier_app, name="classifier", help="Train quality classifiers (fastText, DCLM's recipe).")
 
 
 _mount_subcommands()
