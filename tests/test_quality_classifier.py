@@ -179,3 +179,27 @@ def test_train_cli(corpus, tmp_path) -> None:
     assert (tmp_path / "m.ftz").is_file() and "AUC:" in result.output and "precision:" in result.output
     result = CliRunner().invoke(app, ["classifier", "train", "-p", str(tmp_path / "none.txt"), *args[4:], "-o", "x"])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_report_histogram_and_compare_count_documents_across_threshold(trained, corpus, tmp_path) -> None:
+    from pipeline.report.build import build_report
+    from pipeline.report.compare import write_comparison
+
+    positives, negatives = corpus
+    texts = positives[:15] + negatives[:15]
+    docs = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(30)], "text": texts}), docs)
+    scores = sorted(QualityClassifierStage(QualityClassifierConfig(model=str(trained.model_path)))(
+        pa.table({"text": texts})).column("quality_score").to_pylist())  # fmt: skip
+    runs = {}
+    for name, cut in (("a", scores[5]), ("b", scores[20])):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(json.dumps({"quality_classifier": {"model": str(trained.model_path), "threshold": cut}}))
+        runs[name] = tmp_path / name
+        args = ["stage", "quality_classifier", "-i", str(docs), "-o", str(runs[name]), "-c", str(config)]
+        assert CliRunner().invoke(app, [*args, "--no-progress"]).exit_code == 0
+    report = build_report(runs["b"])
+    signal = report["documents"]["signals"]["quality_score"]
+    assert signal["kept_total"] == 10 and signal["dropped_total"] == 20 and signal["log"]
+    moves = write_comparison(runs["a"], runs["b"]).result["quality_classifier"]
+    assert moves["moved"] == 15 and moves["exact"] and moves["below"] == {"a": 5, "b": 20, "delta": 15, "relative": 3.0}

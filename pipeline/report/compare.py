@@ -45,6 +45,7 @@ def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
         "first_changed_stage": next((s["key"] for s in stages if s["changed"]), None),
         "languages": _count_changes(a, b, "languages", "language"),
         "domains": _count_changes(a, b, "domains", "domain"),
+        "quality_classifier": threshold_moves(a, b),
     }
     result["summary"] = summarise(result)
     return result
@@ -127,6 +128,46 @@ def _count_changes(a: dict[str, Any], b: dict[str, Any], section: str, key: str)
     rows = [r for r in rows if r["delta"]]
     rows.sort(key=lambda r: (-abs(r["delta"]), r[key]))
     return rows[:30]
+
+
+CLASSIFIER = "quality_classifier"
+BELOW_KEY = "quality_classifier:below_threshold"
+
+
+def threshold_moves(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | None:
+    """How many documents crossed the quality classifier's threshold from A to B, or None if neither run scored.
+
+    From the counts the runs already hold (documents scored, dropped below the threshold): ``moved`` is B's drops
+    minus A's (positive: more documents fell below the threshold in B). It counts individual documents exactly
+    when both runs scored the same documents with the same model (scores are deterministic, so changing only the
+    threshold moves documents one way); otherwise it is a net change, and ``exact`` is false.
+    """
+    sides = [_classifier_side(r) for r in (a, b)]
+    if sides[0] is None and sides[1] is None:
+        return None
+    side_a, side_b = (s or {"scored": 0, "below": 0, "threshold": None, "model": None} for s in sides)
+    same_input = side_a["scored"] == side_b["scored"]
+    return {
+        "threshold": {"a": side_a["threshold"], "b": side_b["threshold"]},
+        "scored": _delta(side_a["scored"], side_b["scored"]),
+        "below": _delta(side_a["below"], side_b["below"]),
+        "moved": side_b["below"] - side_a["below"],
+        "exact": bool(same_input and side_a["model"] == side_b["model"] and None not in sides),
+    }
+
+
+def _classifier_side(report: dict[str, Any]) -> dict[str, Any] | None:
+    rows = [r for r in report["funnel"]["stages"] if r["stage"] == CLASSIFIER]
+    if not rows:
+        return None
+    config = (report["run"].get("config") or {}).get(CLASSIFIER) or {}
+    below = sum(d["count"] for d in report["drops"] if d["key"] == BELOW_KEY)
+    return {
+        "scored": sum(r["docs_in"] or 0 for r in rows),
+        "below": below,
+        "threshold": config.get("threshold"),
+        "model": config.get("model"),
+    }
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:

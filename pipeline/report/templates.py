@@ -449,6 +449,19 @@ COMPARE_PAGE = """<!doctype html>
     {% endfor %}
   </table>
 </section>
+{% if c.quality_classifier %}{% set q = c.quality_classifier %}
+<section id="classifier">
+  <h2>Quality classifier threshold</h2>
+  <p>Threshold {{ q.threshold.a }} (A) / {{ q.threshold.b }} (B): {{ q.moved|signed }} documents below it in B
+  ({{ 'each one a document that crossed it: same documents, same model' if q.exact else
+      'a net change: the runs scored different documents or used different models' }}).</p>
+  <table>
+    <tr>{{ heads('', '#A', '#B', '#change') }}</tr>
+    <tr><td>scored</td>{{ delta(q.scored) }}</tr>
+    <tr><td>below the threshold (dropped)</td>{{ delta(q.below) }}</tr>
+  </table>
+</section>
+{% endif %}
 {% for title, key, rows in [('Languages', 'language', c.languages), ('Domains', 'domain', c.domains)] if rows %}
 <section>
   <h2>{{ title }} that changed</h2>
