@@ -45,6 +45,7 @@ bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md
 	$(BIN)/python -m bench.bench_tokenize
 	$(BIN)/python -m bench.bench_url_filter
 	$(BIN)/python -m bench.bench_pii
+	$(BIN)/python -m bench.bench_quality_classifier
 	$(BIN)/python -m bench.bench_decontaminate
 
 bench-spark: install  ## Spark engine: local[1] vs local[2] scaling, Spark vs local, dedup at 500k documents
