@@ -272,3 +272,58 @@ def test_split_and_killed_on_spark_then_rerun_exactly_once(tmp_path: Path) -> No
     assert {n.partition(".")[0] for n in done_parts(run_dir)} == {"part-00000-000", "part-00000-001"}
     assert all(p.stat().st_mtime_ns == mtime for p, mtime in survivors.items()), "a committed chunk was redone"
     assert _records_read(run_dir) == 1 + 3 * 200, "a record was read twice"
+
+
+# ------------------------------------------------------------------ resume bookkeeping (no extraction)
+
+
+def _commit_chunk(run_dir: Path, name: str, **marker: object) -> None:
+    from pipeline.core.parts import DOCUMENTS
+    from pipeline.core.schema import DOCUMENT_SCHEMA
+
+    (run_dir / DOCUMENTS).mkdir(parents=True, exist_ok=True)
+    (run_dir / MARKERS).mkdir(parents=True, exist_ok=True)
+    pq.write_table(DOCUMENT_SCHEMA.empty_table(), run_dir / DOCUMENTS / f"{name}.parquet")
+    (run_dir / MARKERS / f"{name}.done").write_text(json.dumps({"rows": 0, **marker}))
+
+
+def test_resume_follows_chunks_committed_after_the_plan_and_restarts_on_another_file(tmp_path: Path) -> None:
+    from pipeline.app.warc import resume_point, unit_plans
+    from pipeline.engines.base import WorkUnit
+
+    same = {"size": 1000, "etag": '"a"'}
+    for index, offset in enumerate((100, 200, 300)):
+        _commit_chunk(tmp_path, f"part-00000.{index:05d}", next_offset=offset, file=same)
+    # the driver planned after chunk 0; a retried attempt committed chunks 1 and 2 since: nothing is redone
+    plan = UnitPlan(next_chunk=1, resume_offset=100, file=same)
+    assert resume_point(tmp_path, "part-00000", plan, same) == (3, 300)
+    assert resume_point(tmp_path, "part-00000", UnitPlan(), same) == (3, 300)
+    # the same size with another ETag, or another size: another version of the file, read again from the start
+    assert resume_point(tmp_path, "part-00000", plan, {"size": 1000, "etag": '"b"'}) == (0, None)
+    assert done_parts(tmp_path) == [] and not list((tmp_path / "documents").glob("*.parquet"))
+
+    # chunks after a missing one are no resumable prefix: removed, and the part resumes after the last good one
+    for index in (0, 2, 3):
+        _commit_chunk(tmp_path, f"part-00001.{index:05d}", next_offset=100 * (index + 1), file=same)
+    plans = unit_plans([WorkUnit("part-00001", ("w",))], tmp_path)
+    assert (plans["part-00001"].next_chunk, plans["part-00001"].resume_offset) == (1, 100)
+    assert done_parts(tmp_path) == ["part-00001.00000"]
+
+
+@pytest.mark.parametrize("first_record", [100, 200_000, 1_500_000])
+def test_layout_of_files_with_a_large_first_record(tmp_path: Path, first_record: int) -> None:
+    import zlib
+
+    def record(n: int) -> bytes:
+        return b"WARC/1.0\r\nWARC-Type: resource\r\nContent-Length: %d\r\n\r\n" % n + b"x" * n + b"\r\n\r\n"
+
+    records = [record(first_record), record(100)]
+    per_record = b""
+    for data in records:
+        member = zlib.compressobj(6, zlib.DEFLATED, 31)
+        per_record += member.compress(data) + member.flush()
+    whole = zlib.compressobj(6, zlib.DEFLATED, 31)
+    (tmp_path / "per-record.warc.gz").write_bytes(per_record)
+    (tmp_path / "single.warc.gz").write_bytes(whole.compress(b"".join(records)) + whole.flush())
+    assert warc_layout(tmp_path / "per-record.warc.gz") == PER_RECORD_GZIP
+    assert warc_layout(tmp_path / "single.warc.gz") == SINGLE_GZIP

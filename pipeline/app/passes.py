@@ -166,8 +166,8 @@ def dedup_enabled(config: RunConfig) -> bool:
 
 
 PASSES: tuple[Pass, ...] = (
-    Pass("warc", ".", ("source", "url_filter", "extraction", "langid", "quality", "decontaminate", "pii"), warc,
-         parts=lambda state: [u.part for u in state.units]),
+    Pass("warc", ".", ("source", "url_filter", "extraction", "langid", "quality", "quality_classifier",
+                       "decontaminate", "pii"), warc, parts=lambda state: [u.part for u in state.units]),
     Pass("dedup", DEDUP_DIR, ("dedup",), dedup, enabled=dedup_enabled, parts=document_parts),
     Pass("tokenize", TOKENS_DIR, ("tokenizer",), tokenize, enabled=lambda c: c.tokenize, parts=document_parts),
     Pass("validate", VALIDATION_DIR, ("validation_preset",), validate,

@@ -140,6 +140,8 @@ class UnitPlan:
     pieces: int = 1
     next_chunk: int = 0
     resume_offset: int | None = None
+    file: dict | None = None
+    """The file the committed chunks were read from (size, ETag): another version means starting over."""
 
 
 @dataclass
@@ -176,12 +178,14 @@ class WarcPass:
         started = time.perf_counter()
         counts: Counter[str] = Counter()
         start, end, chunk_size = byte_range(warc, plan, source.checkpoint_every, counts)
-        if plan.resume_offset is not None:
+        identity = file_identity(warc)
+        chunk, resume_offset = resume_point(out_dir, unit.part, plan, identity)
+        if resume_offset is not None:
             log.info("%s (%s): resuming after %d committed chunks, at byte %d", unit.part, warc_path,
-                     plan.next_chunk, plan.resume_offset)  # fmt: skip
-            start = plan.resume_offset
+                     chunk, resume_offset)  # fmt: skip
+            start = resume_offset
         clear_part(out_dir, unit.part)  # the last chunk of a killed attempt, published without its marker
-        chunk, chunk_start, seen = plan.next_chunk, start, 0
+        chunk_start, seen = start, 0
         stages = warc_stages(self.config, self.benchmarks)
         keep = self.config.keep_rejected
         writer = PartWriter(out_dir, chunk_name(unit.part, chunk), keep_rejected=keep)
@@ -195,7 +199,9 @@ class WarcPass:
                 if isinstance(item, ChunkEnd):
                     stats.source, stats.seconds = Counter(counts), time.perf_counter() - started
                     counts.clear()
-                    writer.commit(stats, marker={"start_offset": chunk_start, "next_offset": item.offset})
+                    writer.commit(
+                        stats, marker={"start_offset": chunk_start, "next_offset": item.offset, "file": identity}
+                    )
                     chunk, chunk_start, started = chunk + 1, item.offset, time.perf_counter()
                     writer = PartWriter(out_dir, chunk_name(unit.part, chunk), keep_rejected=keep)
                     stats = PartStats(part=unit.part, inputs=[warc_path])
@@ -209,10 +215,49 @@ class WarcPass:
                     raise SourceTruncatedError(f"{warc_path} is truncated at the source (salvage_truncated is off)")
                 log.warning("%s is truncated: salvaged the documents before the cut", warc_path)
             stats.source, stats.seconds = counts, time.perf_counter() - started
-            writer.commit(stats, name=unit.part, marker={"start_offset": chunk_start, "chunks": chunk + 1})
+            writer.commit(
+                stats, name=unit.part, marker={"start_offset": chunk_start, "chunks": chunk + 1, "file": identity}
+            )
         finally:
             if not writer.committed:
                 writer.abort()
+
+
+def file_identity(warc: WarcFile) -> dict:
+    """What tells two versions of a WARC file apart without reading it: its size, and the server's ETag."""
+    if isinstance(warc, Path):
+        return {"size": warc.stat().st_size}
+    return {"size": warc.size, "etag": warc.etag}
+
+
+def resume_point(out_dir: Location, part: str, plan: UnitPlan, identity: dict) -> tuple[int, int | None]:
+    """``(next chunk, its first byte)`` for ``part``: after the chunks the plan found committed, and after any a
+    retried or concurrent attempt committed since (one read per chunk, a missing marker ends it), so no attempt
+    redoes or clears a committed chunk. Chunks read from another version of the file (size or ETag) are removed and
+    the part starts over; ``(0, None)`` when nothing is committed."""
+    chunk, offset, found = plan.next_chunk, plan.resume_offset, plan.file
+    while True:
+        try:
+            info = json.loads(read_bytes(marker_path(out_dir, chunk_name(part, chunk))))
+        except FileNotFoundError:
+            break
+        chunk, offset, found = chunk + 1, int(info["next_offset"]), info.get("file")
+    if chunk and not same_file(found, identity):
+        log.warning("%s: the WARC file changed since its %d committed chunks were read (%s, now %s): starting over",
+                    part, chunk, found, identity)  # fmt: skip
+        for index in range(chunk):
+            clear_part(out_dir, chunk_name(part, index))
+        return 0, None
+    return chunk, offset
+
+
+def same_file(recorded: dict | None, current: dict) -> bool:
+    """Sizes equal, and ETags equal where both are known (chunks of an older version of the project record none)."""
+    if not recorded:
+        return True
+    if recorded.get("size") != current.get("size"):
+        return False
+    return not (recorded.get("etag") and current.get("etag") and recorded["etag"] != current["etag"])
 
 
 def warc_file(config: RunConfig, warc_path: str) -> WarcFile:
@@ -226,7 +271,11 @@ def warc_file(config: RunConfig, warc_path: str) -> WarcFile:
                 limits=Limits(min_speed_bps=source.min_speed_bytes_s, window_s=source.speed_window_s),
                 storage_options=source.storage_options,
             )  # fmt: skip
-            remote.check_warc()
+            try:
+                remote.check_warc()
+            except BaseException:
+                remote.close()
+                raise
             return remote
         except RangesUnsupported as e:
             log.warning("%s: downloading it whole instead", e)
@@ -305,17 +354,26 @@ def unit_plans(units: list[WorkUnit], out_dir: Location) -> dict[str, UnitPlan]:
         plans[unit.part] = UnitPlan(piece=seen[unit.inputs], pieces=pieces[unit.inputs])
         seen[unit.inputs] += 1
     done = set(done_parts(out_dir))
-    chunks: dict[str, int] = {}
+    committed: dict[str, set[int]] = {}
     for name in done:
         part, _, index = name.partition(".")
         if index and part in plans and part not in done:
-            chunks[part] = max(chunks.get(part, -1), int(index))
+            committed.setdefault(part, set()).add(int(index))
+    chunks: dict[str, int] = {}
+    for part, indices in committed.items():
+        contiguous = next(i for i in range(len(indices) + 1) if i not in indices) - 1
+        for stale in sorted(i for i in indices if i > contiguous):  # after a gap: not a resumable prefix
+            log.warning("%s: chunk %d follows a missing chunk: removed, it is read again", part, stale)
+            clear_part(out_dir, chunk_name(part, stale))
+        if contiguous >= 0:
+            chunks[part] = contiguous
     last = {part: marker_path(out_dir, chunk_name(part, index)) for part, index in chunks.items()}
     for (part, index), content in zip(chunks.items(), read_files(list(last.values())), strict=True):
         if isinstance(content, Exception):
             raise content
-        offset = int(json.loads(content)["next_offset"])
-        plans[part] = replace(plans[part], next_chunk=index + 1, resume_offset=offset)
+        info = json.loads(content)
+        plans[part] = replace(plans[part], next_chunk=index + 1, resume_offset=int(info["next_offset"]),
+                              file=info.get("file"))  # fmt: skip
     return plans
 
 

@@ -553,6 +553,10 @@ class RemoteFile(Protocol):
     """A WARC file that is not on local disk but can be opened like one (``pipeline.sources.stream.RemoteWarc``)."""
 
     size: int
+    head: bytes
+    """The first bytes of the file."""
+
+    def read_range(self, start: int, end: int) -> bytes: ...
 
     def open(self) -> BinaryIO: ...
 
@@ -592,7 +596,7 @@ def iter_html_records(
         log.error("%s: cannot open: %s", scan.label, err)
         return
     try:
-        gzipped = f.read(2) == b"\x1f\x8b"
+        gzipped = (f.read(2) if isinstance(path, str | Path) else path.head[:2]) == b"\x1f\x8b"
         limit = size if end is None else min(size, end)
         pos = start
         resyncing = False
@@ -637,36 +641,46 @@ SINGLE_GZIP = "single_gzip"
 PLAIN = "plain"
 
 
+def _pieces(path: WarcFile, size: int = 64 << 10) -> Iterator[bytes]:
+    """The file's bytes from the start, ``size`` at a time: a remote file by small range reads, not whole blocks."""
+    if isinstance(path, str | Path):
+        with open(path, "rb") as f:
+            while data := f.read(size):
+                yield data
+        return
+    for start in range(0, path.size, size):
+        yield path.read_range(start, min(path.size, start + size))
+
+
 def warc_layout(path: WarcFile) -> str:
     """How a WARC file is compressed: one gzip member per record (Common Crawl's layout, which can be read from
     any record's offset), one gzip member holding many records, or no gzip at all.
 
     Looks only at the first member: it is per-record when it holds no more than its first record.
     """
-    f, _ = open_warc(path)
-    with f:
-        if f.read(2) != b"\x1f\x8b":
+    decomp = zlib.decompressobj(wbits=31)
+    head = b""
+    out_bytes = 0
+    record_end: int | None = None
+    for data in _pieces(path):
+        if not out_bytes and not head and data[:2] != b"\x1f\x8b":
             return PLAIN
-        f.seek(0)
-        decomp = zlib.decompressobj(wbits=31)
-        out = b""
-        record_end: int | None = None
-        while not decomp.eof:
-            data = f.read(64 << 10)  # the first member is small: read no further than it
-            if not data:
-                break  # a file cut inside its first member: nothing after it to read anyway
-            try:
-                out += decomp.decompress(data, 0) if record_end is None else decomp.decompress(data, 1 << 16)
-            except zlib.error:
-                return SINGLE_GZIP  # unreadable first member: read it whole, from the start
-            if record_end is None:
-                header_end = out.find(b"\r\n\r\n")
-                if header_end >= 0:
-                    match = _CONTENT_LENGTH_RE.search(out, 0, header_end)
-                    record_end = header_end + 4 + (int(match.group(1)) if match else 0) + 4
-            if record_end is not None and len(out) > record_end + 2:
-                return SINGLE_GZIP  # a second record follows the first inside the same member
-        return PER_RECORD_GZIP
+        try:
+            out = decomp.decompress(data)
+        except zlib.error:
+            return SINGLE_GZIP  # unreadable first member: read it whole, from the start
+        out_bytes += len(out)
+        if record_end is None:
+            head += out
+            header_end = head.find(b"\r\n\r\n")
+            if header_end >= 0:
+                match = _CONTENT_LENGTH_RE.search(head, 0, header_end)
+                record_end = header_end + 4 + (int(match.group(1)) if match else 0) + 4
+        if record_end is not None and out_bytes > record_end + 2:
+            return SINGLE_GZIP  # a second record follows the first inside the same member
+        if decomp.eof:
+            return PER_RECORD_GZIP
+    return PER_RECORD_GZIP  # a file cut inside its first member: nothing after it to read anyway
 
 
 def sync_to_record(path: WarcFile, offset: int) -> int | None:
