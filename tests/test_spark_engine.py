@@ -92,7 +92,10 @@ def test_whole_run_on_the_sample_crawl_matches_the_local_engine(
     spark_engine: SparkEngine,  # noqa: ANN001
 ) -> None:
     """WARC pass, dedup (MinHash clustered with Spark SQL), tokens and report, against the session's local run."""
-    config = sample_config(mirror_url, tmp_path, "spark", {"keep_rejected": True, "engine.kind": "spark"})
+    from pipeline.app.run import SAMPLE_VAL_SHARD_TOKENS
+
+    overrides = {"keep_rejected": True, "engine.kind": "spark", "tokenizer.val_shard_tokens": SAMPLE_VAL_SHARD_TOKENS}
+    config = sample_config(mirror_url, tmp_path, "spark", overrides)  # the session's local run's settings
     summary = run_pipeline(config, progress=False, engine=spark_engine)
 
     local_dir = sample_run.run_dir
