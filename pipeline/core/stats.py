@@ -146,23 +146,19 @@ def format_funnel(stats: PartStats) -> str:
             f"{s.name:<{w}} {s.docs_in:>9,} {s.docs_out:>9,} {s.dropped:>8,} "
             f"{s.bytes_in / 1e6:>8.1f} {s.bytes_out / 1e6:>8.1f} {s.seconds:>7.1f}"
         )
-    drops = Counter()
-    for s in stats.stages:
-        drops.update(s.drops)
-    if drops:
-        lines.append("drop reasons:")
-        width = max(len(k) for k in drops)
-        for rule, count in drops.most_common():
-            lines.append(f"  {rule:<{width}} {count:>8,}")
-    counts = Counter()
-    for s in stats.stages:
-        counts.update(s.counts)
-    if counts:
-        lines.append("stage counters:")
-        width = max(len(k) for k in counts)
-        for key, count in sorted(counts.items()):
-            lines.append(f"  {key:<{width}} {count:>8,}")
+    drops = sum((s.drops for s in stats.stages), Counter())
+    lines += _counter_table("drop reasons:", drops.most_common())
+    counts = sum((s.counts for s in stats.stages), Counter())
+    lines += _counter_table("stage counters:", sorted(counts.items()))
     return "\n".join(lines)
+
+
+def _counter_table(title: str, rows: list[tuple[str, int]]) -> list[str]:
+    """``title`` then one aligned ``name  count`` line per row; nothing when there are no rows."""
+    if not rows:
+        return []
+    width = max(len(k) for k, _ in rows)
+    return [title, *(f"  {key:<{width}} {count:>8,}" for key, count in rows)]
 
 
 def nothing_kept(docs_in: int, drops: Counter[str]) -> str:
