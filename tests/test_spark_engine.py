@@ -92,13 +92,17 @@ def test_whole_run_on_the_sample_crawl_matches_the_local_engine(
     spark_engine: SparkEngine,  # noqa: ANN001
 ) -> None:
     """WARC pass, dedup (MinHash clustered with Spark SQL), tokens and report, against the session's local run."""
-    from pipeline.app.run import SAMPLE_VAL_SHARD_TOKENS
-
-    overrides = {"keep_rejected": True, "engine.kind": "spark", "tokenizer.val_shard_tokens": SAMPLE_VAL_SHARD_TOKENS}
-    config = sample_config(mirror_url, tmp_path, "spark", overrides)  # the session's local run's settings
+    local_dir = sample_run.run_dir
+    local_manifest = json.loads((local_dir / "tokens" / "manifest.json").read_text())
+    # the val shard size the local run's tokens were last written with (a test may rerun that run from the CLI)
+    overrides = {
+        "keep_rejected": True,
+        "engine.kind": "spark",
+        "tokenizer.val_shard_tokens": local_manifest["val_shard_tokens"],
+    }
+    config = sample_config(mirror_url, tmp_path, "spark", overrides)
     summary = run_pipeline(config, progress=False, engine=spark_engine)
 
-    local_dir = sample_run.run_dir
     assert documents_by_part(summary.run_dir) == documents_by_part(local_dir)
     assert documents_by_part(summary.run_dir / "dedup") == documents_by_part(local_dir / "dedup")
     assert funnel(summary.run_dir / "dedup") == funnel(local_dir / "dedup")
@@ -108,7 +112,6 @@ def test_whole_run_on_the_sample_crawl_matches_the_local_engine(
     for key in ("documents", "kept", "exact_duplicates", "near_duplicates", "size_histogram", "top_clusters"):
         assert spark_clusters[key] == local_clusters[key], key
     assert spark_clusters["near_duplicates"] > 0  # the sample crawl plants near-duplicates
-    local_manifest = json.loads((local_dir / "tokens" / "manifest.json").read_text())
     spark_manifest = json.loads((summary.run_dir / "tokens" / "manifest.json").read_text())
     assert [s["sha256"] for s in spark_manifest["shards"]] == [s["sha256"] for s in local_manifest["shards"]]
     assert summary.report_path is not None and summary.report_path.stat().st_size > 10_000
