@@ -1,4 +1,5 @@
-"""The extraction stage: HTML -> main text with trafilatura, FineWeb's settings, a per-page time limit.
+"""The extraction stage: HTML -> main text with trafilatura (FineWeb's settings) or resiliparse (DCLM-Baseline's),
+under a per-page time limit.
 
 A page that makes trafilatura slow must not stall a worker, but a process round-trip per page (what
 datatrove's extractor sandbox does) costs time on every page. We interrupt the extraction in-process
@@ -17,6 +18,11 @@ fires again every ``_REFIRE_S`` until the page is abandoned.
 trafilatura's ``deduplicate`` drops text segments already seen more than twice; its default cache is
 process-global, we give each batch its own cache, so a batch's output depends on the batch only and
 a rerun of a part reproduces it.
+
+``extraction.backend: resiliparse`` is DCLM-Baseline's extractor: resiliparse's rule-based main-content
+extraction over its lexbor DOM, with DCLM's settings (:data:`RESILIPARSE_OPTIONS`). It takes the same
+``str`` the trafilatura path gets (the WARC reader has decoded the payload with its charset), and the same
+size check, time limit, drop reasons and ``min_text_chars`` apply.
 """
 
 from __future__ import annotations
@@ -26,12 +32,15 @@ import logging
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import FrameType
 from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
+from resiliparse.extract.html2text import extract_plain_text
+from resiliparse.parse.html import HTMLTree
 from trafilatura import extract as trafilatura_extract
 from trafilatura.deduplication import LRUCache
 from trafilatura.settings import LRU_SIZE, Extractor
@@ -52,6 +61,24 @@ class ExtractionTimeout(BaseException):  # noqa: N818 - a signal-like interrupti
 def extract_text(html: str, options: Extractor) -> str | None:
     """One page through trafilatura (module-level so tests can replace it)."""
     return trafilatura_extract(html, options=options)
+
+
+RESILIPARSE_OPTIONS: dict[str, bool] = {
+    "preserve_formatting": True,
+    "main_content": True,
+    "list_bullets": True,
+    "alt_texts": False,
+    "links": False,
+    "form_fields": False,
+    "noscript": False,
+}
+"""DCLM-Baseline's ``extract_plain_text`` settings: main content only, image alt texts left out, the rest
+resiliparse's defaults (paragraph breaks kept, list bullets, no link targets, form fields or noscript text)."""
+
+
+def extract_text_resiliparse(html: str) -> str:
+    """One page through resiliparse with DCLM-Baseline's settings (module-level so tests can replace it)."""
+    return extract_plain_text(HTMLTree.parse(html), **RESILIPARSE_OPTIONS).strip()
 
 
 _TIMER = signal.ITIMER_PROF
@@ -164,7 +191,7 @@ def _guard(seconds: float) -> _AlarmGuard | _WatchdogGuard:
 
 @dataclass
 class ExtractStage:
-    """HTML -> ``text`` with trafilatura; drops ``too_large``, ``timeout``, ``error`` and ``empty`` pages.
+    """HTML -> ``text`` with the configured backend; drops ``too_large``, ``timeout``, ``error`` and ``empty`` pages.
 
     Input is a ``RAW_SCHEMA`` batch; output has the same columns minus ``html``, plus ``text`` and
     ``drop_reason``. Picklable and stateless between calls, so engines can ship it to workers.
@@ -185,13 +212,20 @@ class ExtractStage:
             dedup=LRUCache(maxsize=LRU_SIZE) if cfg.deduplicate else False,
         )
 
+    def extractor(self) -> Callable[[str], str | None]:
+        """page -> text for one batch, with the configured backend."""
+        if self.config.backend == "resiliparse":
+            return lambda page: extract_text_resiliparse(page)
+        options = self.options()
+        return lambda page: extract_text(page, options)
+
     def __call__(self, table: pa.Table) -> pa.Table:
         cfg = self.config
         html = table.column("html")
         sizes = pc.binary_length(html).to_pylist()
         texts: list[str | None] = []
         reasons: list[str | None] = []
-        options = self.options()
+        extract = self.extractor()
         errors = 0
         with _guard(cfg.timeout_s) as guard:
             for i, size in enumerate(sizes):
@@ -200,7 +234,7 @@ class ExtractStage:
                     reasons.append("too_large")
                     continue
                 page = html[i].as_py() if size else None
-                text, reason = (None, "empty") if not page else _extract_one(page, options, guard)
+                text, reason = (None, "empty") if not page else _extract_one(page, extract, guard)
                 if reason is None and (text is None or len(text) < max(cfg.min_text_chars, 1)):
                     text, reason = None, "empty"
                 if reason == "error":
@@ -208,23 +242,25 @@ class ExtractStage:
                 texts.append(text)
                 reasons.append(reason)
         if errors:
-            log.warning("trafilatura failed on %d of %d pages", errors, table.num_rows)
+            log.warning("%s failed on %d of %d pages", cfg.backend, errors, table.num_rows)
         out = table.drop_columns(["html"])
         out = out.append_column(pa.field("text", pa.large_string()), pa.array(texts, pa.large_string()))
         return with_drop_reasons(out, reasons)
 
 
-def _extract_one(page: str, options: Extractor, guard: _AlarmGuard | _WatchdogGuard) -> tuple[str | None, str | None]:
+def _extract_one(
+    page: str, extract: Callable[[str], str | None], guard: _AlarmGuard | _WatchdogGuard
+) -> tuple[str | None, str | None]:
     """Extract one page under the deadline: ``(text, None)`` or ``(None, reason)``."""
     try:
         guard.arm()
         try:
-            return extract_text(page, options), None
+            return extract(page), None
         finally:
             guard.disarm()
     except ExtractionTimeout:
         guard.disarm()  # the timer may have fired inside the finally above, before it disarmed
         return None, "timeout"
     except Exception as err:
-        log.debug("trafilatura raised %r", err)
+        log.debug("extraction raised %r", err)
         return None, "error"
