@@ -117,7 +117,7 @@ def test_sample_flow_publishes_funnel_drops_outputs_and_progress(sample_flow, ap
     assert funnel["type"] == "table"
     rows = _table(funnel)
     assert [r["stage"] for r in rows] == [s.name for s in stats.stages]
-    assert [r["stage"] for r in rows][:3] == ["url_filter", "extract", "langid"]
+    assert [r["stage"] for r in rows][:4] == ["url_filter", "prescreen", "extract", "langid"]
     assert "minhash_dedup" in [r["stage"] for r in rows]
     assert rows == funnel_rows(stats)
     assert rows[-1]["docs out"] == stats.docs_out == read_documents(run_dir / "dedup").num_rows

@@ -216,7 +216,7 @@ def test_funnel_artifact_page_shows_the_numbers(prefect_ui: LiveUI, browser: Chr
     funnel = prefect_api.artifacts(server.api_url, browser_run["id"])[artifact_key(RUN_NAME, "funnel")]
     browser.goto(f"{server.url}/artifacts/artifact/{funnel['id']}")
     rows = funnel_rows(run_stats(document_pass_dirs(browser_run["run_dir"])))
-    assert [r["stage"] for r in rows][:3] == ["url_filter", "extract", "langid"]
+    assert [r["stage"] for r in rows][:4] == ["url_filter", "prescreen", "extract", "langid"]
     shown = (" ".join(_as_shown(r[k]) for k in ("stage", "docs in", "docs out", "dropped", "kept %")) for r in rows)
     browser.wait_for_text(*shown)
 

@@ -41,7 +41,7 @@ from pipeline.engines.base import PassResult, WorkUnit, write_progress
 log = logging.getLogger(__name__)
 
 WARC_SUFFIXES = (".warc", ".warc.gz", ".arc.gz")
-NEEDS_HTML = {"extract"}
+NEEDS_HTML = {"prescreen", "extract"}
 NEEDS_HTML_ONLY = {"url_filter"}
 
 

