@@ -49,12 +49,18 @@ def _config(**overrides: Any) -> dict[str, Any]:
 def deployment_parameters() -> dict[str, dict[str, Any]]:
     """Parameters of each deployment, by deployment name."""
     return {
-        LOCAL: {"config": _config(), "sample": False, "newest_dump": False},
-        SAMPLE: {"config": _config(name="sample", keep_rejected=True), "sample": True, "newest_dump": False},
+        LOCAL: {"config": _config(), "sample": False, "newest_dump": False, "recipe": None},
+        SAMPLE: {
+            "config": _config(name="sample", keep_rejected=True),
+            "sample": True,
+            "newest_dump": False,
+            "recipe": None,
+        },
         WEEKLY: {
             "config": _config(source={"limit_warcs": WEEKLY_LIMIT_WARCS}),
             "sample": False,
             "newest_dump": True,
+            "recipe": None,
         },
         SPARK_CLUSTER: {
             "config": _config(
@@ -63,6 +69,7 @@ def deployment_parameters() -> dict[str, dict[str, Any]]:
             ),
             "sample": False,
             "newest_dump": False,
+            "recipe": None,
         },
     }
 

@@ -28,8 +28,9 @@ from prefect.tasks import Task, exponential_backoff
 from flows.artifacts import RunOutputs, artifact_key, publish_run_artifacts
 from flows.outputs import site_from_env
 from flows.progress import ProgressReporter, read_progress
-from pipeline.app.config import ConfigError, RunConfig
+from pipeline.app.config import ConfigError, RunConfig, apply_recipe
 from pipeline.app.passes import Pass, RunState, enabled_passes, start_run
+from pipeline.app.recipes import RECIPES, RecipeName
 from pipeline.app.run import newest_dump_at, sample_conflict, sample_source
 from pipeline.core.lock import output_lock
 from pipeline.core.parts import document_files
@@ -167,14 +168,18 @@ def _pipeline_logs_to_run() -> Iterator[None]:
             logger.removeHandler(handler)
 
 
-def _checked_parameters(config: Any, sample: Any, newest_dump: Any) -> tuple[RunConfig, bool, bool]:
-    """The parameters validated as Prefect would (``validate_parameters=False`` on the flow), plus sample rules.
+def _checked_parameters(config: Any, sample: Any, newest_dump: Any, recipe: Any = None) -> tuple[RunConfig, bool, bool]:
+    """The parameters validated as Prefect would (``validate_parameters=False`` on the flow), plus sample rules;
+    the config with the recipe applied under it.
 
     Validating here, inside the run, lets the error go to the run's log; Prefect's own validation fails
     the run before it has a logger, so the Logs tab stayed empty.
     """
-    params = refinery.validate_parameters({"config": config, "sample": sample, "newest_dump": newest_dump})
+    given = {"config": config, "sample": sample, "newest_dump": newest_dump, "recipe": recipe}
+    params = refinery.validate_parameters(given)
     config, sample, newest_dump = params["config"], params["sample"], params["newest_dump"]
+    if params.get("recipe"):
+        config = apply_recipe(config, params["recipe"])
     problem = sample_conflict(config, newest_dump) if sample else None
     if problem is not None:
         raise ConfigError(problem)
@@ -187,7 +192,12 @@ def _checked_parameters(config: Any, sample: Any, newest_dump: Any) -> tuple[Run
     "WARC (download, URL filter, extraction, language ID, quality filters), dedup, tokenization, then the report.",
     validate_parameters=False,  # validated in the run by _checked_parameters, so errors reach the run's log
 )
-def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_dump: bool = False) -> dict[str, Any]:
+def refinery(
+    config: RunConfig = DEFAULT_CONFIG,
+    sample: bool = False,
+    newest_dump: bool = False,
+    recipe: RecipeName | None = None,
+) -> dict[str, Any]:
     """Run the pipeline; rerunning with the same settings resumes (finished parts are skipped).
 
     Args:
@@ -196,10 +206,14 @@ def refinery(config: RunConfig = DEFAULT_CONFIG, sample: bool = False, newest_du
             base URL and dump, which must keep their defaults; the run is named "sample" unless a name is given).
         newest_dump: Replace the configured dump with the newest one the source offers (Common Crawl's
             collinfo.json, or the newest crawl-data/ folder of a mirror).
+        recipe: Start from a preset: fineweb (the default chain), fineweb-edu-like (plus the quality classifier;
+            set config.quality_classifier.model), dclm-like (resiliparse extraction and DCLM's classifier threshold;
+            set config.quality_classifier.model). The fields changed in config from their defaults keep their
+            values, the others take the recipe's.
     """
     logger = get_run_logger()
     try:
-        config, sample, newest_dump = _checked_parameters(config, sample, newest_dump)
+        config, sample, newest_dump = _checked_parameters(config, sample, newest_dump, recipe)
     except (ParameterTypeError, ConfigError) as e:
         logger.error("nothing was run: %s", e)
         raise
@@ -256,9 +270,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", "-o", help="root folder for runs (config output_dir)")
     parser.add_argument("--sample", action="store_true", help="run on the embedded sample crawl")
     parser.add_argument("--newest-dump", action="store_true", help="use the newest dump the source offers")
+    parser.add_argument("--recipe", choices=RECIPES, help="start from a preset (then --config, then --output)")
     args = parser.parse_args(argv)
     try:
-        config = load_config(args.config, {"output_dir": args.output} if args.output else None)
+        config = load_config(args.config, {"output_dir": args.output} if args.output else None, args.recipe)
         check_writable(config.output_dir)  # a bad location is one line and exit 2, before Prefect starts
     except ConfigError as e:
         parser.error(str(e))

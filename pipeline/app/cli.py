@@ -17,10 +17,13 @@ from pipeline.app.cli_common import (
     EXIT_USAGE,
     ConfigOpt,
     EngineOpt,
+    ExtractorOpt,
     KeepRejectedOpt,
     LanguagesOpt,
     MasterOpt,
     NoProgressOpt,
+    RecipeOpt,
+    SetOpt,
     SparkConfOpt,
     ThresholdOpt,
     VerboseOpt,
@@ -28,6 +31,7 @@ from pipeline.app.cli_common import (
     common_flags,
     errors,
     overrides,
+    parse_sets,
     setup_logging,
 )
 from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
@@ -44,9 +48,9 @@ app = typer.Typer(
 )
 
 
-def _load(config_file: str | None, overrides: dict) -> RunConfig:
+def _load(config_file: str | None, overrides: dict, recipe: str | None = None, require_model: bool = True) -> RunConfig:
     try:
-        return load_config(config_file, overrides)
+        return load_config(config_file, overrides, recipe, require_model=require_model)
     except ConfigError as e:
         typer.secho(str(e), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
@@ -55,6 +59,7 @@ def _load(config_file: str | None, overrides: dict) -> RunConfig:
 @app.command()
 def run(
     config_file: ConfigOpt = None,
+    recipe: RecipeOpt = None,
     cc_base_url: Annotated[
         str | None,
         typer.Option(
@@ -80,6 +85,8 @@ def run(
     languages: LanguagesOpt = None,
     lang_threshold: ThresholdOpt = None,
     keep_rejected: KeepRejectedOpt = False,
+    extractor: ExtractorOpt = None,
+    set_values: SetOpt = None,
     max_failed_parts: Annotated[
         int | None,
         typer.Option(
@@ -151,6 +158,9 @@ def run(
 
     * `refinery run --config run.yaml --keep-rejected`
 
+    * `refinery run --dump CC-MAIN-2024-22 --recipe dclm-like --set quality_classifier.model=dclm.bin` (recipe,
+    then --config, then flags)
+
     * `refinery run --dump CC-MAIN-2024-22 --limit-warcs 1 --split-warcs 8 --workers 8` (one file, 8 cores)
 
     * `refinery run --sample --engine spark` (Spark in this process, local[*])
@@ -171,12 +181,14 @@ def run(
             "source.checkpoint_every": checkpoint_every,
             "source.split_warcs": split_warcs,
             "source.keep_warcs": True if keep_warcs else None,
+            "extraction.backend": extractor,
         }
     )
     shared = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf,
                           keep_rejected=keep_rejected, languages=languages, lang_threshold=lang_threshold)  # fmt: skip
     flags.update(shared)
-    config = _load(config_file, flags)
+    flags.update(parse_sets(set_values))
+    config = _load(config_file, flags, recipe)
     from pipeline.app.run import run_pipeline, sample_conflict, sample_source, with_newest_dump
 
     if sample and (problem := sample_conflict(config, newest_dump)):
@@ -256,6 +268,8 @@ def stage(
     master: MasterOpt = None,
     spark_conf: SparkConfOpt = None,
     keep_rejected: KeepRejectedOpt = False,
+    extractor: ExtractorOpt = None,
+    set_values: SetOpt = None,
     no_progress: NoProgressOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -268,11 +282,15 @@ def stage(
 
     * `refinery stage extract -i sample.warc.gz -o /tmp/extracted --limit 1000`
 
+    * `refinery stage extract -i sample.warc.gz -o /tmp/resiliparse --extractor resiliparse`
+
     * `refinery stage langid -i /tmp/extracted/documents -o /tmp/lang --languages en,de --keep-rejected`
     """
     setup_logging(verbose)
     flags = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf,
                          keep_rejected=keep_rejected, languages=languages, lang_threshold=lang_threshold)  # fmt: skip
+    flags.update(overrides(**{"extraction.backend": extractor}))
+    flags.update(parse_sets(set_values))
     config = _load(config_file, flags)
     from pipeline.app.stagerun import run_stage
     from pipeline.core.parts import total_stats
@@ -391,10 +409,24 @@ def serve_crawl(
 @app.command()
 def config(
     config_file: ConfigOpt = None,
+    recipe: RecipeOpt = None,
+    set_values: SetOpt = None,
 ) -> None:
-    """Print the run configuration as YAML (defaults, or a file after validation), to start a config file from."""
-    cfg = _load(config_file, {})
+    """Print the run configuration as YAML (defaults, a recipe, or a file after validation), to start a config
+    file from.
+
+        With --recipe, the recipe's full configuration (recipe, then --config, then --set). A recipe whose
+    classifier has no model yet is printed with `model: null` and a note on stderr.
+    """
+    cfg = _load(config_file, parse_sets(set_values), recipe, require_model=False)
     typer.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False), nl=False)
+    if cfg.quality_classifier.enabled and not cfg.quality_classifier.model:
+        typer.secho(
+            f"note: recipe {cfg.recipe} runs only with quality_classifier.model set "
+            "(--set quality_classifier.model=PATH, or in the config file)",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 spark_app = typer.Typer(no_args_is_help=True, help="Run on a Spark cluster: package the code for spark-submit.")

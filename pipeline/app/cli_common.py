@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from typing import Annotated, NoReturn
 
 import typer
+import yaml
 
+from pipeline.app.recipes import RECIPES
 from pipeline.core.storage import StorageError
 from pipeline.engines.base import RunIncomplete
 
@@ -26,6 +28,29 @@ ConfigOpt = Annotated[
         "--config",
         "-c",
         help="YAML run config, a local path or a store URL (see `refinery config`); flags override it.",
+    ),
+]
+RecipeOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--recipe",
+        help=f"Start from a preset: {', '.join(RECIPES)} (fineweb is the default chain). The recipe applies first, "
+        "then --config, then the other flags.",
+    ),
+]
+ExtractorOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--extractor",
+        help="Main-text extractor: trafilatura (FineWeb's settings, default) or resiliparse (DCLM-Baseline's).",
+    ),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--set",
+        help="Any config field as KEY=VALUE, dotted (value read as YAML), e.g. quality_classifier.model=model.bin "
+        "or quality_classifier.threshold=0.1 (repeatable; applied after the other flags).",
     ),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO) to stderr.")]
@@ -92,6 +117,21 @@ def engine_flags(engine: str | None, master: str | None, spark_conf: list[str] |
         flags["engine.kind"] = engine or "spark"
     elif os.environ.get("PYSPARK_GATEWAY_PORT"):  # started by spark-submit: its cluster is what the user wants
         flags["engine.kind"] = "spark"
+    return flags
+
+
+def parse_sets(items: list[str] | None) -> dict:
+    """``--set KEY=VALUE`` items as config overrides (each value read as YAML: numbers, true/false, null, lists)."""
+    flags: dict = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            typer.secho(f"--set wants KEY=VALUE, got {item!r}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(2)
+        try:
+            flags[key.strip()] = yaml.safe_load(value) if value.strip() else None
+        except yaml.YAMLError:
+            flags[key.strip()] = value
     return flags
 
 

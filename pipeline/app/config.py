@@ -12,6 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from filters.config import DecontaminateConfig, PiiConfig, QualityClassifierConfig, QualityConfig, UrlFilterConfig
+from pipeline.app.recipes import RecipeError, RecipeName, changed_from, merge, missing_model, recipe_data
 from pipeline.core.settings import Settings
 from pipeline.core.storage import Location, StorageError, configure_storage, describe_storage_error, location
 from pipeline.dedup.config import DedupConfig
@@ -39,6 +40,12 @@ class RunConfig(Settings):
     """A whole run: source, stages and engine. The CLI flags and the Prefect form both fill this."""
 
     name: str | None = Field(None, description="Run name; output goes to OUTPUT_DIR/NAME (default: the dump).")
+    recipe: RecipeName | None = Field(
+        None,
+        description="The recipe this configuration was built from (fineweb, fineweb-edu-like, dclm-like), recorded "
+        "in the run's config.yaml; set by --recipe or the flow's recipe parameter. null: none named (the defaults, "
+        "which are the fineweb recipe).",
+    )
     output_dir: str = Field(
         "out", description="Root folder for runs: a local path or a store URL (s3://bucket/prefix, gs://...)."
     )
@@ -97,9 +104,18 @@ def format_validation_error(err: ValidationError) -> str:
     return "invalid configuration:\n" + "\n".join(lines)
 
 
-def load_config(path: Path | str | None = None, overrides: dict | None = None) -> RunConfig:
-    """Load a RunConfig from YAML (optional; a local path or a store URL), then apply nested ``overrides``;
-    raise ConfigError if invalid."""
+def load_config(
+    path: Path | str | None = None,
+    overrides: dict | None = None,
+    recipe: str | None = None,
+    *,
+    require_model: bool = True,
+) -> RunConfig:
+    """Load a RunConfig: the recipe (``recipe``, else the file's ``recipe:``), then the YAML file (optional; a local
+    path or a store URL), then the dotted ``overrides``; raise ConfigError if invalid.
+
+    ``require_model=False`` lets a recipe that needs a classifier model load without one (to print it).
+    """
     data: dict = {}
     if path is not None:
         try:
@@ -115,14 +131,51 @@ def load_config(path: Path | str | None = None, overrides: dict | None = None) -
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"config file {path} must hold a mapping, got {type(loaded).__name__}")
         data = loaded or {}
+    named = data.get("recipe")
+    if recipe is not None and named is not None and named != recipe:
+        raise ConfigError(f"config file {path} is for recipe {named!r}, --recipe says {recipe!r}: drop one")
+    recipe = recipe or named
+    if recipe is not None:
+        try:
+            data = {**merge(recipe_data(recipe), data), "recipe": recipe}
+        except RecipeError as e:
+            raise ConfigError(str(e)) from None
     for key, value in (overrides or {}).items():
         _set_nested(data, key.split("."), value)
+    problem = missing_model(recipe, data) if recipe is not None else None
+    if problem is not None and require_model:
+        raise ConfigError(problem)
+    if problem is not None:  # validate without the classifier, then show it enabled, its model still to be set
+        data = merge(data, {"quality_classifier": {"enabled": False}})
     try:
         config = RunConfig.model_validate(data)
     except ValidationError as e:
         raise ConfigError(format_validation_error(e)) from None
+    if problem is not None:
+        config = config.model_copy(
+            update={"quality_classifier": config.quality_classifier.model_copy(update={"enabled": True})}
+        )
     configure_storage(config.storage_options)
     return config
+
+
+def apply_recipe(config: RunConfig, recipe: str) -> RunConfig:
+    """``config`` (complete, as the Prefect form sends it) on top of recipe ``recipe``: the fields the config
+    changed from the defaults keep their values, the others take the recipe's. Raises ConfigError."""
+    changed = changed_from(config.model_dump(mode="json"), RunConfig().model_dump(mode="json"))
+    changed.pop("recipe", None)
+    try:
+        data = {**merge(recipe_data(recipe), changed), "recipe": recipe}
+    except RecipeError as e:
+        raise ConfigError(str(e)) from None
+    if (problem := missing_model(recipe, data)) is not None:
+        raise ConfigError(problem)
+    try:
+        out = RunConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e)) from None
+    source = out.source.model_copy(update={"storage_options": config.source.storage_options})  # not dumped
+    return out.model_copy(update={"storage_options": config.storage_options, "source": source})
 
 
 def _set_nested(data: dict, keys: list[str], value: object) -> None:
