@@ -1,11 +1,12 @@
 """Recipes: each loads and validates; recipe, then config file, then flags; unknown names and a missing classifier
 model are one clear line (exit 2); the flow applies a recipe under the form's changes; a fineweb-edu-like run
-with a small classifier trained here writes quality_score."""
+with a small classifier trained here writes quality_score and names the recipe in the report."""
 
 from __future__ import annotations
 
 import gzip
 import json
+from collections import defaultdict
 from importlib import resources
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from filters.config import DCLM_THRESHOLD
 from pipeline.app.cli import app
 from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, apply_recipe, load_config
 from pipeline.app.recipes import RECIPES, changed_from, recipe_data
+from pipeline.report import html as report_html
+from pipeline.report.build import build_report
 
 runner = CliRunner()
 
@@ -126,7 +129,9 @@ def test_flow_applies_the_recipe_under_the_form_changes(model: Path) -> None:
     assert config.extraction.backend == "resiliparse" and config.quality_classifier.threshold == 0.25
 
 
-def test_fineweb_edu_like_run_writes_quality_score(model: Path, tmp_path: Path, mirror_url: str) -> None:
+def test_fineweb_edu_like_run_writes_quality_score(
+    model: Path, tmp_path: Path, mirror_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     args = ["run", "--recipe", "fineweb-edu-like", "--cc-base-url", mirror_url, "--dump", SAMPLE_DUMP]
     args += ["--limit-warcs", "1", "-o", str(tmp_path), "--name", "edu", "--no-progress"]
     args += ["--set", f"quality_classifier.model={model}", "--set", "quality_classifier.threshold=0.05"]
@@ -140,3 +145,8 @@ def test_fineweb_edu_like_run_writes_quality_score(model: Path, tmp_path: Path, 
     scores = pq.read_table(run_dir / "documents").column("quality_score").to_pylist()
     assert scores and all(0.05 <= s <= 1.0 for s in scores)
     assert "quality_classifier" in result.output  # the funnel names the stage
+    report = build_report(run_dir)
+    assert (report["run"]["recipe"], report["run"]["extractor"]) == ("fineweb-edu-like", "trafilatura")
+    monkeypatch.setattr(report_html, "figures", lambda report: defaultdict(lambda: None))  # no plots: faster
+    html = " ".join(report_html.render_html(report).split())
+    assert "<th>recipe</th><td>fineweb-edu-like, extraction: trafilatura</td>" in html

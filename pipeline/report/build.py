@@ -528,6 +528,8 @@ def run_metadata(run_dir: Location, run_config: dict[str, Any] | None, passes: l
         "name": _get(run_config, "name") or run_dir.name,
         "dump": _get(run_config, "source", "dump"),
         "source_url": _get(run_config, "source", "cc_base_url"),
+        "recipe": _get(run_config, "recipe"),
+        "extractor": _get(run_config, "extraction", "backend"),
         "engine": _get(run_config, "engine"),
         "config": run_config,
         "warc_files": warcs[:MAX_WARC_FILES],

@@ -323,6 +323,8 @@ PAGE = """<!doctype html>
     <tr><th>name</th><td>{{ r.run.name }}</td></tr>
     <tr><th>folder</th><td><code>{{ r.run.run_dir }}</code></td></tr>
     <tr><th>dump</th><td>{{ r.run.dump or '\u2013' }}</td></tr>
+    <tr><th>recipe</th><td>{{ r.run.recipe or 'none named' }}
+      {%- if r.run.extractor %}, extraction: {{ r.run.extractor }}{% endif %}</td></tr>
     <tr><th>engine</th><td>{% for k, v in (r.run.engine or {}).items() %}{{ k }}={{ v }}
       {%- if not loop.last %}, {% endif %}{% else %}\u2013{% endfor %}</td></tr>
     <tr><th>task time</th><td>{{ r.run.task_seconds|num(1) }} s summed over parts</td></tr>
