@@ -14,9 +14,10 @@ import gzip
 import hashlib
 import html
 import random
+import re
 import uuid
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -141,3 +142,104 @@ def build_warc(
         if whole is not None:
             out.write(whole.flush())
     return BuiltWarc(path=path, pages=pages, response_ids=ids)
+
+
+# --------------------------------------------------------------------------------------------- a language mix
+
+MIX_LANGUAGE_WEIGHTS: dict[str, float] = {
+    "ru": 6.0, "de": 5.5, "ja": 5.0, "zh": 5.0, "es": 4.5, "fr": 4.3, "it": 2.5, "pt": 2.1, "nl": 1.9, "pl": 1.8,
+    "cs": 1.0, "vi": 1.0, "id": 0.9, "tr": 0.9, "sv": 0.7, "fa": 0.7, "ko": 0.7, "ar": 0.6, "hu": 0.5, "el": 0.5,
+    "ro": 0.5, "da": 0.5, "fi": 0.4, "th": 0.4, "sk": 0.4, "uk": 0.4, "nb": 0.4, "bg": 0.3, "ca": 0.2, "hr": 0.2,
+    "he": 0.2, "lt": 0.2, "sl": 0.2, "sr": 0.1, "hi": 0.1, "et": 0.1, "lv": 0.1, "bn": 0.1, "ms": 0.1, "ta": 0.1,
+}  # fmt: skip
+"""Relative page shares of the non-English languages in the mix: roughly the order and proportions of Common
+Crawl's published per-language page counts (the largest languages). Every other language of the lingua set gets
+:data:`MIX_OTHER_WEIGHT`, so the long tail is there too."""
+MIX_OTHER_WEIGHT = 0.05
+
+_PARAGRAPH = re.compile(rb"(<p\b[^>]*>)(.*?)(</p\s*>)", re.IGNORECASE | re.DOTALL)
+_HEADING = re.compile(rb"(<(?:h1|title)\b[^>]*>)(.*?)(</(?:h1|title)\s*>)", re.IGNORECASE | re.DOTALL)
+_TAGS = re.compile(rb"<[^>]+>")
+
+
+def lingua_sentences(code: str) -> list[str]:
+    """The real sentences of one language in the lingua test set (``langid_lingua/sentences/<code>.txt``)."""
+    text = (REALDATA / "langid_lingua" / "sentences" / f"{code}.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip()]
+
+
+def lingua_languages() -> list[str]:
+    """Every language code of the lingua test set, sorted."""
+    return sorted(p.stem for p in (REALDATA / "langid_lingua" / "sentences").glob("*.txt"))
+
+
+def paragraph_texts(page: bytes) -> list[str]:
+    """The text of each ``<p>`` element of ``page`` (tags stripped, entities decoded)."""
+    found = (html.unescape(_TAGS.sub(b" ", m.group(2)).decode("utf-8", "replace")) for m in _PARAGRAPH.finditer(page))
+    return [" ".join(t.split()) for t in found]
+
+
+def localize(page: bytes, sentences: list[str], rng: random.Random) -> bytes:
+    """``page`` (a real template) with the content of every ``<p>``, ``<h1>`` and ``<title>`` element replaced by
+    one to three of ``sentences``: another language's text in the main-text area, the page's markup, navigation
+    and other boilerplate left as they were."""
+
+    def fill(match: re.Match[bytes]) -> bytes:
+        text = " ".join(rng.sample(sentences, rng.randint(1, 3)))
+        return match.group(1) + html.escape(text).encode() + match.group(3)
+
+    return _HEADING.sub(fill, _PARAGRAPH.sub(fill, page))
+
+
+def mix_templates(pages: list[bytes], is_english: Callable[[str], bool], min_paragraphs: int = 3) -> list[bytes]:
+    """The pages fit to carry another language: English by ``is_english`` on their paragraph text, with at least
+    ``min_paragraphs`` paragraphs of 40 characters or more."""
+    templates = []
+    for page in pages:
+        texts = [t for t in paragraph_texts(page) if len(t) >= 40]
+        if len(texts) >= min_paragraphs and is_english(" ".join(texts)):
+            templates.append(page)
+    return templates
+
+
+def mix_languages(count: int, seed: int = 0) -> list[str]:
+    """``count`` non-English language codes drawn by :data:`MIX_LANGUAGE_WEIGHTS` (the rest of the lingua set at
+    :data:`MIX_OTHER_WEIGHT`), deterministic for a seed."""
+    codes = [c for c in lingua_languages() if c != "en"]
+    weights = [MIX_LANGUAGE_WEIGHTS.get(c, MIX_OTHER_WEIGHT) for c in codes]
+    return random.Random(seed).choices(codes, weights, k=count)
+
+
+def build_pages_warc(path: Path, pages: list[bytes], *, seed: int = 0, level: int = 6) -> BuiltWarc:
+    """Write ``pages`` as a Common Crawl-like WARC (warcinfo, then request, response, metadata per page, one gzip
+    member per record), each page under its own URL."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    name = path.name
+    info_id = _record_id(name, seed, "warcinfo")
+    info = b"isPartOf: CC-MAIN-2024-22\r\nsoftware: cc-refinery test WARC builder\r\n"
+    records = [_record({"WARC-Type": "warcinfo", "WARC-Date": "2024-05-20T00:00:00Z", "WARC-Record-ID": info_id,
+                        "WARC-Filename": name, "Content-Type": "application/warc-fields"}, info)]  # fmt: skip
+    ids = []
+    http = "application/http; msgtype="
+    for n, body in enumerate(pages):
+        host = f"site{n % 997}.example.{('org', 'net', 'com')[n % 3]}"
+        date = f"2024-05-20T{n // 3600 % 24:02d}:{n // 60 % 60:02d}:{n % 60:02d}Z"
+        url = f"https://{host}/{name}/{seed}/page-{n}.html"
+        common = {"WARC-Date": date, "WARC-Warcinfo-ID": info_id, "WARC-Target-URI": url}
+        req_id, resp_id, meta_id = (_record_id(name, seed, n, kind) for kind in ("request", "response", "metadata"))
+        block = _HTTP_HEAD.format(length=len(body)).encode() + body
+        request = f"GET /{name}/{seed}/page-{n}.html HTTP/1.1\r\nHost: {host}\r\n\r\n".encode()
+        records += [
+            _record({"WARC-Type": "request", "WARC-Record-ID": req_id, **common, "Content-Type": http + "request"},
+                    request),
+            _record({"WARC-Type": "response", "WARC-Record-ID": resp_id, "WARC-Concurrent-To": req_id, **common,
+                     "Content-Type": http + "response", "WARC-Identified-Payload-Type": "text/html"}, block),
+            _record({"WARC-Type": "metadata", "WARC-Record-ID": meta_id, "WARC-Concurrent-To": resp_id, **common,
+                     "Content-Type": "application/warc-fields"}, b"fetchTimeMs: 120\r\n"),
+        ]  # fmt: skip
+        ids.append(resp_id)
+    with open(path, "wb") as out:
+        for data in records:
+            member = zlib.compressobj(level, zlib.DEFLATED, 31)
+            out.write(member.compress(data) + member.flush())
+    return BuiltWarc(path=path, pages=len(pages), response_ids=ids)

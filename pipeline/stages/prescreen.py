@@ -5,6 +5,8 @@ languages a run does not want, and the language stage drops them only after extr
 cheap approximation of the main text first -- resiliparse's main-content plain text over its lexbor DOM, a few
 milliseconds a page -- and scores it with the same lid.176 model (and loader) the language stage uses.
 
+When the main-content heuristics find nothing (or too little), the whole page's text is read instead.
+
 It is meant to be conservative: a page is skipped only when its pre-screen text is long enough to judge
 (``langid.prescreen_min_chars``) and every wanted language scores below ``langid.prescreen_threshold`` (and
 below the language stage's own ``langid.threshold``, should that be set lower). Anything in doubt (little
@@ -48,9 +50,14 @@ _TEXT_OPTIONS: dict[str, bool] = {
 """Main content only, flat text: the cheapest output resiliparse gives that still holds the page's prose."""
 
 
-def prescreen_text(html: str) -> str:
-    """resiliparse's main-content plain text of one page, the first :data:`MAX_TEXT_CHARS` characters."""
-    return extract_plain_text(HTMLTree.parse(html), **_TEXT_OPTIONS)[:MAX_TEXT_CHARS]
+def prescreen_text(html: str, min_chars: int = 1) -> str:
+    """resiliparse's main-content plain text of one page, the first :data:`MAX_TEXT_CHARS` characters; the whole
+    page's text when the main content has fewer than ``min_chars`` (its heuristics find none on some pages)."""
+    tree = HTMLTree.parse(html)
+    text = extract_plain_text(tree, **_TEXT_OPTIONS)
+    if len(text) < min_chars:
+        text = extract_plain_text(tree, **{**_TEXT_OPTIONS, "main_content": False})
+    return text[:MAX_TEXT_CHARS]
 
 
 def prescreen_enabled(config: LangIdConfig) -> bool:
@@ -85,7 +92,7 @@ class PrescreenStage:
             if not size or (self.max_html_bytes is not None and size > self.max_html_bytes):
                 continue
             try:
-                text = prescreen_text(html[i].as_py())
+                text = prescreen_text(html[i].as_py(), self.config.prescreen_min_chars)
             except Exception as err:  # lexbor refuses a page: the extraction stage decides about it
                 log.debug("pre-screen could not parse row %d: %r", i, err)
                 continue
