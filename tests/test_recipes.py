@@ -150,3 +150,13 @@ def test_fineweb_edu_like_run_writes_quality_score(
     monkeypatch.setattr(report_html, "figures", lambda report: defaultdict(lambda: None))  # no plots: faster
     html = " ".join(report_html.render_html(report).split())
     assert "<th>recipe</th><td>fineweb-edu-like, extraction: trafilatura</td>" in html
+
+
+def test_help_documents_the_options() -> None:
+    for command, options in (("run", ("--recipe", "--extractor", "--set")), ("config", ("--recipe", "--set"))):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0, result.output
+        assert all(o in result.output for o in options), (command, result.output)
+        assert "fineweb-edu-like" in " ".join(result.output.split())
+    stage = runner.invoke(app, ["stage", "--help"])
+    assert "--extractor" in stage.output and "resiliparse" in stage.output
