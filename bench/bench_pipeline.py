@@ -3,11 +3,15 @@
 Default mode (``--workers 1``): in one process, alternating ours and datatrove's passes over the same local WARC
 files, single process each.
 
-- ours: ``read_warc`` -> ``run_chain(warc_stages(RunConfig()))``: URL filter, trafilatura, lid.176 en > 0.65 and
-  the quality filters (Gopher repetition and quality, C4, FineWeb), as a WARC pass runs it, minus Parquet writing;
+- ours: ``read_warc`` -> ``run_chain(warc_stages(RunConfig()))``: URL filter, the language pre-screen,
+  trafilatura, lid.176 en > 0.65, the quality filters (Gopher repetition and quality, C4, FineWeb) and PII
+  formatting, as a WARC pass runs it, minus Parquet writing;
+- ours without the language pre-screen (``langid.prescreen: false``): what it skips, whether any of it would have
+  been kept (false skips) and the time it saves;
 - datatrove: ``WarcReader`` -> ``URLFilter`` -> ``Trafilatura(favour_precision=True)`` -> ``LanguageFilter(["en"],
   0.65)`` with the same local lid.176.ftz -> ``GopherRepetitionFilter`` -> ``GopherQualityFilter`` ->
-  ``C4QualityFilter(filter_no_terminal_punct=False)`` -> ``FineWebQualityFilter``, i.e. FineWeb's chain, run by
+  ``C4QualityFilter(filter_no_terminal_punct=False)`` -> ``FineWebQualityFilter`` -> ``PIIFormatter``, i.e.
+  FineWeb's chain (its PII step runs after dedup there; nothing here is deduplicated), run by
   calling the steps' ``run()`` generators in a chain (what ``LocalPipelineExecutor`` does inside one task, without
   its per-task logging and stats files), consumed by a sink;
 - datatrove, like for like: the same chain fed only the records both readers select (they select differently),
@@ -20,6 +24,10 @@ paragraphs (and datatrove's extraction subprocess, forked per pass, would inheri
 word-chunk cache would hold every chunk of the identical texts.
 Files with a truncated gzip stream are left out of the throughput passes (datatrove's ``WarcReader`` aborts the
 whole task on them) and run separately on both sides.
+
+``--mix``: the same on a Common-Crawl-like language mix (45% of the HTML pages English), built from the real
+WARC samples and real pages carrying the lingua sentences of other languages (``bench/langmix.py``) in a temporary
+folder.
 
 Scaling mode (``--workers 2``): ``run_stage("langid", files, out, config)`` with ``engine.workers`` 1 vs 2.
 """
@@ -159,21 +167,23 @@ class SideRun:
     kept: dict[str, str] = field(default_factory=dict)
 
 
-def build_ours() -> tuple[Any, list[Any]]:
-    """Default RunConfig (en >= 0.65) and its WARC-pass chain, built once, block lists and model loaded."""
+def build_ours(prescreen: bool = True) -> tuple[Any, list[Any]]:
+    """Default RunConfig (en >= 0.65) and its WARC-pass chain, built once, block lists and model loaded;
+    ``prescreen=False`` switches the language pre-screen off."""
     from filters.url import compile_rules
     from pipeline.app.config import RunConfig
     from pipeline.app.warc import warc_stages
     from pipeline.stages.langid import load_lid_model
 
     config = RunConfig()
+    config.langid.prescreen = prescreen
     stages = warc_stages(config)
     compile_rules(config.url_filter)  # the stages load these lazily, on their first batch
     load_lid_model(config.langid.model_path)
     return config, stages
 
 
-def run_ours(files: list[Path], config: Any, stages: list[Any]) -> SideRun:
+def run_ours(files: list[Path], config: Any, stages: list[Any], side: str = "ours") -> SideRun:
     """read_warc -> run_chain over ``files``, kept rows consumed in memory (no Parquet writing)."""
     from pipeline.core.stage import run_chain
     from pipeline.core.stats import PartStats
@@ -212,7 +222,7 @@ def run_ours(files: list[Path], config: Any, stages: list[Any]) -> SideRun:
         for url, text in zip(table.column("url").to_pylist(), table.column("text").to_pylist(), strict=True):
             kept_docs.setdefault(url or "", text or "")
     return SideRun(
-        side="ours",
+        side=side,
         wall_s=wall,
         cpu_s=cpu,
         records_in=records,
@@ -251,12 +261,14 @@ def datatrove_quality_filters(names: list[str]) -> dict[str, Any]:
         GopherQualityFilter,
         GopherRepetitionFilter,
     )
+    from datatrove.pipeline.formatters import PIIFormatter
 
     factories = {
         "gopher_repetition": GopherRepetitionFilter,
         "gopher_quality": GopherQualityFilter,
         "c4": lambda: C4QualityFilter(filter_no_terminal_punct=False),
         "fineweb_quality": FineWebQualityFilter,
+        "pii": PIIFormatter,
     }
     missing = [n for n in names if n not in factories]
     if missing:
@@ -436,6 +448,8 @@ class Comparison:
     low_f1: list[tuple[str, float]]
     only_ours: list[str]
     only_theirs: list[str]
+    differ: list[str] = field(default_factory=list)
+    """Kept by both with different text."""
 
 
 def compare(ours: dict[str, str], theirs: dict[str, str]) -> Comparison:
@@ -453,6 +467,7 @@ def compare(ours: dict[str, str], theirs: dict[str, str]) -> Comparison:
         low_f1=low,
         only_ours=sorted(set(ours) - set(theirs)),
         only_theirs=sorted(set(theirs) - set(ours)),
+        differ=[u for u in both if ours[u].strip() != theirs[u].strip()],
     )
 
 
@@ -535,15 +550,20 @@ class Measured:
 
     command: str
     load_before: str
+    folder: Path
     files: list[Path]
     truncated: list[Path]
     setup: dict[str, float]
     ours: list[SideRun]
+    unscreened: list[SideRun]
+    """Ours with the language pre-screen off."""
     theirs: list[SideRun]
     matched: list[SideRun]
     timeout_s: float
     selection: Selection
     truncated_lines: list[str]
+    corpus: list[str] = field(default_factory=list)
+    """How the input was built, when it was (``--mix``)."""
 
 
 def throughput_report(m: Measured) -> str:
@@ -554,10 +574,12 @@ def throughput_report(m: Measured) -> str:
     lines = header(m.command, "WARC pass: ours vs datatrove (single process)", m.load_before)
     left_out = ", ".join(f"`{f.name}`" for f in m.truncated)
     lines += [
-        f"Input: {nfiles} WARC files from `{warc_dir()}` ({sum(f.stat().st_size for f in m.files) / 1e6:.1f} MB)"
+        *m.corpus,
+        f"Input: {nfiles} WARC files from `{m.folder}` ({sum(f.stat().st_size for f in m.files) / 1e6:.1f} MB)"
         + (f"; left out (truncated gzip, run on their own below): {left_out}" if m.truncated else "")
-        + f". {len(m.ours)} passes per side after one warm-up pass each, in rounds of ours -> datatrove -> "
-        "datatrove like for like. HTML records in = records the side's reader hands to its URL filter; "
+        + f". {len(m.ours)} passes per side after one warm-up pass each, in rounds of ours -> ours without the "
+        "language pre-screen -> datatrove -> datatrove like for like. HTML records in = records the side's reader "
+        "hands to its URL filter; "
         "docs/s = those per second of wall time; CPU s = user + sys of the process and its reaped children "
         "(datatrove extracts in a subprocess).",
         "",
@@ -565,6 +587,7 @@ def throughput_report(m: Measured) -> str:
         "| docs/s (best) | CPU s (median) | docs per CPU-s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         side_row(m.ours, nfiles),
+        side_row(m.unscreened, nfiles),
         side_row(m.theirs, nfiles),
         side_row(m.matched, nfiles),
         "",
@@ -593,6 +616,10 @@ def throughput_report(m: Measured) -> str:
         "stages: the quality-signal histograms it measures for the report, drop counts and samples, byte counts):",
         "",
         *stage_table(median_run(m.ours)),
+        "",
+        "ours without the language pre-screen:",
+        "",
+        *stage_table(median_run(m.unscreened)),
         "",
         "datatrove (each step's `track_time` total; its reader times only record -> document, the WARC iteration "
         "and decompression around it fall in the rest):",
@@ -636,19 +663,57 @@ def throughput_report(m: Measured) -> str:
             lines.append(f"- Kept only by datatrove ({label}, {len(c.only_theirs)}): {_urls(c.only_theirs)}")
         if c.low_f1:
             lines.append(f"- Token F1 below 0.9 ({label}, {len(c.low_f1)}): {_urls(c.low_f1)}")
+        if c.differ:
+            lines.append(f"- Kept by both, text differs ({label}, {len(c.differ)}): {_urls(c.differ)}")
     lines.append("")
+    lines += prescreen_report(m)
     if m.truncated_lines:
         lines += ["### Truncated files, run on their own", "", "| file | side | outcome |", "|---|---|---|"]
         lines += [*m.truncated_lines, ""]
     return "\n".join(lines)
 
 
+def prescreen_report(m: Measured) -> list[str]:
+    """The language pre-screen: what it skipped, whether the full chain would have kept any of it, time saved."""
+    o, u, t = median_run(m.ours), median_run(m.unscreened), m.theirs[0]
+    docs_in, docs_out = o.stage_docs.get("prescreen", (0, 0))
+    skipped = docs_in - docs_out
+    false_skips = sorted(set(u.kept) - set(o.kept))
+    changed = sorted(url for url in set(u.kept) & set(o.kept) if u.kept[url] != o.kept[url])
+    t_ours, t_plain, t_theirs = _median_wall(m.ours), _median_wall(m.unscreened), _median_wall(m.theirs)
+    extract_with, extract_without = o.stage_seconds.get("extract", 0.0), u.stage_seconds.get("extract", 0.0)
+    overlap = [("with the pre-screen", compare(o.kept, t.kept)), ("without", compare(u.kept, t.kept))]
+    lines = [
+        "### Language pre-screen",
+        "",
+        f"- Skipped (`prescreen:langid`, median pass): {skipped} of {docs_in} HTML records "
+        f"({100 * skipped / docs_in if docs_in else 0:.1f}%), costing {o.stage_seconds.get('prescreen', 0.0):.2f} s "
+        f"({1000 * o.stage_seconds.get('prescreen', 0.0) / docs_in if docs_in else 0:.1f} ms per record in).",
+        f"- False skips (kept by the full chain without the pre-screen, not with it): {len(false_skips)}"
+        + (f": {_urls(false_skips)}" if false_skips else "")
+        + f"; kept documents whose text differs between the two: {len(changed)}"
+        + (f": {_urls(changed)}" if changed else "")
+        + ".",
+        f"- Time: median pass {t_plain:.2f} s without, {t_ours:.2f} s with: {t_plain - t_ours:.2f} s saved "
+        f"({100 * (t_plain - t_ours) / t_plain:.1f}%); extraction {extract_without:.2f} s -> {extract_with:.2f} s.",
+        f"- Ours / datatrove on the same files (wall time, median): **{t_theirs / t_ours:.2f}x with the pre-screen, "
+        f"{t_theirs / t_plain:.2f}x without**; CPU time {_median_cpu(m.theirs) / _median_cpu(m.ours):.2f}x and "
+        f"{_median_cpu(m.theirs) / _median_cpu(m.unscreened):.2f}x.",
+    ]
+    for label, c in overlap:
+        lines.append(
+            f"- Output {label}: {c.both} of datatrove's {c.theirs} kept documents also kept by ours "
+            f"({100 * c.both / c.theirs if c.theirs else 100:.1f}%), identical text for {c.exact} of them "
+            f"({100 * c.exact / c.both if c.both else 100:.1f}%)."
+        )
+    return [*lines, ""]
+
+
 # --------------------------------------------------------------------------------------------- modes
 
 
-def throughput(repeat: int | None, command: str) -> str:
+def throughput(repeat: int | None, command: str, folder: Path, corpus: list[str] | None = None) -> str:
     load_before = load_average()
-    folder = warc_dir()
     files, truncated = split_inputs(folder)
     log.info("%d WARC files, %d truncated left out: %s", len(files), len(truncated), [f.name for f in truncated])
     from pipeline.stages.langid import default_model_path
@@ -656,11 +721,13 @@ def throughput(repeat: int | None, command: str) -> str:
     t0 = time.perf_counter()
     config, stages = build_ours()
     setup = {"ours": time.perf_counter() - t0}
+    plain_config, plain_stages = build_ours(prescreen=False)
     t0 = time.perf_counter()
     base = ("url_filter", "extract", "langid")
-    if [s.name for s in stages[: len(base)]] != list(base):
-        raise ValueError(f"our WARC pass starts {[s.name for s in stages]}, not {base}: update the datatrove chain")
-    steps = build_datatrove(default_model_path(), [s.name for s in stages[len(base) :]])
+    names = [s.name for s in plain_stages]
+    if names[: len(base)] != list(base) or [s.name for s in stages if s.name != "prescreen"] != names:
+        raise ValueError(f"our WARC pass is {[s.name for s in stages]}, not {base} + filters: update datatrove's")
+    steps = build_datatrove(default_model_path(), names[len(base) :])
     like_for_like = replace(steps, extractor=datatrove_extractor(config.extraction.timeout_s))
     setup["datatrove"] = time.perf_counter() - t0
     selection = read_selections(folder, files, config.source.dump)
@@ -668,27 +735,32 @@ def throughput(repeat: int | None, command: str) -> str:
 
     log.info("warm-up pass per side (not counted)")
     warm_ours = run_ours(files, config, stages)
+    run_ours(files, plain_config, plain_stages)
     warm_theirs = run_datatrove(folder, files, steps)
     log.info("warm-up: ours %.1f s, datatrove %.1f s", warm_ours.wall_s, warm_theirs.wall_s)
     if repeat is None:
         repeat = max(MIN_REPEATS, math.ceil(MIN_SIDE_SECONDS / min(warm_ours.wall_s, warm_theirs.wall_s)))
     ours: list[SideRun] = []
+    unscreened: list[SideRun] = []
     theirs: list[SideRun] = []
     matched: list[SideRun] = []
     for i in range(repeat):
         ours.append(run_ours(files, config, stages))
+        unscreened.append(run_ours(files, plain_config, plain_stages, side="ours, no pre-screen"))
         theirs.append(run_datatrove(folder, files, steps))
         matched.append(
             run_datatrove(folder, files, like_for_like, only_ids=common_ids, side="datatrove, like for like")
         )
         log.info(
-            "pass %d/%d: ours %.2f s (%d -> %d), datatrove %.2f s (%d -> %d), like for like %.2f s (%d -> %d)",
+            "pass %d/%d: ours %.2f s (%d -> %d), no pre-screen %.2f s (%d -> %d), datatrove %.2f s (%d -> %d), "
+            "like for like %.2f s (%d -> %d)",
             *(i + 1, repeat),
             *(ours[-1].wall_s, ours[-1].records_in, ours[-1].docs_out),
+            *(unscreened[-1].wall_s, unscreened[-1].records_in, unscreened[-1].docs_out),
             *(theirs[-1].wall_s, theirs[-1].records_in, theirs[-1].docs_out),
             *(matched[-1].wall_s, matched[-1].records_in, matched[-1].docs_out),
         )
-    for runs in (ours, theirs, matched):
+    for runs in (ours, unscreened, theirs, matched):
         if len({(r.records_in, r.docs_out) for r in runs}) > 1:
             counts = [(r.records_in, r.docs_out) for r in runs]
             log.warning("%s: passes differ in records/docs: %s", runs[0].side, counts)
@@ -696,15 +768,18 @@ def throughput(repeat: int | None, command: str) -> str:
         Measured(
             command=command,
             load_before=load_before,
+            folder=folder,
             files=files,
             truncated=truncated,
             setup=setup,
             ours=ours,
+            unscreened=unscreened,
             theirs=theirs,
             matched=matched,
             timeout_s=config.extraction.timeout_s,
             selection=selection,
             truncated_lines=try_truncated(folder, truncated, config, stages, steps),
+            corpus=corpus or [],
         )
     )
 
@@ -801,6 +876,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.bench_pipeline", description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=None, help="passes per side (default: enough for >= 20 s)")
     parser.add_argument("--workers", type=int, default=1, help="1: ours vs datatrove; N > 1: our scaling 1 vs N")
+    parser.add_argument(
+        "--mix",
+        action="store_true",
+        help="run on a Common-Crawl-like language mix (45%% English; bench/langmix.py) built from the real data",
+    )
     parser.add_argument("--output", type=Path, default=None, help="markdown file to write (default: bench/results/)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
@@ -813,8 +893,14 @@ def main(argv: list[str] | None = None) -> int:
         from loguru import logger as datatrove_logger
 
         datatrove_logger.disable("datatrove")
-        if args.workers <= 1:
-            report, result_name = throughput(args.repeat, command), "pipeline.md"
+        if args.workers <= 1 and args.mix:
+            from bench.langmix import build_language_mix
+
+            mix = build_language_mix(tmp / "langmix", split_inputs(warc_dir())[0])
+            report = throughput(args.repeat, command, mix.folder, mix.describe())
+            result_name = "pipeline_langmix.md"
+        elif args.workers <= 1:
+            report, result_name = throughput(args.repeat, command, warc_dir()), "pipeline.md"
         else:
             report, result_name = scaling(args.repeat, args.workers, command, tmp), "pipeline_scaling.md"
     sys.stdout.write(report + "\n")
