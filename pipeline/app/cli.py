@@ -244,7 +244,8 @@ def stage(
     name: Annotated[
         str,
         typer.Argument(
-            help="Stage to run: url_filter, extract, langid, or a quality filter (gopher_repetition, gopher_quality, "
+            help="Stage to run: url_filter, prescreen (language pre-screen), extract, langid, or a quality filter "
+            "(gopher_repetition, gopher_quality, "
             "c4, fineweb_quality, or one registered by a plugin), quality_classifier (fastText model score; needs "
             "quality_classifier.model in the config), decontaminate (benchmark n-grams; needs "
             "decontaminate.benchmarks in the config), or pii (email and IP anonymisation)."
