@@ -40,7 +40,14 @@ def test_config_prints_defaults_that_load_back(tmp_path: Path) -> None:
     result = runner.invoke(app, ["config"])
     assert result.exit_code == 0
     data = yaml.safe_load(result.output)
-    assert data["langid"] == {"languages": ["en"], "threshold": 0.65, "model_path": None}
+    assert data["langid"] == {
+        "languages": ["en"],
+        "threshold": 0.65,
+        "model_path": None,
+        "prescreen": True,
+        "prescreen_threshold": 0.01,
+        "prescreen_min_chars": 200,
+    }
     path = tmp_path / "run.yaml"
     path.write_text(result.output)
     assert runner.invoke(app, ["config", "--config", str(path)]).exit_code == 0
