@@ -41,6 +41,7 @@ lint: install  ## ruff, and the import contracts that keep the layers one-way (p
 bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md by hand
 	$(BIN)/python -m bench.bench_warc_readers
 	$(BIN)/python -m bench.bench_extraction_quality
+	$(BIN)/python -m bench.bench_fast_trafilatura
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_tokenize
 	$(BIN)/python -m bench.bench_url_filter

@@ -1,21 +1,28 @@
-"""trafilatura's ``extract``, same output, less work: its regex XPath pruning rules evaluated in Python.
+"""trafilatura's ``extract``, same output, less work.
 
-trafilatura decides what to prune with XPath expressions that call ``re:test`` (EXSLT regular expressions).
-lxml runs each ``re:test`` as a Python callback, per element and per test, building a node-set list each
-time: the pruning XPaths were about half of trafilatura's time with FineWeb's settings. Here one plain
-XPath (no callback, C speed) selects the few elements that carry one of the attributes the rules read,
-and the rules run on those in Python with the same compiled regular expressions, all rule lists of a
-pruning step in one pass. Removal order does not change the result: every rule reads only the element's
-own attributes (``RAW_TREE_PRUNE_XPATH`` also ``.//h1`` below it, read before any removal, as
-trafilatura does), and removing a set of elements while keeping their tails gives the same tree in any
-order; so the matches of a rule list evaluated after earlier removals are the first evaluation's
-matches minus the removed subtrees, whose own removal is then invisible.
+Where trafilatura 2.3.1 spends its time with FineWeb's settings, and what this module does instead:
+
+- Pruning rules (about half of the time): trafilatura selects boilerplate with XPath expressions that call
+  ``re:test`` (EXSLT regular expressions), which lxml runs as a Python callback per element and per test,
+  building a node-set list each time, and each rule list walks the whole tree again. Here each pruning step
+  walks the tree once in Python (tags preselected in C) and reads an element's rule flags from a memo keyed
+  by its tag and the attributes the rules read, computed once per distinct key with the same regular
+  expressions (``_rules``). Removal order does not change the result: every rule reads only the element's
+  own attributes (``RAW_TREE_PRUNE_XPATH`` also ``.//h1`` below it, read before any removal, as trafilatura
+  does), and removing a set of elements while keeping their tails gives the same tree in any order; so the
+  matches of a rule list evaluated after earlier removals are the first evaluation's matches minus the
+  removed subtrees, whose own removal is then invisible. This also lets the first pass over the raw tree
+  collect the matches the comparison step prunes from the raw tree later.
+- Element classes: lxml.html asks a Python callback for the class of every element object it creates; our
+  parser (trafilatura's settings) chooses lxml.html's classes in C.
+- Copies: with ``precision`` the raw tree is not read after the readability comparison, which therefore
+  works on it instead of on a deep copy.
 
 The rest of trafilatura's cascade is mirrored function by function (same calls, same order, so a shared
 deduplication ``LRUCache`` sees the same segments in the same order) and calls trafilatura's own helpers.
-The mirror is pinned to ``PINNED_VERSION``: with any other trafilatura version, or with options outside
-the mirrored subset (comments, metadata, a target language, non-text formats), :func:`extract` is plain
-``trafilatura.extract``. ``tests/test_fast_trafilatura.py`` proves equal output on every real page.
+The mirror is pinned to ``PINNED_VERSION``: with any other trafilatura version, or with options outside the
+mirrored and tested subset (see :func:`_supported`), :func:`extract` is plain ``trafilatura.extract``.
+``tests/test_fast_trafilatura.py`` proves equal output on every real page we have.
 """
 
 from __future__ import annotations
@@ -95,12 +102,16 @@ def extract(html: str, options: Extractor) -> str | None:
 
 
 def _supported(options: Extractor) -> bool:
-    """The option subset mirrored here (FineWeb's settings and their fast/precision/recall/tables variants)."""
+    """The mirrored and tested option subset: plain-text output without comments, metadata, language filter,
+    formatting, links or images; ``fast``, ``precision``/``recall``, ``tables`` and ``dedup`` are free."""
     return (
-        options.format in ("txt", "markdown")
+        options.format == "txt"
         and not options.with_metadata
         and not options.comments
         and not options.lang
+        and not options.formatting
+        and not options.links
+        and not options.images
     )
 
 
@@ -168,13 +179,6 @@ if ENABLED:
     _B3_CLASS = _re(_alt(_x._MAIN_CONTENT_CLASS_TOKENS))
     _BODY1 = _x.BODY_XPATH[1]  # (.//article)[1]: no regex, kept as is
     _BODY4 = _x.BODY_XPATH[4]  # starts-with tests and (.//main)[1]: no regex, kept as is
-    # the C pre-selection below skips elements without the attributes read: sound only if no rule matches ""
-    _PATTERNS = (_OD_COOKIE, _OD_ID, _OD_CLASS, _OD1_HIDDEN, _OD1_ID, _OD1_CLASS, _RC_ID, _RC_CLASS, _RCL_ID)
-    _PATTERNS += (_RAW_ANY, _RAW_MVP, _PD_BOTTOM, _PD_LINK, _B0_ID, _B0_CLASS, _B2_ID, _B2_FULLTEXT, _B2_CLASS)
-    _PATTERNS += (_B3_ID, _B3_CLASS)
-    if any(search("") for search in _PATTERNS):  # pragma: no cover - a changed rule set
-        ENABLED = False
-        log.warning("a trafilatura pruning rule matches empty attributes: using plain trafilatura.extract")
 
 # The elements each rule list can match (``.//*`` and its tag tests), tags selected in C.
 _RAW_CANDIDATE_TAGS = ("div", "section", "aside", "list", "details", "ol", "ul")
@@ -185,7 +189,8 @@ _BODY_CANDIDATE_TAGS = ("article", "div", "main", "section")
 OV0, OV1, CAPTION, TEASER, PRECISION, COMMENTS, COMMENT_LISTS, RAW, RAW_ANY_H1, BODY0, BODY2, BODY3 = (
     1 << i for i in range(12)
 )
-"""Which rules an element matches, from its tag and attributes (``RAW`` only if it has no ``h1`` below it)."""
+"""Which rules an element matches, from its tag and attributes (``RAW_ANY_H1``: ``RAW_TREE_PRUNE_XPATH[0]`` if the
+element has no ``h1`` below it)."""
 
 
 def _rules(tag: str, items: tuple[tuple[str, str], ...]) -> int:
@@ -292,14 +297,21 @@ def _remove(elements: list[_Element]) -> None:
         delete_element(elem)  # the tail text is preserved
 
 
-def prune_raw_tree(tree: HtmlElement, with_comments: bool) -> HtmlElement:
-    """``RAW_TREE_PRUNE_XPATH`` then (``with_comments``) ``REMOVE_COMMENTS_AND_LISTS_XPATH``, in one pass."""
+def prune_raw_tree(tree: HtmlElement, with_comments: bool, overall: list[_Element] | None = None) -> HtmlElement:
+    """``RAW_TREE_PRUNE_XPATH`` then (``with_comments``) ``REMOVE_COMMENTS_AND_LISTS_XPATH``, in one pass.
+
+    With ``overall``, the same pass also collects the elements ``OVERALL_DISCARD_XPATH`` matches, for a later
+    :func:`prune_overall` of this very tree (its attributes do not change in between, and the matches inside
+    subtrees removed meanwhile are removed from detached subtrees, which changes nothing).
+    """
     wanted = RAW | (COMMENT_LISTS if with_comments else 0)
     matches = []
-    for elem in tree.iterdescendants(_RAW_CANDIDATE_TAGS):
+    for elem in tree.iterdescendants(_RAW_CANDIDATE_TAGS if overall is None else Element):
         flags = _flags(elem)
         if flags & wanted or (flags & RAW_ANY_H1 and next(elem.iterdescendants("h1"), None) is None):
             matches.append(elem)
+        if overall is not None and flags & (OV0 | OV1):
+            overall.append(elem)
     _remove(matches)
     return tree
 
@@ -310,9 +322,11 @@ def prune_comments(tree: HtmlElement) -> HtmlElement:
     return tree
 
 
-def prune_overall(tree: HtmlElement) -> HtmlElement:
-    """``prune_unwanted_nodes(tree, OVERALL_DISCARD_XPATH)`` (no backup)."""
-    _remove([elem for elem in tree.iterdescendants(Element) if _flags(elem) & (OV0 | OV1)])
+def prune_overall(tree: HtmlElement, matches: list[_Element] | None = None) -> HtmlElement:
+    """``prune_unwanted_nodes(tree, OVERALL_DISCARD_XPATH)`` (no backup); ``matches`` if already collected."""
+    if matches is None:
+        matches = [elem for elem in tree.iterdescendants(Element) if _flags(elem) & (OV0 | OV1)]
+    _remove(matches)
     return tree
 
 
@@ -457,28 +471,35 @@ def _extract_and_compare(
     tree: HtmlElement,
     options: Extractor,
     last_use: bool = False,
+    overall: list[_Element] | None = None,
 ) -> tuple[_Element, str]:
     """``last_use``: the caller never reads ``tree`` again, so readability may take it instead of a copy
-    (when it is a document root: a copy has no parent, and readability scores parents)."""
+    (when it is a document root: a copy has no parent, and readability scores parents); ``overall``: the
+    ``OVERALL_DISCARD_XPATH`` matches in ``tree``, collected by :func:`prune_raw_tree`."""
     postbody, temp_text = _extract_content(cleaned_tree, options)
     if not options.fast:
-        raw_tree = tree if last_use and tree.getparent() is None and not tree.tail else copy(tree)
-        postbody, temp_text = _compare_extraction(cleaned_tree_backup, raw_tree, postbody, temp_text, options)
+        in_place = last_use and tree.getparent() is None and not tree.tail
+        raw_tree = tree if in_place else copy(tree)
+        postbody, temp_text = _compare_extraction(
+            cleaned_tree_backup, raw_tree, postbody, temp_text, options, overall if in_place else None
+        )
     return postbody, temp_text
 
 
 def _sequence(tree: HtmlElement, options: Extractor, url: str | None) -> tuple[_Element, str, _Element, str]:
     """``trafilatura_sequence`` with comments off (so no forum-post salvage)."""
     is_forum = _forum_thread_page(tree)
-    tree = prune_raw_tree(tree, with_comments=options.focus == "precision" or not is_forum)
+    # with precision, the raw tree is not read after the comparison (no baseline rescue, no recall escalation):
+    # the comparison prunes it in place, with the matches this first pass collects
+    last_use = options.focus == "precision"
+    overall: list[_Element] | None = [] if last_use and not options.fast else None
+    tree = prune_raw_tree(tree, options.focus == "precision" or not is_forum, overall)
     cleaned_tree, cleaned_tree_backup = _prepare_tree(tree, options, url)
     commentsbody, temp_comments = Element("body"), ""
     if options.focus == "precision" and not is_forum:
         cleaned_tree = prune_comments(cleaned_tree)
 
-    # with precision, the raw tree is not read after this (no baseline rescue, no recall escalation)
-    last_use = options.focus == "precision"
-    postbody, temp_text = _extract_and_compare(cleaned_tree, cleaned_tree_backup, tree, options, last_use)
+    postbody, temp_text = _extract_and_compare(cleaned_tree, cleaned_tree_backup, tree, options, last_use, overall)
 
     if len(temp_text) < options.min_extracted_size and options.focus != "precision":
         b_body, b_text, b_len = baseline(tree)
@@ -513,14 +534,19 @@ def _sequence(tree: HtmlElement, options: Extractor, url: str | None) -> tuple[_
 
 
 def _compare_extraction(
-    cleaned_tree: HtmlElement, raw_tree: HtmlElement, body: _Element, text: str, options: Extractor
+    cleaned_tree: HtmlElement,
+    raw_tree: HtmlElement,
+    body: _Element,
+    text: str,
+    options: Extractor,
+    overall: list[_Element] | None = None,
 ) -> tuple[_Element, str]:
-    """``external.compare_extraction``."""
+    """``external.compare_extraction``; ``overall``: the ``OVERALL_DISCARD_XPATH`` matches in ``raw_tree``."""
     len_text = len(text)
     if options.focus == "recall" and len_text > options.min_extracted_size * 10:
         return body, text
     if options.focus == "precision":
-        raw_tree = prune_overall(raw_tree)
+        raw_tree = prune_overall(raw_tree, overall)
     temppost_algo = try_readability(raw_tree)
     algo_text = trim(tostring(temppost_algo, method="text", encoding="utf-8").decode("utf-8"))
     len_algo = len(algo_text)
