@@ -18,6 +18,7 @@ no state and pickles small.
 from __future__ import annotations
 
 import re
+import sys
 import threading
 import unicodedata
 from collections.abc import Sequence
@@ -82,10 +83,7 @@ class WordSplitter:
     def __init__(self, language: str = "en", cache_size: int = CHUNK_CACHE_SIZE) -> None:
         if language not in SUPPORTED_LANGUAGES:
             raise ValueError(f"word splitting supports {SUPPORTED_LANGUAGES}, not {language!r}")
-        try:
-            import spacy
-        except ImportError as e:  # pragma: no cover - spaCy is a dependency
-            raise ImportError("the quality filters split words with spaCy; install spacy (no model needed)") from e
+        spacy = import_spacy_without_torch()
         self.language = language
         self.cache_size = cache_size
         self._tokenizer = spacy.blank(language).tokenizer
@@ -206,6 +204,27 @@ class WordSplitter:
 
 _SPLITTERS: dict[str, WordSplitter] = {}
 _SPLITTERS_LOCK = threading.Lock()
+_SPACY_IMPORT_LOCK = threading.Lock()
+
+
+def import_spacy_without_torch() -> Any:
+    """spaCy, imported without torch: its thinc imports torch when it is installed (about 180 MB more in every
+    worker), though the blank tokenizer never uses it. While spaCy loads, ``import torch`` fails, which thinc
+    handles; torch stays importable afterwards for whatever else needs it."""
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    with _SPACY_IMPORT_LOCK:
+        sys.modules["torch"] = None  # type: ignore[assignment]  # makes `import torch` raise ImportError
+        try:
+            import spacy
+        except ImportError as e:  # pragma: no cover - spaCy is a dependency
+            raise ImportError("the quality filters split words with spaCy; install spacy (no model needed)") from e
+        finally:
+            if sys.modules.get("torch", 0) is None:
+                del sys.modules["torch"]
+    return spacy
 
 
 def word_splitter(language: str = "en") -> WordSplitter:
@@ -291,9 +310,7 @@ def split_sentences(text: str, language: str = "en") -> list[str]:
     """
     nlp = _SENTENCIZERS.get(language)
     if nlp is None:
-        import spacy
-
-        nlp = spacy.blank(language)
+        nlp = import_spacy_without_torch().blank(language)
         nlp.add_pipe("sentencizer")
         _SENTENCIZERS[language] = nlp
     nlp.max_length = max(nlp.max_length, len(text) + 10)

@@ -7,6 +7,8 @@ import gzip
 import json
 import os
 import re
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from datetime import UTC, datetime
@@ -270,6 +272,36 @@ def test_batches_respect_batch_size(warcs: Path) -> None:
         )
     ]
     assert sizes == [40, 40, 14]
+
+
+def test_batches_end_at_batch_bytes_of_decoded_html(warcs: Path) -> None:
+    """A worker's memory follows a batch's decoded HTML, not its page count: a batch ends once it holds
+    ``batch_bytes`` of it (so it is under the cap plus one page), and no page is lost at the cuts."""
+    path = warcs / "archive-org-2008_heritrix.warc.gz"
+    (whole,) = read_warc(path, dump="d", warc_path="w", counters=Counter(), batch_size=1000)
+    sizes = [sys.getsizeof(page) for page in whole.column("html").to_pylist()]
+    cap = max(sum(sizes) // 5, max(sizes) + 1)
+    batches = list(read_warc(path, dump="d", warc_path="w", counters=Counter(), batch_size=1000, batch_bytes=cap))
+    assert pa.concat_tables(batches).column("id").to_pylist() == whole.column("id").to_pylist()
+    expected, held, rows = [], 0, 0
+    for size in sizes:
+        held, rows = held + size, rows + 1
+        if held >= cap:
+            expected.append(rows)
+            held, rows = 0, 0
+    assert [b.num_rows for b in batches] == expected + ([rows] if rows else [])
+    assert len(batches) >= 3
+
+
+def test_spacy_loads_without_torch() -> None:
+    """thinc imports torch when installed (about 180 MB in every worker); the word splitter keeps it out."""
+    pytest.importorskip("torch")
+    code = (
+        "import sys; from filters.text import word_splitter; word_splitter('en').split('a b'); "
+        "assert 'torch' not in sys.modules; import torch; print('ok')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert result.stdout.strip() == "ok", result.stderr[-2000:]
 
 
 def test_selection_helpers() -> None:

@@ -135,6 +135,7 @@ class StagePass:
                         stats,
                         dump=self.config.source.dump,
                         batch_size=self.config.engine.batch_size,
+                        batch_bytes=self.config.engine.batch_bytes,
                         limit=self.limit,
                         on_batch=lambda n: write_progress(out_dir, unit.part, n),
                     )

@@ -49,6 +49,7 @@ from pipeline.sources.commoncrawl import list_warc_paths, select_warc_paths
 from pipeline.sources.download import Limits, SourceTruncatedError, fetch_warc, is_local, local_dir
 from pipeline.sources.stream import RangesUnsupported, RemoteWarc
 from pipeline.sources.warc import (
+    BATCH_HTML_BYTES,
     PER_RECORD_GZIP,
     PLAIN,
     SINGLE_GZIP,
@@ -119,12 +120,21 @@ def process_records(
     *,
     dump: str,
     batch_size: int,
+    batch_bytes: int = BATCH_HTML_BYTES,
     limit: int | None = None,
     on_batch: object = None,
 ) -> None:
     """Read one WARC file in batches, run the chain, stream kept/dropped rows to ``writer``."""
     seen = 0
-    for batch in read_warc(local_path, dump=dump, warc_path=warc_path, counters=stats.source, batch_size=batch_size):
+    batches = read_warc(
+        local_path,
+        dump=dump,
+        warc_path=warc_path,
+        counters=stats.source,
+        batch_size=batch_size,
+        batch_bytes=batch_bytes,
+    )
+    for batch in batches:
         if limit is not None:
             if seen >= limit:
                 break
@@ -198,7 +208,7 @@ class WarcPass:
         try:
             records = () if start is None else read_warc(
                 warc, dump=source.dump, warc_path=warc_path, counters=counts, batch_size=self.config.engine.batch_size,
-                start=start, end=end, chunk_size=chunk_size,
+                batch_bytes=self.config.engine.batch_bytes, start=start, end=end, chunk_size=chunk_size,
             )  # fmt: skip
             for item in records:
                 if isinstance(item, ChunkEnd):

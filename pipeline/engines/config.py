@@ -18,6 +18,13 @@ class EngineConfig(Settings):
     tasks: int | None = Field(None, ge=1, description="Local engine: number of tasks (default: one per WARC file).")
     workers: int = Field(1, ge=1, description="Local engine: tasks run at the same time (processes).")
     batch_size: int = Field(500, ge=1, description="Documents per Arrow batch inside a task.")
+    batch_bytes: int = Field(
+        32 << 20,
+        ge=1 << 20,
+        description="WARC pass: end a batch early at this much decoded HTML (bytes of Python strings). Every "
+        "stage's working memory grows with the batch: this bounds a worker's memory (about 0.75 GB peak at the "
+        "default), whatever the page sizes.",
+    )
     master: str | None = Field(
         None,
         description="Spark master URL, e.g. spark://host:7077, k8s://https://host:443 or local[4] "

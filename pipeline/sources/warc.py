@@ -25,6 +25,7 @@ import io
 import logging
 import os
 import re
+import sys
 import zlib
 from collections import Counter
 from collections.abc import Iterator
@@ -50,8 +51,9 @@ _UNKNOWN_TYPES = frozenset(
 )
 MAX_PAYLOAD_BYTES = 64 << 20
 """Read at most this much of one payload; bigger pages are far above any extraction limit anyway."""
-_BATCH_HTML_BYTES = 256 << 20
-"""Flush a batch early when its HTML reaches this size, so a run of huge pages cannot exhaust memory."""
+BATCH_HTML_BYTES = 32 << 20
+"""Flush a batch early when its decoded HTML (Python strings, up to 4 bytes a character) reaches this size: every
+stage's working memory grows with the batch, so this, not the page count, bounds a worker's peak memory."""
 _SNIFF_BYTES = 1024
 _META_SCAN_BYTES = 2048
 _DETECT_WINDOW = 32 << 10
@@ -765,13 +767,15 @@ def read_warc(
     start: int = 0,
     end: int | None = None,
     chunk_size: int | None = None,
+    batch_bytes: int = BATCH_HTML_BYTES,
 ) -> Iterator[pa.Table | ChunkEnd]:
     """Yield ``RAW_SCHEMA`` batches of the HTTP 200 HTML responses of one WARC file (gzip or plain).
 
     ``warc_path`` is the path relative to the crawl (stored as is). Bad input is counted in ``counters``,
     never raised; see the module docstring for the keys. ``start``, ``end`` and ``chunk_size`` are those of
     :func:`iter_html_records`: with ``chunk_size``, a batch never spans two chunks and each :class:`ChunkEnd`
-    comes after the chunk's last batch.
+    comes after the chunk's last batch. A batch ends at ``batch_size`` documents or ``batch_bytes`` of decoded
+    HTML, whichever comes first.
     """
     columns: dict[str, list] = {name: [] for name in RAW_SCHEMA.names}
     html_bytes = 0
@@ -800,9 +804,9 @@ def read_warc(
         columns["warc_path"].append(warc_path)
         columns["warc_date"].append(parse_warc_date(record.date))
         columns["html"].append(text)
-        html_bytes += len(record.payload)
+        html_bytes += sys.getsizeof(text)
         counters["documents"] += 1
-        if len(columns["id"]) >= batch_size or html_bytes >= _BATCH_HTML_BYTES:
+        if len(columns["id"]) >= batch_size or html_bytes >= batch_bytes:
             yield _to_table(columns)
             columns = {name: [] for name in RAW_SCHEMA.names}
             html_bytes = 0

@@ -41,11 +41,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.html import HTMLTree
-from trafilatura import extract as trafilatura_extract
 from trafilatura.deduplication import LRUCache
 from trafilatura.settings import LRU_SIZE, Extractor
 
 from pipeline.core.stage import with_drop_reasons
+from pipeline.stages import fast_trafilatura
 from pipeline.stages.config import ExtractionConfig
 
 log = logging.getLogger(__name__)
@@ -59,8 +59,9 @@ class ExtractionTimeout(BaseException):  # noqa: N818 - a signal-like interrupti
 
 
 def extract_text(html: str, options: Extractor) -> str | None:
-    """One page through trafilatura (module-level so tests can replace it)."""
-    return trafilatura_extract(html, options=options)
+    """One page through trafilatura's extraction, by :mod:`pipeline.stages.fast_trafilatura` (the same output in
+    about half the CPU time; plain trafilatura on another version); module-level so tests can replace it."""
+    return fast_trafilatura.extract(html, options)
 
 
 RESILIPARSE_OPTIONS: dict[str, bool] = {
