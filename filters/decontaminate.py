@@ -147,6 +147,12 @@ def build_index(config: DecontaminateConfig) -> BenchmarkIndex:
         start = time.perf_counter()
         texts = read_benchmark(benchmark)
         grams, _ = ngram_hashes(*words_of(texts, numbers=config.normalise_numbers), config.n)
+        if not len(grams):  # nothing to match: a wrong field, an empty file, or entries all shorter than n
+            what = "lines" if benchmark_format(benchmark) == "text" else f"entries of field {benchmark.field!r}"
+            raise BenchmarkError(
+                f"benchmark {benchmark.name!r}: none of the {len(texts) - texts.null_count:,} {what} in "
+                f"{benchmark.path} has {config.n} words (decontaminate.n): nothing to match"
+            )
         grams = distinct(grams)
         all_hashes.append(grams)
         all_owners.append(np.full(len(grams), owner, np.uint16))
@@ -204,7 +210,12 @@ def read_benchmark(benchmark: BenchmarkConfig) -> pa.Array:
     except (OSError, pa.ArrowInvalid) as e:
         raise BenchmarkError(f"{where}: cannot read {benchmark.path}: {e}") from None
     if benchmark.path.lower().endswith(".gz"):
-        data = gzip.decompress(data)
+        try:
+            data = gzip.decompress(data)
+        except (OSError, EOFError) as e:  # not gzip, or cut short
+            raise BenchmarkError(f"{where}: cannot read {benchmark.path}: {e}") from None
+    if not data.strip():
+        raise BenchmarkError(f"{where}: {benchmark.path} is empty")
     if kind == "text":
         return pa.array(data.decode("utf-8", "replace").splitlines(), pa.string())
     try:

@@ -293,3 +293,31 @@ def test_refinery_stage_decontaminate_builds_the_index_once_and_fails_fast(
     run_stage("decontaminate", [tmp_path / "docs.parquet"], tmp_path / "out", config, progress=False)
     (stats,) = load_stats(tmp_path / "out")
     assert dict(stats.stage("decontaminate").drops) == {"decontaminate:b": 1}
+
+
+def test_refinery_run_refuses_a_bad_benchmark_with_one_line_and_exit_2(
+    tmp_path: Path, mirror_url: str, sentences: list[str]
+) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.app.cli import app
+
+    good = write_jsonl(tmp_path / "good.jsonl", [{"q": s} for s in sentences[:3]])
+    (tmp_path / "empty.jsonl").write_text("")
+    (tmp_path / "notgzip.jsonl.gz").write_text('{"q": "not compressed"}\n')
+    (tmp_path / "short.txt").write_text("two words\nthree short words\n")
+    cases = {
+        "missing": ((tmp_path / "missing.jsonl", "q"), "file not found"),
+        "empty": ((tmp_path / "empty.jsonl", "q"), "is empty"),
+        "field": ((good, "question"), "no field 'question'"),
+        "unreadable": ((tmp_path / "notgzip.jsonl.gz", "q"), "cannot read"),
+        "short": ((tmp_path / "short.txt", "text"), "none of the 2 lines"),
+    }
+    for name, ((path, field), message) in cases.items():
+        benchmarks = json.dumps([{"name": name, "path": str(path), "field": field}])
+        args = ["run", "--cc-base-url", mirror_url, "--limit-warcs", "1", "-o", str(tmp_path / "out"), "--no-progress"]
+        result = CliRunner().invoke(app, [*args, "--set", f"decontaminate.benchmarks={benchmarks}"])
+        assert result.exit_code == 2, (name, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(f"error: benchmark '{name}': "), (name, result.output)
+        assert message in lines[0], (name, result.output)

@@ -194,9 +194,11 @@ def run(
     if sample and (problem := sample_conflict(config, newest_dump)):
         typer.secho(f"error: {problem}", fg=typer.colors.RED, err=True)
         raise typer.Exit(EXIT_USAGE)
+    from filters.decontaminate import BenchmarkError
     from filters.quality_classifier import ClassifierModelError
 
-    with contextlib.ExitStack() as stack, errors("running the pipeline", verbose, usage=(ClassifierModelError,)):
+    usage = (ClassifierModelError, BenchmarkError)  # a bad model or benchmark file: what to fix, exit 2
+    with contextlib.ExitStack() as stack, errors("running the pipeline", verbose, usage=usage):
         if sample:
             config = stack.enter_context(sample_source(config, newest_dump=newest_dump))
             typer.echo(f"serving the sample crawl at {config.source.cc_base_url}", err=True)
