@@ -167,6 +167,31 @@ def test_bad_models_give_one_clear_line(trained, corpus, tmp_path) -> None:
     assert code == 2 and "not a supervised classifier" in output
 
 
+def test_refinery_run_refuses_a_bad_model_with_one_line_and_exit_2(trained, tmp_path, mirror_url) -> None:
+    data = trained.model_path.read_bytes()
+    (tmp_path / "corrupt.bin").write_bytes(data[:4000])
+    (tmp_path / "vectors.bin").write_bytes(data[:36] + (2).to_bytes(4, "little") + data[40:])
+    (tmp_path / "words.txt").write_text("not a model\n")
+    cases = {
+        "missing": (tmp_path / "nope.bin", "__label__hq", "not found"),
+        "not_fasttext": (tmp_path / "words.txt", "__label__hq", "not a fastText model"),
+        "corrupt": (tmp_path / "corrupt.bin", "__label__hq", "truncated or corrupt"),
+        "vectors": (tmp_path / "vectors.bin", "__label__hq", "not a supervised classifier"),
+        "label": (trained.model_path, "__label__edu", "has no label '__label__edu'"),
+    }
+    for name, (model, label, message) in cases.items():
+        args = ["run", "--cc-base-url", mirror_url, "--limit-warcs", "1", "-o", str(tmp_path / "out"), "--no-progress"]
+        sets = [
+            "quality_classifier.enabled=true",
+            f"quality_classifier.model={model}",
+            f"quality_classifier.label={label}",
+        ]
+        result = CliRunner().invoke(app, [*args, *(a for s in sets for a in ("--set", s))])
+        assert result.exit_code == 2, (name, result.output)
+        lines = result.output.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and str(model) in lines[0], (name, result.output)
+
+
 def test_train_cli(corpus, tmp_path) -> None:
     positives, negatives = corpus
     (tmp_path / "pos.txt").write_text("\n".join(normalise(t) for t in positives))

@@ -97,11 +97,14 @@ class ConfigError(ValueError):
 
 
 def format_validation_error(err: ValidationError) -> str:
+    """``invalid configuration: <field>: <what>``; one line per problem under the first when there are several."""
     lines = []
     for e in err.errors():
         where = ".".join(str(p) for p in e["loc"]) or "(root)"
-        lines.append(f"  {where}: {e['msg']}")
-    return "invalid configuration:\n" + "\n".join(lines)
+        lines.append(f"{where}: {e['msg'].removeprefix('Value error, ')}")  # our validators' own messages
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
+    return "invalid configuration:\n" + "\n".join(f"  {line}" for line in lines)
 
 
 def load_config(
