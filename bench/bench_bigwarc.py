@@ -4,7 +4,7 @@ Run: ``.venv/bin/python -m bench.bench_bigwarc [--pages 36000] [--checkpoint-eve
 ``bench/results/bigwarc.md``.
 
 The file is built from the real pages in ``shared/realdata`` (``tests.bigwarc``: Common Crawl's layout, one gzip
-member per record, every page made unique), ``--pages`` HTML responses; 36,000 pages make a file of about 1 GB,
+member per record, every page made unique), ``--pages`` HTML responses; 38,000 pages make a file of about 1.03 GB,
 the size of a Common Crawl WARC file. It is built once into ``--workdir`` (not checked in) and served over HTTP on
 127.0.0.1 (``pipeline.demo.mirror``), so the run streams it by byte ranges as it would Common Crawl. Each run is
 ``refinery run`` with the WARC pass only (no dedup, tokens or report), in its own process:
@@ -125,7 +125,7 @@ def stats_of(run_dir: Path) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--pages", type=int, default=36_000, help="HTML pages in the WARC file (36,000 ~ 1 GB)")
+    parser.add_argument("--pages", type=int, default=38_000, help="HTML pages in the WARC file (38,000 ~ 1.03 GB)")
     parser.add_argument("--checkpoint-every", type=int, default=1000)
     parser.add_argument("--workers", type=int, default=2, help="workers (and ranges) for the split run")
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/cc-refinery-bigwarc"))

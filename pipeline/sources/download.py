@@ -94,6 +94,13 @@ _PERMANENT_STORE_ERRORS = (
 )
 
 
+def backoff_delay(backoff_s: float, failures: int, retry_after_s: float | None = None) -> float:
+    """Seconds before retry number ``failures``: exponential with jitter, capped, at least a server's Retry-After
+    (itself capped)."""
+    delay = min(MAX_BACKOFF_S, backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
+    return delay if retry_after_s is None else max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+
+
 class DownloadError(RuntimeError):
     """A file could not be fetched completely; ``url``, ``status`` and ``limit`` say what failed when known.
 
@@ -531,9 +538,7 @@ class _Fetch:
         self.high_water = 0
 
     def _wait(self, failures: int, reason: str, retry_after_s: float | None) -> None:
-        delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-        if retry_after_s is not None:
-            delay = max(delay, min(retry_after_s, MAX_RETRY_AFTER_S))
+        delay = backoff_delay(self.backoff_s, failures, retry_after_s)
         if delay >= self._left_s():
             raise self._deadline_error(reason)
         logger.warning(

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import io
 import logging
-import random
 import threading
 import time
 from collections import OrderedDict
@@ -29,8 +28,6 @@ from pipeline.core.storage import StorageError, describe_storage_error
 from pipeline.sources.download import (
     _BAD_REQUEST_ERRORS,
     _TRANSPORT_ERRORS,
-    MAX_BACKOFF_S,
-    MAX_RETRY_AFTER_S,
     STALL,
     TOO_SLOW,
     DownloadError,
@@ -44,6 +41,7 @@ from pipeline.sources.download import (
     _Retryable,
     _status_of,
     _StoreFetch,
+    backoff_delay,
     join_url,
     new_session,
 )
@@ -257,10 +255,7 @@ class RemoteWarc:
                         f"giving up on {self.url} ({what}) after {failures} failed attempts: {reason}",
                         url=self.url, status=_status_of(reason), limit=getattr(e, "limit", None),
                     ) from None  # fmt: skip
-                delay = min(MAX_BACKOFF_S, self.backoff_s * 2 ** (failures - 1)) * random.uniform(0.5, 1.0)
-                retry_after = getattr(e, "retry_after_s", None)
-                if retry_after is not None:
-                    delay = max(delay, min(retry_after, MAX_RETRY_AFTER_S))
+                delay = backoff_delay(self.backoff_s, failures, getattr(e, "retry_after_s", None))
                 log.warning("read %s (%s): attempt %d of %d failed (%s); retrying in %.2fs",
                             self.url, what, failures, self.retries + 1, reason, delay)  # fmt: skip
                 time.sleep(delay)
