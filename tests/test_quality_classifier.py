@@ -227,4 +227,44 @@ def test_report_histogram_and_compare_count_documents_across_threshold(trained, 
     signal = report["documents"]["signals"]["quality_score"]
     assert signal["kept_total"] == 10 and signal["dropped_total"] == 20 and signal["log"]
     moves = write_comparison(runs["a"], runs["b"]).result["quality_classifier"]
-    assert moves["moved"] == 15 and moves["exact"] and moves["below"] == {"a": 5, "b": 20, "delta": 15, "relative": 3.0}
+    assert moves["moved"] == 15 and moves["below"] == {"a": 5, "b": 20, "delta": 15, "relative": 3.0}
+    assert not moves["exact"]  # `refinery stage` records no config: the model and label are unknown
+    assert signal["thresholds"] == {"below_threshold (<)": scores[20]}  # drawn dashed on the histogram
+    assert moves["documents"] == {"kept_a_dropped_b": None, "dropped_a_kept_b": None}  # no rejected rows kept
+
+
+def test_compare_counts_the_documents_that_moved_each_way(trained, corpus, tmp_path) -> None:
+    """A keeps high __label__hq scores, B high __label__cc scores: documents move both ways, counted by id."""
+    from pipeline.report.compare import write_comparison
+
+    positives, negatives = corpus
+    texts = positives[:15] + negatives[:15]
+    docs = tmp_path / "docs.parquet"
+    pq.write_table(pa.table({"id": [str(i) for i in range(30)], "text": texts}), docs)
+    scores = {}
+    for label in ("__label__hq", "__label__cc"):
+        stage = QualityClassifierStage(QualityClassifierConfig(model=str(trained.model_path), label=label))
+        scores[label] = np.array(stage(pa.table({"text": texts})).column("quality_score").to_pylist())
+    cuts = {"a": ("__label__hq", float(np.sort(scores["__label__hq"])[10])),
+            "b": ("__label__cc", float(np.sort(scores["__label__cc"])[12]))}  # fmt: skip
+    runs = {}
+    for name, (label, cut) in cuts.items():
+        config = tmp_path / f"{name}.yaml"
+        classifier = {"model": str(trained.model_path), "label": label, "threshold": cut}
+        config.write_text(json.dumps({"quality_classifier": classifier}))
+        runs[name] = tmp_path / name
+        args = ["stage", "quality_classifier", "-i", str(docs), "-o", str(runs[name]), "-c", str(config)]
+        assert CliRunner().invoke(app, [*args, "--no-progress", "--keep-rejected"]).exit_code == 0
+    kept = {name: scores[label] >= cut for name, (label, cut) in cuts.items()}
+    expected = {
+        "kept_a_dropped_b": int((kept["a"] & ~kept["b"]).sum()),
+        "dropped_a_kept_b": int((~kept["a"] & kept["b"]).sum()),
+    }
+    assert min(expected.values()) > 0
+    comparison = write_comparison(runs["a"], runs["b"])
+    assert comparison.result["quality_classifier"]["documents"] == expected
+    assert not comparison.result["quality_classifier"]["exact"]  # another label: a net count alone is not enough
+    assert f"{expected['kept_a_dropped_b']} documents kept in A were dropped in B" in comparison.result["summary"]
+    html = Path(comparison.html_path).read_text()
+    assert f"<b>{expected['kept_a_dropped_b']}</b> kept in A and dropped by B" in html
+    assert f"<b>{expected['dropped_a_kept_b']}</b> dropped by A" in html

@@ -11,7 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.core.storage import Location, is_remote, location
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from pipeline.core.parts import REJECTED, document_files, done_parts, read_parquet
+from pipeline.core.storage import Location, is_remote, list_names, location
 from pipeline.report.build import ReportConfig, build_report, dumps, write_text_atomic
 
 COMPARE_VERSION = 1
@@ -19,7 +23,13 @@ COMPARE_VERSION = 1
 
 def compare_runs(run_a: Location | str, run_b: Location | str, config: ReportConfig | None = None) -> dict[str, Any]:
     """Differences between run A (the baseline) and run B (paths or store URLs), as a JSON-ready dict."""
-    return compare_reports(build_report(run_a, config), build_report(run_b, config))
+    run_a, run_b = location(run_a), location(run_b)
+    a, b = build_report(run_a, config), build_report(run_b, config)
+    result = compare_reports(a, b)
+    if result["quality_classifier"] is not None:
+        result["quality_classifier"]["documents"] = document_moves(run_a, a, run_b, b)
+        result["summary"] = summarise(result)
+    return result
 
 
 def compare_reports(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -139,20 +149,25 @@ def threshold_moves(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any] | No
 
     From the counts the runs already hold (documents scored, dropped below the threshold): ``moved`` is B's drops
     minus A's (positive: more documents fell below the threshold in B). It counts individual documents exactly
-    when both runs scored the same documents with the same model (scores are deterministic, so changing only the
-    threshold moves documents one way); otherwise it is a net change, and ``exact`` is false.
+    when both runs scored the same documents with the same model and label (scores are deterministic, so changing
+    only the threshold moves documents one way); otherwise it is a net change, and ``exact`` is false.
     """
     sides = [_classifier_side(r) for r in (a, b)]
     if sides[0] is None and sides[1] is None:
         return None
-    side_a, side_b = (s or {"scored": 0, "below": 0, "threshold": None, "model": None} for s in sides)
+    empty = {"scored": 0, "below": 0, "threshold": None, "model": None, "label": None}
+    side_a, side_b = (s or empty for s in sides)
+    same_scores = side_a["model"] is not None and (side_a["model"], side_a["label"]) == (
+        side_b["model"],
+        side_b["label"],
+    )
     same_input = side_a["scored"] == side_b["scored"]
     return {
         "threshold": {"a": side_a["threshold"], "b": side_b["threshold"]},
         "scored": _delta(side_a["scored"], side_b["scored"]),
         "below": _delta(side_a["below"], side_b["below"]),
         "moved": side_b["below"] - side_a["below"],
-        "exact": bool(same_input and side_a["model"] == side_b["model"] and None not in sides),
+        "exact": bool(same_input and same_scores and None not in sides),
     }
 
 
@@ -167,7 +182,57 @@ def _classifier_side(report: dict[str, Any]) -> dict[str, Any] | None:
         "below": below,
         "threshold": config.get("threshold"),
         "model": config.get("model"),
+        "label": config.get("label"),
     }
+
+
+def document_moves(run_a: Location, a: dict[str, Any], run_b: Location, b: dict[str, Any]) -> dict[str, Any]:
+    """Documents, by id, that one run's classifier pass kept and the other run's classifier dropped.
+
+    ``kept_a_dropped_b``: in the documents A's classifier pass wrote, and among the rows B's classifier dropped;
+    ``dropped_a_kept_b`` the other way round. A direction is null when the dropping run kept no rejected rows
+    (``--keep-rejected``): only ids tell which documents moved. Reads the ``id`` column of A's and B's documents
+    and the rejected rows' ``id`` and ``drop_stage``, never the text.
+    """
+    dirs = [_classifier_pass_dir(run, report) for run, report in ((run_a, a), (run_b, b))]
+    dropped = [_classifier_dropped_ids(d) if d is not None else None for d in dirs]
+    return {
+        "kept_a_dropped_b": _count_kept(dirs[0], dropped[1]),
+        "dropped_a_kept_b": _count_kept(dirs[1], dropped[0]),
+    }
+
+
+def _classifier_pass_dir(run: Location, report: dict[str, Any]) -> Location | None:
+    """The folder of the pass that ran the classifier ("main" is the run folder itself)."""
+    name = next((r["pass"] for r in report["funnel"]["stages"] if r["stage"] == CLASSIFIER), None)
+    if name is None:
+        return None
+    return run if name in ("main", ".", "") else run / name
+
+
+def _classifier_dropped_ids(pass_dir: Location) -> pa.Array | None:
+    """Ids of the rows the classifier dropped in this pass, or None when the pass kept no rejected rows."""
+    present = set(list_names(pass_dir / REJECTED, suffix=".parquet"))
+    names = [n for n in done_parts(pass_dir) if f"{n}.parquet" in present]
+    if not names:
+        return None
+    ids = []
+    for name in names:
+        rows = read_parquet(pass_dir / REJECTED / f"{name}.parquet", columns=["id", "drop_stage"])
+        ids.append(rows.filter(pc.equal(rows.column("drop_stage"), CLASSIFIER)).column("id").combine_chunks())
+    return pc.unique(pa.concat_arrays(ids)) if ids else pa.array([], pa.string())
+
+
+def _count_kept(pass_dir: Location | None, ids: pa.Array | None) -> int | None:
+    """How many of ``ids`` are among the documents the pass in ``pass_dir`` kept."""
+    if pass_dir is None or ids is None:
+        return None
+    if not len(ids):
+        return 0
+    return sum(
+        int(pc.sum(pc.is_in(read_parquet(f, columns=["id"]).column("id"), value_set=ids)).as_py() or 0)
+        for f in document_files(pass_dir)
+    )
 
 
 def _flatten(d: Any, prefix: str = "") -> dict[str, Any]:
@@ -208,7 +273,17 @@ def summarise(result: dict[str, Any]) -> str:
     if out["delta"] is not None:
         rel = f" ({out['relative']:+.1%})" if out["relative"] is not None else ""
         text += f". Output: {out['a']:,} -> {out['b']:,} documents{rel}."
+    moves = (result.get("quality_classifier") or {}).get("documents") or {}
+    if moves.get("kept_a_dropped_b") is not None or moves.get("dropped_a_kept_b") is not None:
+        text += (
+            f" Quality classifier: {_count(moves.get('kept_a_dropped_b'))} documents kept in A were dropped in B, "
+            f"{_count(moves.get('dropped_a_kept_b'))} dropped in A were kept in B."
+        )
     return text
+
+
+def _count(n: int | None) -> str:
+    return "?" if n is None else f"{n:,}"
 
 
 def _signed(n: int | None) -> str:

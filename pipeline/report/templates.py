@@ -462,6 +462,11 @@ COMPARE_PAGE = """<!doctype html>
     <tr><td>scored</td>{{ delta(q.scored) }}</tr>
     <tr><td>below the threshold (dropped)</td>{{ delta(q.below) }}</tr>
   </table>
+  {% set m = q.get('documents') or {} %}{% set ab, ba = m.get('kept_a_dropped_b'), m.get('dropped_a_kept_b') %}
+  <p>Documents that moved, by id: <b>{{ ab|num if ab is not none else '?' }}</b> kept in A and dropped by B's
+  classifier, <b>{{ ba|num if ba is not none else '?' }}</b> dropped by A's classifier and kept in B
+  {%- if ab is none or ba is none %} (?: the run that dropped them kept no rejected rows, --keep-rejected)
+  {%- endif %}.</p>
 </section>
 {% endif %}
 {% for title, key, rows in [('Languages', 'language', c.languages), ('Domains', 'domain', c.domains)] if rows %}
