@@ -321,3 +321,43 @@ def test_refinery_run_refuses_a_bad_benchmark_with_one_line_and_exit_2(
         lines = result.output.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith(f"error: benchmark '{name}': "), (name, result.output)
         assert message in lines[0], (name, result.output)
+
+
+def test_the_spark_engine_drops_what_the_local_engine_drops(tmp_path: Path, realdata: Path, spark) -> None:  # noqa: ANN001
+    """The index built on the driver reaches Spark's executors with the WARC pass: same drops, same documents."""
+    from pipeline.app.config import load_config
+    from pipeline.app.warc import run_warc_pass
+    from pipeline.core.parts import load_stats, read_documents
+    from pipeline.core.stats import merge_parts
+    from pipeline.engines.base import WorkUnit
+    from pipeline.engines.local import LocalEngine
+    from pipeline.engines.spark import SparkEngine
+
+    warcs = ["wget-sample-0000.warc.gz"]
+    units = [WorkUnit(part=f"part-{i:05d}", inputs=(name,)) for i, name in enumerate(warcs)]
+
+    def run_config(name: str, benchmarks: list[dict]):  # noqa: ANN202 - RunConfig
+        return load_config(
+            overrides={
+                "source.cc_base_url": str(realdata / "warc_samples"),
+                "output_dir": str(tmp_path),
+                "name": name,
+                "langid.languages": None,
+                "decontaminate.benchmarks": benchmarks,
+            }
+        )
+
+    plain = run_config("plain", [])
+    run_warc_pass(plain, units, LocalEngine(workers=1, progress=False))
+    texts = [t for t in read_documents(plain.run_dir).column("text").to_pylist() if len(t.split()) >= 60]
+    passages = [" ".join(t.split()[20:50]) for t in texts[::2]]  # a passage of every other long kept document
+    assert len(passages) >= 2
+    bench = write_jsonl(tmp_path / "kept.jsonl", [{"p": p} for p in passages])
+    benchmarks = [{"name": "kept", "path": str(bench), "field": "p"}]
+    local, on_spark = run_config("local", benchmarks), run_config("spark", benchmarks)
+    run_warc_pass(local, units, LocalEngine(workers=1, progress=False))
+    run_warc_pass(on_spark, units, SparkEngine(spark, progress=False))
+    drops = {c.name: merge_parts(load_stats(c.run_dir)).stage("decontaminate").drops for c in (local, on_spark)}
+    assert drops["spark"] == drops["local"] and drops["local"]["decontaminate:kept"] >= len(passages), drops
+    ids = {c.name: sorted(read_documents(c.run_dir).column("id").to_pylist()) for c in (local, on_spark)}
+    assert ids["spark"] == ids["local"]
