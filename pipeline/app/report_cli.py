@@ -28,7 +28,11 @@ def report_command(
     ],
     compare: Annotated[
         str | None,
-        typer.Option("--compare", help="Second run folder (path or URL): also write what changed from RUN_DIR to it."),
+        typer.Option(
+            "--compare",
+            help="Second run folder (path or URL): also write what changed from RUN_DIR to it, and how many "
+            "documents crossed the quality classifier each way (by id, for runs made with --keep-rejected).",
+        ),
     ] = None,
     output: Annotated[
         str | None,
