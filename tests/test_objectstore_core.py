@@ -208,3 +208,65 @@ def test_a_part_is_done_from_one_request(bucket: str, s3_env, tmp_path) -> None:
             writer.write(_documents(2))
             writer.commit(PartStats(part="part-00000"))
         assert part_done(out, "part-00000") and not part_done(out, "part-00001")
+
+
+def test_a_pass_listing_skips_clearing_unwritten_parts_and_a_failed_commit_still_cleans_up(
+    bucket: str, s3_env, monkeypatch  # noqa: ANN001
+) -> None:  # fmt: skip
+    from pipeline.core import parts
+
+    out = location(f"{bucket}/listed")
+    fs = s3_env.filesystem()
+    write_bytes_atomic(out / "documents" / "part-00001.parquet", b"half of a killed attempt")
+    removed: list[str] = []
+    real_remove = parts.remove
+    monkeypatch.setattr(parts, "remove", lambda path: (removed.append(path.name), real_remove(path)))
+    with parts.pass_listing(out):
+        with PartWriter(out, "part-00000") as writer:  # nothing of it listed: no DELETE
+            writer.write(_documents(2))
+            writer.commit(PartStats(part="part-00000"))
+        assert removed == []
+        with PartWriter(out, "part-00001") as writer:  # listed with a leftover: cleared for real
+            assert not (out / "documents" / "part-00001.parquet").exists()
+            writer.write(_documents(1, "y"))
+            writer.commit(PartStats(part="part-00001"))
+        assert "part-00001.parquet" in removed
+        # a commit failing after its documents and stats went up removes them, though the listing showed nothing
+        real_write = parts.write_bytes_atomic
+
+        def failing_marker(path, data):  # noqa: ANN001, ANN202
+            if path.parent.name == "markers":
+                raise OSError("the store failed")
+            return real_write(path, data)
+
+        monkeypatch.setattr(parts, "write_bytes_atomic", failing_marker)
+        with pytest.raises(OSError, match="store failed"), PartWriter(out, "part-00002") as writer:
+            writer.write(_documents(3, "z"))
+            writer.commit(PartStats(part="part-00002"))
+        monkeypatch.setattr(parts, "write_bytes_atomic", real_write)
+        # an upload failing beside the others: nothing of the part stays, no marker
+        monkeypatch.setattr(parts, "publish", lambda tmp, path: (_ for _ in ()).throw(OSError("upload failed")))
+        with pytest.raises(OSError, match="upload failed"), PartWriter(out, "part-00003") as writer:
+            writer.write(_documents(1, "w"))
+            writer.commit(PartStats(part="part-00003"))
+    names = sorted(p.split("/listed/", 1)[1] for p in fs.find(out.path))
+    assert names == [f"{folder}/part-0000{i}.{ext}" for folder, ext in
+                     (("documents", "parquet"), ("markers", "done"), ("stats", "json")) for i in (0, 1)]  # fmt: skip
+    assert done_parts(out) == ["part-00000", "part-00001"]
+    assert sorted(read_documents(out).column("id").to_pylist()) == ["d0", "d1", "y0"]
+    assert list_names(out / "rejected") == [] and list_files(out / "nothing-here") == {}
+
+
+def test_a_new_lease_on_s3_is_a_conditional_create_with_no_settle(bucket: str, s3_env, monkeypatch) -> None:  # noqa: ANN001
+    url = f"{bucket}/runs/exclusive"
+    slept: list[float] = []
+    monkeypatch.setattr(lock.time, "sleep", slept.append)
+    with output_lock(url, "run"):
+        assert slept == [], "the store honours If-None-Match: no settle needed"
+        # a run that read "free" at the same moment loses the create
+        with pytest.raises(OutputLocked, match=r"in use by another dedup: pid \d+ on"):
+            lock._create_exclusive(location(url) / LOCK_FILE, b"{}", "dedup")
+    assert not (location(url) / LOCK_FILE).exists()
+    write_bytes_atomic(location(url) / LOCK_FILE, b"not a lease")  # an unreadable leftover is written over
+    with output_lock(url, "run"):
+        assert slept == [lock.LEASE_SETTLE_S]

@@ -10,9 +10,10 @@ process also keeps the set of folders it holds.
 An object store has no locks: there the lock is a lease, the same JSON object renewed every
 ``LEASE_RENEW_S`` by a thread of the holder. A run finding a lease renewed less than ``LEASE_S`` ago by a
 live holder is refused; a lease whose holder is dead (same host, pid gone) or that was not renewed in time
-is taken over with a warning. Two runs starting at the same moment may both read "free": each writes its
-lease, waits ``LEASE_SETTLE_S`` and reads it back, and only the one whose lease is there goes on. A holder
-whose lease was taken over (it stalled past ``LEASE_S``) stops renewing it and logs an error.
+is taken over with a warning. Two runs starting at the same moment may both read "free": on S3 a new lease is
+created with a conditional PUT (``If-None-Match: *``), which only one of them wins; elsewhere (or taking over an old
+lease) each writes its lease, waits ``LEASE_SETTLE_S`` and reads it back, and only the one whose lease is there
+goes on. A holder whose lease was taken over (it stalled past ``LEASE_S``) stops renewing it and logs an error.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-from pipeline.core.storage import Location, is_remote, location, remove, write_bytes_atomic
+from pipeline.core.storage import Location, is_remote, location, read_bytes, remove, write_bytes_atomic
 
 log = logging.getLogger(__name__)
 
@@ -162,9 +163,39 @@ def _holder_alive(holder: dict) -> bool:
 
 def _read_lease(path: Location) -> dict:
     try:
-        return _parse(path.read_bytes())
+        return _parse(read_bytes(path))  # one GET (a missing lease too)
     except FileNotFoundError:
         return {}
+
+
+def _refused(e: OSError) -> bool:
+    """Whether the store refused a conditional write because its condition did not hold (HTTP 412)."""
+    text = str(e).lower()
+    return "pre-condition" in text or "precondition" in text or "412" in text
+
+
+def _create_exclusive(path: Location, data: bytes, what: str) -> bool:
+    """Create the lease only if no lease exists (S3's conditional PUT, ``If-None-Match: *``): True if it is ours
+    for sure, so no settle is needed. False where the store has no such writes (another filesystem, or an S3 store
+    that ignores the condition: the second, probing PUT went through): the caller settles and reads back.
+    Raises :class:`OutputLocked` if another run created its lease first."""
+    if "s3" not in path.fs.protocol:
+        return False
+    try:
+        path.fs.pipe_file(path.path, data, IfNoneMatch="*")
+    except OSError as e:
+        if not _refused(e):
+            raise
+        if not (holder := _read_lease(path)):  # an unreadable leftover, not a lease: written over as before
+            return False
+        raise OutputLocked(f"{path.parent} is in use by another {what}: {describe_holder(holder)}") from None
+    try:  # the same create again must be refused, else the store ignores the condition
+        path.fs.pipe_file(path.path, data, IfNoneMatch="*")
+    except OSError as e:
+        if _refused(e):
+            return True
+        raise
+    return False
 
 
 @contextlib.contextmanager
@@ -192,11 +223,13 @@ def _store_lease(output_dir: Location, what: str) -> Iterator[None]:
             log.warning("taking over the lock of %s left by a run that is no longer alive (%s)",
                         output_dir, describe_holder(old))  # fmt: skip
         lease = {**_me(what), "token": token, "renewed": time.time()}
-        write_bytes_atomic(path, json.dumps(lease).encode())
-        time.sleep(LEASE_SETTLE_S)
-        now = _read_lease(path)
-        if now.get("token") != token:  # another run wrote its lease at the same moment, after us
-            raise OutputLocked(f"{output_dir} is in use by another {what}: {describe_holder(now)}")
+        data = json.dumps(lease).encode()
+        if old or not _create_exclusive(path, data, what):
+            write_bytes_atomic(path, data)
+            time.sleep(LEASE_SETTLE_S)
+            now = _read_lease(path)
+            if now.get("token") != token:  # another run wrote its lease at the same moment, after us
+                raise OutputLocked(f"{output_dir} is in use by another {what}: {describe_holder(now)}")
 
         def renew() -> None:
             while not stop.wait(LEASE_RENEW_S):

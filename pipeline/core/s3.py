@@ -15,6 +15,7 @@ from typing import Any
 import aiobotocore.session
 import botocore.loaders
 import fsspec
+import fsspec.asyn
 import s3fs
 
 _LOADER = botocore.loaders.create_loader()
@@ -30,6 +31,15 @@ class SharedLoaderS3FileSystem(s3fs.S3FileSystem):
             self.session = session
             self._session_is_owned = True
         return await super().set_session(refresh=refresh, kwargs=kwargs or {})
+
+    def ls_folder(self, path: str, detail: bool = False) -> list[Any]:
+        """The entries directly under the folder ``path`` in one listing request, none if it is missing or empty.
+
+        ``ls`` lists the parent folder as well when a folder has nothing in it (to tell a file from a missing
+        path): a second request for every pass that lists a folder it has not written yet.
+        """
+        entries = fsspec.asyn.sync(self.loop, self._lsdir, self._strip_protocol(path).rstrip("/"), refresh=True)
+        return entries if detail else [entry["name"] for entry in entries]
 
 
 SharedLoaderS3FileSystem._cache = s3fs.S3FileSystem._cache  # one instance cache: forget either, forget both

@@ -247,7 +247,7 @@ def list_names(folder: Location, suffix: str = "", prefix: str = "") -> list[str
     folder = location(folder)
     if is_remote(folder):
         try:
-            entries = folder.fs.ls(folder.path, detail=False)
+            entries = _list_folder(folder, detail=False)
         except FileNotFoundError:
             return []
         here = folder.path.rstrip("/")  # some stores list an emptied folder as itself
@@ -258,6 +258,15 @@ def list_names(folder: Location, suffix: str = "", prefix: str = "") -> list[str
         except (FileNotFoundError, NotADirectoryError):
             return []
     return sorted(n for n in names if n.endswith(suffix) and n.startswith(prefix) and not n.startswith("."))
+
+
+def _list_folder(folder: UPath, detail: bool) -> list[Any]:
+    """One listing request where the filesystem can (:meth:`pipeline.core.s3.SharedLoaderS3FileSystem.ls_folder`:
+    a folder not written yet is then one request, not two), else its ``ls``."""
+    ls_folder = getattr(folder.fs, "ls_folder", None)
+    if ls_folder is not None:
+        return ls_folder(folder.path, detail=detail)
+    return folder.fs.ls(folder.path, detail=detail)
 
 
 @dataclass(frozen=True)
@@ -286,7 +295,7 @@ def list_files(folder: Location | str) -> dict[str, FileInfo]:
             pass
         return out
     try:
-        entries = folder.fs.ls(folder.path, detail=True)
+        entries = _list_folder(folder, detail=True)
     except FileNotFoundError:
         return out
     for entry in entries:

@@ -22,6 +22,7 @@ import json
 import logging
 import math
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -168,18 +169,23 @@ def near_duplicate_clusters(
     heads, members, per_band = [], [], []
     work_dir = location(work_dir) if work_dir is not None else None
     spilled = set(list_names(work_dir, ".npy", "pairs-band-")) if work_dir is not None else set()  # one listing
-    for band in range(num_bands):
-        path = work_dir / f"pairs-band-{band:03d}.npy" if work_dir is not None else None
-        if path is not None and path.name in spilled:
-            pairs = load_array(path)
-        else:
-            h, m = band_pairs(band, load, scope, entries, budget_bytes)
-            pairs = np.stack([h, m]) if len(h) else np.empty((2, 0), dtype=np.int64)
-            if path is not None:
-                save_array_atomic(path, pairs)
-        heads.append(pairs[0])
-        members.append(pairs[1])
-        per_band.append(int(pairs.shape[1]))
+    # on a store a band's spill uploads while the next band is grouped (one request each, not one after the other)
+    with ThreadPoolExecutor(max_workers=4 if work_dir is not None and is_remote(work_dir) else 1) as spills:
+        saved = []
+        for band in range(num_bands):
+            path = work_dir / f"pairs-band-{band:03d}.npy" if work_dir is not None else None
+            if path is not None and path.name in spilled:
+                pairs = load_array(path)
+            else:
+                h, m = band_pairs(band, load, scope, entries, budget_bytes)
+                pairs = np.stack([h, m]) if len(h) else np.empty((2, 0), dtype=np.int64)
+                if path is not None:
+                    saved.append(spills.submit(save_array_atomic, path, pairs))
+            heads.append(pairs[0])
+            members.append(pairs[1])
+            per_band.append(int(pairs.shape[1]))
+    for future in saved:  # all ended (the pool waited): the first failure, if any
+        future.result()
     a, b = unique_pairs(np.concatenate(heads), np.concatenate(members), max(n, 1))
     candidates = len(a)
     similarity = np.full(candidates, np.nan, dtype=np.float32)

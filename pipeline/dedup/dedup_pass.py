@@ -121,7 +121,7 @@ class StaleDedupOutput(ValueError):
 def check_fingerprint(work: Location, expected: dict) -> None:
     path = work / "fingerprint.json"
     try:
-        found = json.loads(path.read_text())
+        found = json.loads(read_bytes(path))  # one GET on a store (a missing file: not two requests)
     except FileNotFoundError:
         write_json_atomic(path, expected)
         return

@@ -30,6 +30,7 @@ from pipeline.core.storage import (
     is_remote,
     local_copy,
     location,
+    read_bytes,
     scratch_dir,
     write_bytes_atomic,
     write_files,
@@ -213,8 +214,8 @@ def cluster(output_dir: Location | str, names: list[str], config: DedupConfig) -
     output_dir = location(output_dir)
     work = output_dir / WORK
     done_file = work / CLUSTERS / "done.json"
-    if done_file.exists():
-        return json.loads(done_file.read_text())
+    with contextlib.suppress(FileNotFoundError):  # one GET on a store (exists() then a read: up to three)
+        return json.loads(read_bytes(done_file))
     with contextlib.ExitStack() as scratch:
         sig_dir: Location = work / SIGNATURES
         if is_remote(sig_dir):  # every file is read at least twice: fetch them all at once, concurrently

@@ -8,6 +8,7 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 import pyarrow as pa
@@ -91,6 +92,8 @@ class SignPart:
     """Step 1 for one input part: writes its signature Parquet + ``.sig.npy``, then the marker (picklable)."""
 
     config: DedupConfig
+    writes_parts: ClassVar[bool] = False
+    """Its files are not :class:`pipeline.core.parts.PartWriter` parts (an engine need not list them first)."""
 
     def __call__(self, unit: WorkUnit, out_dir: Location | str) -> None:
         (path,) = unit.inputs

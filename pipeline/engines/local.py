@@ -35,6 +35,7 @@ from datatrove.pipeline.base import PipelineStep
 from loguru import logger as datatrove_logger
 from tqdm.auto import tqdm
 
+from pipeline.core.parts import pass_listing
 from pipeline.core.processes import ItemFailed, call_item, run_supervised
 from pipeline.core.storage import Location, is_remote, location, scratch_dir
 from pipeline.engines.base import PassResult, UnitProcessor, WorkUnit, fail_unfinished, run_pass, run_unit
@@ -170,6 +171,10 @@ def run_local(
     def run_todo(todo: list[WorkUnit]) -> None:
         n_tasks = tasks or default_tasks(len(todo), workers)
         with contextlib.ExitStack() as stack:
+            # each unit runs once in this pass, under the run lock: a part the listing shows without files needs
+            # no clearing (on a store that saves about 4 DELETEs per part); not for units that write no parts
+            if getattr(processor, "writes_parts", True):
+                stack.enter_context(pass_listing(out_dir))
             claims = None
             if tasks is None and n_tasks > 1:  # tasks claim units as they become free (see the module)
                 claims = UnitClaims(Path(stack.enter_context(tempfile.TemporaryDirectory(dir=scratch_dir()))))
