@@ -24,6 +24,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -59,8 +60,11 @@ class StepTimes(logging.Handler):
                 self.seconds[step] = float(message.split(": ")[1].removesuffix(" s"))
 
 
-def run_once(mirror: Path, output: str, workers: int) -> dict[str, float]:
-    """WARC pass and dedup into ``output``; seconds of each (and of dedup's steps)."""
+def run_once(
+    mirror: Path, output: str, workers: int, counts: Callable[[], dict[str, int]] | None = None
+) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
+    """WARC pass and dedup into ``output``; seconds of each (and of dedup's steps), and with ``counts`` (the
+    server's request counters) the requests each made."""
     from pipeline.app.config import load_config
     from pipeline.app.warc import plan_units, run_warc_pass
     from pipeline.dedup.dedup_pass import run_dedup
@@ -77,18 +81,26 @@ def run_once(mirror: Path, output: str, workers: int) -> dict[str, float]:
     dedup_log = logging.getLogger("pipeline.dedup.dedup_pass")
     dedup_log.addHandler(steps)
     dedup_log.setLevel(logging.INFO)
+    marks = []
     try:
+        marks.append(counts() if counts else {})
         start = time.perf_counter()
         run_warc_pass(config, plan_units(config), engine)
         warc_s = time.perf_counter() - start
+        marks.append(counts() if counts else {})
         start = time.perf_counter()
         run_dedup(config.run_dir, config.run_dir / "dedup", config.dedup, engine=engine)
         dedup_s = time.perf_counter() - start
+        marks.append(counts() if counts else {})
     finally:
         dedup_log.removeHandler(steps)
     sign_s, cluster_s = steps.seconds.get("signatures", 0.0), steps.seconds.get("clustering", 0.0)
+    requests = {
+        step: {k: marks[i + 1].get(k, 0) - marks[i].get(k, 0) for k in marks[i + 1]}
+        for i, step in enumerate(("warc", "dedup"))
+    }
     return {"warc": warc_s, "dedup": dedup_s, "sign": sign_s, "cluster": cluster_s,
-            "apply": dedup_s - sign_s - cluster_s}  # fmt: skip
+            "apply": dedup_s - sign_s - cluster_s}, requests  # fmt: skip
 
 
 def documents(output: str) -> tuple[int, int]:
@@ -133,21 +145,21 @@ def main(argv: list[str] | None = None) -> int:
             build_mirror(tmp_path / "warmup-mirror", 1, 50)
             run_once(tmp_path / "warmup-mirror", str(tmp_path / "warmup"), args.workers)  # imports, first forks
             times: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
-            requests: list[dict[str, int]] = []
+            requests: list[dict[str, dict[str, int]]] = []
             kept: dict[str, tuple[int, int]] = {}
             for r in range(args.rounds):
                 for side in sides if r % 2 == 0 else sides[::-1]:
                     if side == sides[0]:
                         output = str(tmp_path / f"local-{r}")
-                        times[side].append(run_once(mirror, output, args.workers))
+                        times[side].append(run_once(mirror, output, args.workers)[0])
                     else:
                         output = f"s3://{bucket}/round-{r}"
-                        before = server.request_counts()
-                        times[side].append(run_once(mirror, output, args.workers))
-                        after = server.request_counts()
-                        requests.append({k: after.get(k, 0) - before.get(k, 0) for k in after})
+                        seconds, counted = run_once(mirror, output, args.workers, server.request_counts)
+                        times[side].append(seconds)
+                        requests.append(counted)
+                        log.info("round %d requests: %s", r, counted)
                     kept[side] = documents(output)
-                    log.info("round %d, %s: %s", r, side, {k: round(v, 1) for k, v in times[side][-1].items()})
+                    log.info("round %d, %s: %s", r, side, {k: round(v, 2) for k, v in times[side][-1].items()})
                 if r == 0 and kept[sides[0]] != kept[sides[1]]:
                     raise SystemExit(f"local and store runs kept different documents: {kept}")
                 shutil_rmtree(tmp_path / f"local-{r}")
@@ -162,7 +174,10 @@ def main(argv: list[str] | None = None) -> int:
                  ("warc", "sign", "cluster", "apply", "dedup")]
                 + [overhead(medians[sides[1]]["warc"] + medians[sides[1]]["dedup"],
                             medians[sides[0]]["warc"] + medians[sides[0]]["dedup"])])  # fmt: skip
-    per_part = {k: statistics.median(r.get(k, 0) for r in requests) / parts for k in sorted(requests[0])}
+    per_part = {
+        step: {k: statistics.median(r[step].get(k, 0) for r in requests) / parts for k in sorted(requests[0][step])}
+        for step in ("warc", "dedup")
+    }
     docs_warc, docs_dedup = kept[sides[0]]
     now = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     text = "\n".join([
@@ -176,8 +191,9 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["output", "WARC pass s", "dedup: sign s", "cluster s", "write s", "dedup s", "total s"],
                        rows),
         "",
-        "Store requests per part (WARC pass + dedup, median round, counted by the server): "
-        + ", ".join(f"{k} {v:.1f}" for k, v in per_part.items() if v),
+        "Store requests per part (median round, counted by the server): "
+        + "; ".join(f"{step}: " + ", ".join(f"{k} {v:.1f}" for k, v in counts.items() if v)
+                    for step, counts in (("WARC pass", per_part["warc"]), ("dedup", per_part["dedup"]))),  # fmt: skip
         "",
     ])  # fmt: skip
     path = write_result("objectstore.md", text)
