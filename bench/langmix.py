@@ -77,16 +77,20 @@ class LanguageMix:
 
 
 def page_language(html: str) -> str:
-    """lid.176's top label on the page's main-content text (whole text if that is empty); ``none`` if no text."""
+    """lid.176's top label on the page's main-content text (whole text if that is empty); ``none`` if no text.
+
+    resiliparse's main-content heuristics, not the pre-screen's own text, so the mix does not move with it.
+    """
     from resiliparse.extract.html2text import extract_plain_text
     from resiliparse.parse.html import HTMLTree
 
     from pipeline.stages.langid import predict_languages
-    from pipeline.stages.prescreen import prescreen_text
 
-    text = prescreen_text(html).strip()
-    if not text:
-        text = extract_plain_text(HTMLTree.parse(html)).strip()
+    tree = HTMLTree.parse(html)
+    flat = ("preserve_formatting", "list_bullets", "alt_texts", "links", "form_fields", "noscript", "comments")
+    options = dict.fromkeys(flat, False)
+    text = extract_plain_text(tree, main_content=True, **options)
+    text = text[:5_000].strip() or extract_plain_text(tree).strip()
     if not text:
         return "none"
     return next(iter(predict_languages([text], k=1)[0]), "none")

