@@ -35,6 +35,7 @@ Scaling mode (``--workers 2``): ``run_stage("langid", files, out, config)`` with
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import gzip
 import logging
@@ -450,6 +451,35 @@ class Comparison:
     only_theirs: list[str]
     differ: list[str] = field(default_factory=list)
     """Kept by both with different text."""
+    exact_pii: int = 0
+    """Kept by both with identical text once the PII placeholders are normalised (:func:`normalise_pii`)."""
+    differ_pii: list[str] = field(default_factory=list)
+    """Kept by both with different text even with the PII placeholders normalised."""
+
+
+@functools.cache
+def _pii_placeholders() -> re.Pattern[str]:
+    """Every replacement address either side writes: datatrove's ``PIIFormatter`` defaults and our PII config's."""
+    from datatrove.pipeline.formatters import PIIFormatter
+
+    from filters.config import PiiConfig
+
+    theirs, ours = PIIFormatter(), PiiConfig()
+    emails = {*theirs.emails_replacer.replacements, *ours.email_replacements}
+    ips = {*theirs.ip_replacer.replacements, *ours.ip_replacements}
+    alternatives = sorted(emails | ips, key=len, reverse=True)
+    return re.compile("|".join(re.escape(a) for a in alternatives))
+
+
+def normalise_pii(text: str) -> str:
+    """``text`` with every PII placeholder address mapped to ``<EMAIL>`` or ``<IP>``.
+
+    Both sides replace the same addresses by the same list of placeholders, used in turn; datatrove's turn runs
+    on across the documents one formatter sees, ours restarts in every document (a document's output must not
+    depend on the documents before it). So the same address can become a different placeholder: this tells
+    that apart from a real difference of the text.
+    """
+    return _pii_placeholders().sub(lambda m: "<EMAIL>" if "@" in m.group() else "<IP>", text)
 
 
 def compare(ours: dict[str, str], theirs: dict[str, str]) -> Comparison:
@@ -457,6 +487,7 @@ def compare(ours: dict[str, str], theirs: dict[str, str]) -> Comparison:
     union = set(ours) | set(theirs)
     scores = {url: token_f1(ours[url], theirs[url]) for url in both}
     low = sorted(((u, s) for u, s in scores.items() if s < 0.9), key=lambda x: x[1])
+    differ_pii = [u for u in both if normalise_pii(ours[u]).strip() != normalise_pii(theirs[u]).strip()]
     return Comparison(
         ours=len(ours),
         theirs=len(theirs),
@@ -468,6 +499,8 @@ def compare(ours: dict[str, str], theirs: dict[str, str]) -> Comparison:
         only_ours=sorted(set(ours) - set(theirs)),
         only_theirs=sorted(set(theirs) - set(ours)),
         differ=[u for u in both if ours[u].strip() != theirs[u].strip()],
+        exact_pii=len(both) - len(differ_pii),
+        differ_pii=differ_pii,
     )
 
 
@@ -535,7 +568,10 @@ def _median_cpu(runs: list[SideRun]) -> float:
 
 
 def comparison_row(label: str, c: Comparison) -> str:
-    return f"| {label} | {c.ours} | {c.theirs} | {c.both} | {c.jaccard:.3f} | {c.mean_f1:.3f} | {c.exact} of {c.both} |"
+    return (
+        f"| {label} | {c.ours} | {c.theirs} | {c.both} | {c.jaccard:.3f} | {c.mean_f1:.3f} | {c.exact} of {c.both} "
+        f"| {c.exact_pii} of {c.both} |"
+    )
 
 
 def _urls(items: list[Any], shown: int = 6) -> str:
@@ -645,11 +681,14 @@ def throughput_report(m: Measured) -> str:
         "### Same output?",
         "",
         "Kept URLs compared as sets; token F1 = bag-of-words F1 of lowercased `\\w+` tokens of our text vs "
-        "datatrove's for the same URL.",
+        "datatrove's for the same URL. Identical texts are counted as they are and with the PII placeholders "
+        "normalised (every replacement address either side writes mapped to `<EMAIL>` or `<IP>`): both sides "
+        "use the same placeholders in turn, but datatrove's turn runs on across documents and ours restarts in "
+        "every document, so the same address can get a different placeholder.",
         "",
         "| datatrove run | kept by ours | kept by datatrove | kept by both | Jaccard of kept URLs "
-        "| mean token F1 (same URL) | identical texts |",
-        "|---|---:|---:|---:|---:|---:|---:|",
+        "| mean token F1 (same URL) | identical texts | identical, PII placeholders normalised |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
         comparison_row("own record selection", own),
         comparison_row("like for like", same),
         "",
@@ -665,6 +704,11 @@ def throughput_report(m: Measured) -> str:
             lines.append(f"- Token F1 below 0.9 ({label}, {len(c.low_f1)}): {_urls(c.low_f1)}")
         if c.differ:
             lines.append(f"- Kept by both, text differs ({label}, {len(c.differ)}): {_urls(c.differ)}")
+        if c.differ_pii:
+            lines.append(
+                f"- Kept by both, text differs beyond PII placeholders ({label}, {len(c.differ_pii)}): "
+                f"{_urls(c.differ_pii)}"
+            )
     lines.append("")
     lines += prescreen_report(m)
     if m.truncated_lines:
@@ -704,7 +748,8 @@ def prescreen_report(m: Measured) -> list[str]:
         lines.append(
             f"- Output {label}: {c.both} of datatrove's {c.theirs} kept documents also kept by ours "
             f"({100 * c.both / c.theirs if c.theirs else 100:.1f}%), identical text for {c.exact} of them "
-            f"({100 * c.exact / c.both if c.both else 100:.1f}%)."
+            f"({100 * c.exact / c.both if c.both else 100:.1f}%), {c.exact_pii} "
+            f"({100 * c.exact_pii / c.both if c.both else 100:.1f}%) with the PII placeholders normalised."
         )
     return [*lines, ""]
 
