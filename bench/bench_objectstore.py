@@ -1,6 +1,7 @@
 """Object storage: the WARC pass and dedup writing to SeaweedFS (S3) vs local disk, same input, one run.
 
-Run: ``.venv/bin/python -m bench.bench_objectstore [--rounds 3] [--warcs 4] [--pages 2500] [--workers 2]``;
+Run: ``.venv/bin/python -m bench.bench_objectstore [--rounds 3] [--warcs 4] [--pages 1000] [--workers 2]
+[--dedup-repeats 0]``;
 writes ``bench/results/objectstore.md``.
 
 Input: ``--warcs`` WARC files of ``--pages`` HTML pages each, built from the real pages in ``shared/realdata``
@@ -103,6 +104,28 @@ def run_once(
             "apply": dedup_s - sign_s - cluster_s}, requests  # fmt: skip
 
 
+def run_dedup_again(output: str, folder: str, workers: int) -> dict[str, float]:
+    """Dedup of ``output``'s WARC pass once more, into a fresh ``folder`` of its run: seconds of it and its steps
+    (more dedup samples at the cost of a dedup, not of a WARC pass)."""
+    from pipeline.app.config import load_config
+    from pipeline.dedup.dedup_pass import run_dedup
+    from pipeline.engines.local import LocalEngine
+
+    config = load_config(overrides={"output_dir": output, "name": "bench"})
+    run_dir = config.run_dir
+    steps = StepTimes()
+    dedup_log = logging.getLogger("pipeline.dedup.dedup_pass")
+    dedup_log.addHandler(steps)
+    try:
+        start = time.perf_counter()
+        run_dedup(run_dir, run_dir / folder, config.dedup, engine=LocalEngine(workers=workers, progress=False))
+        dedup_s = time.perf_counter() - start
+    finally:
+        dedup_log.removeHandler(steps)
+    sign_s, cluster_s = steps.seconds.get("signatures", 0.0), steps.seconds.get("clustering", 0.0)
+    return {"dedup": dedup_s, "sign": sign_s, "cluster": cluster_s, "apply": dedup_s - sign_s - cluster_s}
+
+
 def documents(output: str) -> tuple[int, int]:
     """Documents kept by the WARC pass and by dedup in ``output``'s run."""
     from pipeline.core.parts import total_stats
@@ -122,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--warcs", type=int, default=4, help="WARC files (parts) to build")
     parser.add_argument("--pages", type=int, default=1000, help="HTML pages per WARC file (a chunk is 1,000)")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--dedup-repeats", type=int, default=0,
+                        help="per round, dedup each side's WARC pass this many more times (alternating)")  # fmt: skip
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("bench.objectstore")
@@ -146,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
             run_once(tmp_path / "warmup-mirror", str(tmp_path / "warmup"), args.workers)  # imports, first forks
             times: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
             requests: list[dict[str, dict[str, int]]] = []
+            dedups: dict[str, list[dict[str, float]]] = {side: [] for side in sides}
             kept: dict[str, tuple[int, int]] = {}
             for r in range(args.rounds):
                 for side in sides if r % 2 == 0 else sides[::-1]:
@@ -162,12 +188,19 @@ def main(argv: list[str] | None = None) -> int:
                     log.info("round %d, %s: %s", r, side, {k: round(v, 2) for k, v in times[side][-1].items()})
                 if r == 0 and kept[sides[0]] != kept[sides[1]]:
                     raise SystemExit(f"local and store runs kept different documents: {kept}")
+                outputs = {sides[0]: str(tmp_path / f"local-{r}"), sides[1]: f"s3://{bucket}/round-{r}"}
+                for k in range(args.dedup_repeats):
+                    for side in sides if (r + k + 1) % 2 == 0 else sides[::-1]:
+                        dedups[side].append(run_dedup_again(outputs[side], f"dedup-again-{k}", args.workers))
+                        log.info("round %d, dedup again %d, %s: %s", r, k, side,
+                                 {key: round(v, 2) for key, v in dedups[side][-1].items()})  # fmt: skip
                 shutil_rmtree(tmp_path / f"local-{r}")
         finally:
             server.stop()
 
     keys = ("warc", "dedup", "sign", "cluster", "apply")
-    medians = {side: {k: statistics.median(v[k] for v in times[side]) for k in keys} for side in sides}
+    medians = {side: {k: statistics.median(v[k] for v in times[side] + (dedups[side] if k != "warc" else []))
+                      for k in keys} for side in sides}  # fmt: skip
     rows = [[side, m["warc"], m["sign"], m["cluster"], m["apply"], m["dedup"], m["warc"] + m["dedup"]]
             for side, m in medians.items()]  # fmt: skip
     rows.append(["store overhead"] + [overhead(medians[sides[1]][k], medians[sides[0]][k]) for k in
@@ -184,9 +217,11 @@ def main(argv: list[str] | None = None) -> int:
         f"## Object storage: WARC pass + dedup to SeaweedFS vs local disk ({now}, load {os.getloadavg()[0]:.1f})",
         "",
         f"`python -m bench.bench_objectstore --rounds {args.rounds} --warcs {args.warcs} --pages {args.pages} "
-        f"--workers {args.workers}` ({machine_info()}) — {parts} WARC files of {args.pages:,} real pages each "
+        f"--workers {args.workers} --dedup-repeats {args.dedup_repeats}` ({machine_info()}) — {parts} WARC files of "
+        f"{args.pages:,} real pages each "
         f"({docs_warc:,} documents kept by the WARC pass, {docs_dedup:,} after dedup), local engine, "
-        f"{args.workers} workers, median of {args.rounds} alternating rounds; the store is SeaweedFS on 127.0.0.1.",
+        f"{args.workers} workers, median of {args.rounds} alternating rounds (dedup: of "
+        f"{args.rounds * (1 + args.dedup_repeats)} runs); the store is SeaweedFS on 127.0.0.1.",
         "",
         markdown_table(["output", "WARC pass s", "dedup: sign s", "cluster s", "write s", "dedup s", "total s"],
                        rows),
