@@ -70,7 +70,7 @@ STEPS = [
     (
         "of which readability",
         [("trafilatura/external.py", "try_readability")],
-        [("trafilatura/external.py", "try_readability")],
+        [("fast_trafilatura.py", "_try_readability")],
     ),
     (
         "of which justext",

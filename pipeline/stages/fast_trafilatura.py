@@ -17,6 +17,9 @@ Where trafilatura 2.3.1 spends its time with FineWeb's settings, and what this m
   parser (trafilatura's settings) chooses lxml.html's classes in C.
 - Copies: with ``precision`` the raw tree is not read after the readability comparison, which therefore
   works on it instead of on a deep copy.
+- Readability (``_Readability``): the unlikely-candidate pass visits only elements with a class or id, the
+  scoring pass measures each link's text once instead of once per enclosing candidate, and its summary is
+  parsed back with the parser above.
 
 The rest of trafilatura's cascade is mirrored function by function (same calls, same order, so a shared
 deduplication ``LRUCache`` sees the same segments in the same order) and calls trafilatura's own helpers.
@@ -62,7 +65,6 @@ if ENABLED:
         _prefer_readability,
         justext_rescue,
         sanitize_tree,
-        try_readability,
     )
     from trafilatura.htmlprocessing import convert_tags, delete_by_link_density, link_density_test_tables, tree_cleaning
     from trafilatura.main_extractor import (
@@ -73,6 +75,8 @@ if ENABLED:
         process_node,
     )
     from trafilatura.metadata import Document
+    from trafilatura.readability_lxml import FRAME_TAGS, REGEXES, text_length
+    from trafilatura.readability_lxml import Document as ReadabilityDocument
     from trafilatura.settings import DEDUPE_SCAN_CAP, INLINE_FORMATTABLE, MIN_DUPLICATE_LENGTH, TAG_CATALOG, Extractor
     from trafilatura.utils import (
         SPACING_PROTECTED,
@@ -547,7 +551,7 @@ def _compare_extraction(
         return body, text
     if options.focus == "precision":
         raw_tree = prune_overall(raw_tree, overall)
-    temppost_algo = try_readability(raw_tree)
+    temppost_algo = _try_readability(raw_tree)
     algo_text = trim(tostring(temppost_algo, method="text", encoding="utf-8").decode("utf-8"))
     len_algo = len(algo_text)
     use_readability = _prefer_readability(body, temppost_algo, algo_text, len_text, len_algo, options)
@@ -738,3 +742,66 @@ def _extract_content(cleaned_tree: HtmlElement, options: Extractor) -> tuple[_El
         ):
             linebreak.tail = None
     return result_body, temp_text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# readability (trafilatura/readability_lxml.py and external.try_readability of the pinned version)
+
+_CLASS_OR_ID = XPath(".//*[@class or @id]")
+
+
+class _Readability(ReadabilityDocument if ENABLED else object):  # type: ignore[misc]
+    """trafilatura's readability ``Document`` with two steps doing the same with less work.
+
+    - ``remove_unlikely_candidates`` visits only the elements with a class or id attribute (selected in C):
+      the others join to an empty string, which the original skips.
+    - ``score_paragraphs`` measures each link's text once: candidates nest (parent and grandparent of every
+      paragraph), so the link-density pass measured the same links again and again. The tree does not change
+      during scoring, and the memo holds the element proxies, so an element keeps its identity meanwhile.
+    """
+
+    __slots__ = ("_link_lengths",)
+
+    def remove_unlikely_candidates(self) -> None:
+        verdicts: dict[str, bool] = {}
+        unlikely, maybe = REGEXES["unlikelyCandidatesRe"].search, REGEXES["okMaybeItsACandidateRe"].search
+        for elem in _CLASS_OR_ID(self.doc):
+            attrs = " ".join(filter(None, (elem.get("class"), elem.get("id"))))
+            if len(attrs) < 2 or elem.tag in FRAME_TAGS:
+                continue
+            verdict = verdicts.get(attrs)
+            if verdict is None:
+                low = attrs.lower()
+                verdict = verdicts[attrs] = bool(unlikely(low)) and not maybe(low)
+            if verdict:
+                elem.drop_tree()
+
+    def score_paragraphs(self) -> dict:
+        self._link_lengths: dict[_Element, int] | None = {}
+        try:
+            return super().score_paragraphs()
+        finally:
+            self._link_lengths = None
+
+    def get_link_density(self, elem: HtmlElement) -> float:
+        lengths = getattr(self, "_link_lengths", None)
+        if lengths is None:
+            return super().get_link_density(elem)
+        total_length = text_length(elem) or 1
+        link_length = 0
+        for link in elem.iterdescendants("a"):
+            length = lengths.get(link)
+            if length is None:
+                length = lengths[link] = text_length(link)
+            link_length += length
+        return link_length / total_length
+
+
+def _try_readability(htmlinput: HtmlElement) -> HtmlElement:
+    """``external.try_readability``; the summary is parsed with :data:`_PARSER` (element classes in C)."""
+    try:
+        summary = _fromstring_bytes(_Readability(htmlinput, min_text_length=25).summary())
+        return summary if summary is not None else HtmlElement()
+    except Exception as err:
+        log.debug("readability_lxml failed: %s", err)
+        return HtmlElement()
