@@ -18,12 +18,13 @@ import pyarrow as pa
 import pytest
 
 import pipeline.stages.extraction as extraction
-from pipeline.core.schema import DROP_REASON, RAW_SCHEMA
+from pipeline.core.schema import DROP_REASON
 from pipeline.core.stage import Stage, run_chain
 from pipeline.core.stats import PartStats
 from pipeline.sources.warc import read_warc
 from pipeline.stages.config import ExtractionConfig
 from pipeline.stages.extraction import ExtractStage
+from tests.pages import norm, raw_table, words
 
 
 @pytest.fixture(scope="session")
@@ -36,30 +37,6 @@ def aeb(realdata: Path) -> list[tuple[str, str, str]]:
         html = gzip.decompress((folder / "html" / f"{key}.html.gz").read_bytes()).decode("utf-8")
         pages.append((truth[key]["url"], html, truth[key]["articleBody"]))
     return pages
-
-
-def raw_table(htmls: list[str | None]) -> pa.Table:
-    n = len(htmls)
-    return pa.table(
-        {
-            "id": [f"doc-{i}" for i in range(n)],
-            "url": [f"https://example.org/{i}" for i in range(n)],
-            "domain": ["example.org"] * n,
-            "dump": ["CC-MAIN-2024-22"] * n,
-            "warc_path": ["x.warc.gz"] * n,
-            "warc_date": [None] * n,
-            "html": htmls,
-        },
-        schema=RAW_SCHEMA,
-    )
-
-
-def norm(text: str) -> str:
-    return " ".join(text.split())
-
-
-def words(text: str) -> Counter[str]:
-    return Counter(re.findall(r"\w+", text.lower()))
 
 
 def test_aeb_pages_keep_the_article_and_drop_boilerplate(aeb: list[tuple[str, str, str]]) -> None:

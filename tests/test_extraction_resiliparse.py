@@ -7,22 +7,21 @@ import gzip
 import json
 import re
 import time
-from collections import Counter
 from pathlib import Path
 
 import lxml.html
-import pyarrow as pa
 import pytest
 from resiliparse.extract.html2text import extract_plain_text
 from resiliparse.parse.html import HTMLTree
 
 import pipeline.stages.extraction as extraction
-from pipeline.core.schema import DROP_REASON, RAW_SCHEMA
+from pipeline.core.schema import DROP_REASON
 from pipeline.core.stage import run_chain
 from pipeline.core.stats import PartStats
 from pipeline.sources.warc import decode_html
 from pipeline.stages.config import ExtractionConfig
 from pipeline.stages.extraction import RESILIPARSE_OPTIONS, ExtractStage
+from tests.pages import norm, raw_table, words
 
 RESILIPARSE = ExtractionConfig(backend="resiliparse")
 
@@ -37,30 +36,6 @@ def aeb(realdata: Path) -> list[tuple[str, str, str]]:
         html = decode_html(gzip.decompress((folder / "html" / f"{key}.html.gz").read_bytes()), "text/html")[0]
         pages.append((truth[key]["url"], html, truth[key]["articleBody"]))
     return pages
-
-
-def raw_table(htmls: list[str | None]) -> pa.Table:
-    n = len(htmls)
-    return pa.table(
-        {
-            "id": [f"doc-{i}" for i in range(n)],
-            "url": [f"https://example.org/{i}" for i in range(n)],
-            "domain": ["example.org"] * n,
-            "dump": ["CC-MAIN-2024-22"] * n,
-            "warc_path": ["x.warc.gz"] * n,
-            "warc_date": [None] * n,
-            "html": htmls,
-        },
-        schema=RAW_SCHEMA,
-    )
-
-
-def norm(text: str) -> str:
-    return " ".join(text.split())
-
-
-def words(text: str) -> Counter[str]:
-    return Counter(re.findall(r"\w+", text.lower()))
 
 
 def navigation_links(html: str) -> set[str]:

@@ -93,7 +93,7 @@ def s3_requests(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[tuple[str, str
 
         return wrapped
 
-    for name, kind in (("_ls", "list"), ("_cat_file", "read"), ("_info", "head"), ("_exists", "head")):
+    for name, kind in (("_lsdir", "list"), ("_cat_file", "read"), ("_info", "head"), ("_exists", "head")):
         monkeypatch.setattr(s3fs.S3FileSystem, name, counting(kind, getattr(s3fs.S3FileSystem, name)))
     s3fs.S3FileSystem.clear_instance_cache()  # instances bind their sync methods when created
     yield requests
