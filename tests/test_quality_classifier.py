@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import gzip
 import json
+import subprocess
+import sys
 import threading
 from functools import partial
 from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
@@ -17,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from filters.classifier_train import TrainSettings, read_documents, roc_auc, train_classifier
+from filters.classifier_train import TrainSettings, read_documents, roc_auc
 from filters.config import QualityClassifierConfig
 from filters.quality_classifier import (
     ClassifierModelError,
@@ -29,6 +31,7 @@ from filters.quality_classifier import (
 from pipeline.app.cli import app
 from pipeline.core.stage import run_chain
 from pipeline.core.stats import PartStats
+from tests.fresh import train_fresh
 
 SMALL = TrainSettings(bucket=100_000, holdout=0.2)
 """DCLM's recipe with fewer hash buckets: a 40 MB model instead of 800 MB."""
@@ -56,7 +59,7 @@ def corpus(realdata: Path) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     positives, negatives = corpus
-    return train_classifier(positives, negatives, tmp_path_factory.mktemp("model") / "model.bin", SMALL)
+    return train_fresh(positives, negatives, tmp_path_factory.mktemp("model") / "model.bin", SMALL)
 
 
 def test_separates_held_out_documents(trained) -> None:
@@ -69,7 +72,7 @@ def test_separates_held_out_documents(trained) -> None:
 def test_scores_are_deterministic(trained, corpus, tmp_path) -> None:
     """Same inputs and seed: the same model file; the same text: the same score, alone or in a batch."""
     positives, negatives = corpus
-    again = train_classifier(positives, negatives, tmp_path / "again.bin", SMALL)
+    again = train_fresh(positives, negatives, tmp_path / "again.bin", SMALL)
     assert again.model_path.read_bytes() == trained.model_path.read_bytes()
     stage = QualityClassifierStage(QualityClassifierConfig(model=str(trained.model_path)))
     texts = positives[:5] + negatives[:5]
@@ -197,11 +200,14 @@ def test_train_cli(corpus, tmp_path) -> None:
     (tmp_path / "pos.txt").write_text("\n".join(normalise(t) for t in positives))
     (tmp_path / "neg.txt").write_text("\n".join(normalise(t) for t in negatives))
     args = ["classifier", "train", "-p", str(tmp_path / "pos.txt"), "-n", str(tmp_path / "neg.txt")]
-    result = CliRunner().invoke(
-        app, [*args, "-o", str(tmp_path / "m.bin"), "--quantize", "--bucket", "100000", "--cutoff", "1000"]
-    )
-    assert result.exit_code == 0, result.output
-    assert (tmp_path / "m.ftz").is_file() and "AUC:" in result.output and "precision:" in result.output
+    cli = [sys.executable, "-m", "pipeline.app.cli"]  # a process of its own, as users run it (see tests/fresh.py)
+    trained = subprocess.run(
+        [*cli, *args, "-o", str(tmp_path / "m.bin"), "--quantize", "--bucket", "100000", "--cutoff", "1000"],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    output = trained.stdout + trained.stderr
+    assert trained.returncode == 0, output
+    assert (tmp_path / "m.ftz").is_file() and "AUC:" in output and "precision:" in output
     result = CliRunner().invoke(app, ["classifier", "train", "-p", str(tmp_path / "none.txt"), *args[4:], "-o", "x"])
     assert result.exit_code == 2 and "not found" in result.output
 
