@@ -469,11 +469,13 @@ def spark_package(
 
 
 def _mount_subcommands() -> None:
+    from pipeline.app.ablate import ablate_command
     from pipeline.app.classifier_cli import classifier_app
     from pipeline.app.report_cli import report_command
     from pipeline.app.shards_cli import shards_app, tokenizer_app
 
     app.command("report")(report_command)
+    app.command("ablate")(ablate_command)
 
     app.add_typer(shards_app, name="shards", help="Inspect, verify and build llm.c token shards.")
     app.add_typer(tokenizer_app, name="tokenizer", help="Tokenizer assets (offline GPT-2 / cl100k rank files).")

@@ -7,6 +7,9 @@ runs are read through :func:`build_report`, so a comparison costs two reports, n
 
 from __future__ import annotations
 
+import json
+import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +18,14 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from pipeline.core.parts import REJECTED, document_files, done_parts, read_parquet
-from pipeline.core.storage import Location, is_remote, list_names, location
+from pipeline.core.storage import Location, absolute, is_remote, list_names, location, read_bytes
 from pipeline.report.build import ReportConfig, build_report, dumps, write_text_atomic
 
+log = logging.getLogger(__name__)
+
 COMPARE_VERSION = 1
+ABLATIONS_DIR = "ablations"
+"""Per run: one pointer (``<a>-vs-<b>.json``) per ablation the run took part in (``refinery ablate``)."""
 
 
 def compare_runs(run_a: Location | str, run_b: Location | str, config: ReportConfig | None = None) -> dict[str, Any]:
@@ -26,6 +33,7 @@ def compare_runs(run_a: Location | str, run_b: Location | str, config: ReportCon
     run_a, run_b = location(run_a), location(run_b)
     a, b = build_report(run_a, config), build_report(run_b, config)
     result = compare_reports(a, b)
+    result["ablation"] = find_ablation(run_a, run_b)
     if result["quality_classifier"] is not None:
         result["quality_classifier"]["documents"] = document_moves(run_a, a, run_b, b)
         result["summary"] = summarise(result)
@@ -337,6 +345,27 @@ def rules_figure(result: dict[str, Any]) -> str | None:
     return svg_data_uri(fig)
 
 
+def find_ablation(run_a: Location | str, run_b: Location | str) -> dict[str, Any] | None:
+    """The newest ablation that trained on both runs (a pointer in either run's ``ablations/``), or None."""
+    wanted = {str(absolute(run_a)).rstrip("/"), str(absolute(run_b)).rstrip("/")}
+    found = []
+    for run in (location(run_a), location(run_b)):
+        folder = run / ABLATIONS_DIR
+        try:
+            names = [n for n in list_names(folder) if n.endswith(".json")]
+        except Exception:  # no ablations folder: none
+            continue
+        for name in names:
+            try:
+                pointer = json.loads(read_bytes(folder / name))
+            except (OSError, ValueError):
+                log.warning("unreadable ablation pointer %s", folder / name)
+                continue
+            if wanted <= {str(r).rstrip("/") for r in pointer.get("runs", [])}:
+                found.append(pointer)
+    return found[0] if found else None
+
+
 def render_compare_html(result: dict[str, Any]) -> str:
     """One self-contained page for a comparison (same rules as the report page: no external fetch)."""
     from pipeline.report.html import environment
@@ -372,6 +401,9 @@ def write_comparison(
     result = compare_runs(run_a, run_b, config)
     out = location(out_dir) if out_dir is not None else run_a / config.output_dir
     stem = f"compare-{_safe_name(_run_name(run_b))}"
+    ablation = result.get("ablation")
+    if ablation and ablation.get("page") and not is_remote(out) and not is_remote(ablation["page"]):
+        ablation["href"] = os.path.relpath(ablation["page"], Path(out).resolve())
     json_path = write_text_atomic(out / f"{stem}.json", dumps(result))
     html_path = write_text_atomic(out / f"{stem}.html", render_compare_html(result))
     return ComparisonFiles(json_path, html_path, result)

@@ -410,6 +410,12 @@ COMPARE_PAGE = """<!doctype html>
   <p class="{{ 'good' if c.identical else '' }}">{{ c.summary }}</p>
   {% if c.causes %}<p>Stage(s) that changed on the same input: <b>{{ c.causes|join(', ') }}</b>.
   Stages after them see a different input and change as a consequence.</p>{% endif %}
+  {% if c.ablation %}
+  <h3>Which trains better (ablation)</h3>
+  <ul>{% for v in c.ablation.verdicts %}<li><b>{{ v.text }}</b></li>{% endfor %}</ul>
+  <p>Same model, token budget and seeds trained on each run, scored on one reference set:
+  {% if c.ablation.href %}<a href="{{ c.ablation.href }}">the ablation page</a>{% else %}<code>{{ c.ablation.page }}</code>{% endif %}.</p>
+  {% endif %}
   {% if c.config_changes %}
   <h3>Configuration differences</h3>
   <table>
