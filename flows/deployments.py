@@ -1,12 +1,13 @@
-"""The deployments of the ``refinery`` flow, and two ways to run them.
+"""The deployments of the ``refinery`` and ``ablate`` flows, and two ways to run them.
 
 * ``python -m flows.deployments serve``: register the deployments with the Prefect API in
   ``PREFECT_API_URL`` and run their flow runs in subprocesses of this process (what ``make ui`` starts).
 * ``python -m flows.deployments deploy --work-pool NAME``: register them against a *process* work pool,
   for a team server where ``prefect worker start --pool NAME`` executes them (see ``infra/prefect``).
 
-Every deployment stores a complete ``RunConfig`` as its parameters, so the UI form opens filled in
-with the real defaults, and the entrypoint is a module path, so any machine with the package
+Every ``refinery`` deployment stores a complete ``RunConfig`` as its parameters, so the UI form opens filled
+in with the real defaults; the ``ablate`` deployment stores its defaults and leaves the runs and the reference,
+which have none, for the form to ask. The entrypoints are module paths, so any machine with the package
 installed can run them.
 """
 
@@ -22,6 +23,7 @@ from prefect import deploy, serve
 from prefect.deployments.runner import RunnerDeployment
 from prefect.types.entrypoint import EntrypointType
 
+from flows.ablate_flow import ablate
 from flows.refinery_flow import refinery
 from pipeline.app.config import RunConfig
 
@@ -31,6 +33,7 @@ LOCAL = "local"
 SAMPLE = "sample"
 WEEKLY = "weekly-newest-dump"
 SPARK_CLUSTER = "spark-cluster"
+ABLATE = "ablate"
 SPARK_MASTER_ENV = "REFINERY_SPARK_MASTER"
 """Master URL the spark-cluster deployment's form starts with (read when the deployments are registered)."""
 WEEKLY_CRON = "0 3 * * 1"
@@ -70,6 +73,17 @@ def deployment_parameters() -> dict[str, dict[str, Any]]:
             "sample": False,
             "newest_dump": False,
             "recipe": None,
+        },
+        # runs and reference have no default: the form asks for them (the API refuses a run without them)
+        ABLATE: {
+            "tokens": None,
+            "seeds": 3,
+            "preset": "auto",
+            "device": "auto",
+            "confidence": 0.95,
+            "min_delta": 0.0,
+            "reference_tokens": 1_000_000,
+            "output": None,
         },
     }
 
@@ -127,11 +141,23 @@ def build_deployments(*, work_pool: str | None = None, working_dir: Path | None 
             tags=["spark-engine"],
             **common,
         ),
+        ablate.to_deployment(
+            name=ABLATE,
+            parameters=params[ABLATE],
+            description="Which run makes better training data: the same small GPT trained on each run's token "
+            "shards (same budget, same seeds), every model scored on one reference set, a verdict per pair. Give "
+            "two or more runs (run folders, token folders or store URLs) and the reference; tokens sets the budget "
+            "per model. On a CUDA worker the preset auto is GPT-2 124M with the validation job's GPU settings (bf16, "
+            "torch.compile, MFU in the log); elsewhere tiny, a CPU model of seconds. Needs torch on the worker "
+            "(the train extra). Writes ablation.json and index.html (default RUN_A/ablations/A-vs-B).",
+            tags=["training"],
+            **common,
+        ),
     ]
 
 
 def serve_deployments(*, limit: int | None = 1, poll_s: float = 2.0) -> None:
-    """Register the deployments and execute their runs here until interrupted (Ctrl-C)."""
+    """Register the deployments (both flows') and execute their runs here until interrupted (Ctrl-C)."""
     os.environ.setdefault("PREFECT_LOGGING_EXTRA_LOGGERS", EXTRA_LOGGERS)  # inherited by every flow-run process
     serve(*build_deployments(), limit=limit, query_seconds=poll_s, print_starting_message=False)
 

@@ -263,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr, force=True)
 
-    names = [f"refinery/{d.name}" for d in build_deployments()]
+    names = [f"{d.flow_name}/{d.name}" for d in build_deployments()]
     # children run in their own sessions (Ctrl-C reaches only us); stop them on kill and hang-up too. SIGINT is
     # set explicitly: started in the background it would be ignored, here and (inherited) in the children
     signal.signal(signal.SIGINT, signal.default_int_handler)

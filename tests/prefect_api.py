@@ -100,7 +100,7 @@ def live_prefect(home: Path, workdir: Path, outputs: OutputsSite | None = None) 
     serve = None
     try:
         serve = start_serve(server, cwd=workdir, log_path=home / "serve.log", poll_s=1.0, outputs=outputs)
-        wait_for_deployments(server.api_url, [f"refinery/{d.name}" for d in build_deployments()], serve, 120)
+        wait_for_deployments(server.api_url, [f"{d.flow_name}/{d.name}" for d in build_deployments()], serve, 120)
         yield server
     finally:
         if serve is not None:
