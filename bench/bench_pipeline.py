@@ -29,7 +29,8 @@ whole task on them) and run separately on both sides.
 WARC samples and real pages carrying the lingua sentences of other languages (``bench/langmix.py``) in a temporary
 folder.
 
-Scaling mode (``--workers 2``): ``run_stage("langid", files, out, config)`` with ``engine.workers`` 1 vs 2.
+Scaling mode (``--workers 2``, with ``--mix`` on the language mix): the whole WARC pass (``run_warc_pass`` on the local
+engine) with 1 vs 2 workers.
 """
 
 from __future__ import annotations
@@ -839,16 +840,20 @@ class ScalingRun:
 
 
 def run_scaling_once(files: list[Path], workers: int, out: Path) -> ScalingRun:
-    from pipeline.app.config import RunConfig
-    from pipeline.app.stagerun import run_stage
+    """The whole WARC pass (``run_warc_pass``: every stage, Parquet parts, stats, markers) on the local engine."""
+    from pipeline.app.config import load_config
+    from pipeline.app.warc import run_warc_pass, warc_units
     from pipeline.core.parts import total_stats
+    from pipeline.engines.local import LocalEngine
 
-    config = RunConfig()
-    config.engine.workers = workers
+    folder = files[0].parent
+    config = load_config(overrides={"source.cc_base_url": str(folder), "output_dir": str(out), "name": "run",
+                                    "engine.workers": workers})  # fmt: skip
+    units = warc_units([f.relative_to(folder).as_posix() for f in files])
     t0 = time.perf_counter()
-    run_stage("langid", files, out, config, progress=False)
+    run_warc_pass(config, units, LocalEngine(workers=workers, progress=False))
     wall = time.perf_counter() - t0
-    stats = total_stats(out)
+    stats = total_stats(out / "run")
     first = stats.stages[0] if stats.stages else None
     return ScalingRun(
         workers=workers,
@@ -859,13 +864,16 @@ def run_scaling_once(files: list[Path], workers: int, out: Path) -> ScalingRun:
     )
 
 
-def scaling(repeat: int | None, workers: int, command: str, tmp: Path) -> str:
+def scaling(repeat: int | None, workers: int, command: str, tmp: Path, mix: Path | None = None) -> str:
     from loguru import logger as datatrove_logger
 
     datatrove_logger.disable("datatrove")
     load_before = load_average()
-    complete, truncated = split_inputs(warc_dir())
-    files = sorted(complete + truncated)  # ours reads truncated files too; no datatrove reader in this mode
+    if mix is not None:
+        files = sorted(mix.glob("*.warc.gz"))
+    else:
+        complete, truncated = split_inputs(warc_dir())
+        files = sorted(complete + truncated)  # ours reads truncated files too; no datatrove reader in this mode
     calibration = run_scaling_once(files, 1, tmp / "calibrate")
     copies = max(1, math.ceil(MIN_SIDE_SECONDS / calibration.wall_s))
     inputs = files * copies
@@ -883,12 +891,12 @@ def scaling(repeat: int | None, workers: int, command: str, tmp: Path) -> str:
             runs[w].append(run)
             log.info("round %d: workers=%d %.2f s (%d -> %d docs)", i + 1, w, run.wall_s, run.records_in, run.docs_out)
     lines = header(
-        command, load_before=load_before, title=f"WARC pass scaling: run_stage('langid') with {workers} workers vs 1"
+        command, load_before=load_before, title=f"WARC pass scaling: the whole WARC pass with {workers} workers vs 1"
     )
     lines += [
         f"Input: {len(files)} WARC files (truncated ones included) x {copies} copies = {len(inputs)} parts "
-        "(one per file, in name order). The stage chain for `langid` on "
-        "WARC input is extract -> langid, each part written to Parquet. "
+        "(one per file, in name order), each through the whole WARC pass (`run_warc_pass`: URL filter, "
+        "pre-screen, extraction, language ID, quality filters, PII; Parquet parts, stats and markers). "
         f"{rounds} rounds, alternating 1 and {workers} workers; each run in a fresh output folder. With more "
         "than one worker, datatrove's pool starts its processes through a forkserver (counted in the wall time), "
         "and the stage seconds are summed over workers running at the same time.",
@@ -947,7 +955,12 @@ def main(argv: list[str] | None = None) -> int:
         elif args.workers <= 1:
             report, result_name = throughput(args.repeat, command, warc_dir()), "pipeline.md"
         else:
-            report, result_name = scaling(args.repeat, args.workers, command, tmp), "pipeline_scaling.md"
+            mix_folder = None
+            if args.mix:
+                from bench.langmix import build_language_mix
+
+                mix_folder = build_language_mix(tmp / "langmix", split_inputs(warc_dir())[0]).folder
+            report, result_name = scaling(args.repeat, args.workers, command, tmp, mix_folder), "pipeline_scaling.md"
     sys.stdout.write(report + "\n")
     if args.output is not None:
         args.output.parent.mkdir(parents=True, exist_ok=True)
