@@ -7,7 +7,6 @@ benchmark's human-annotated article text. A must win for every seed; B against a
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import shutil
@@ -21,6 +20,7 @@ from typer.testing import CliRunner
 pytest.importorskip("torch")
 
 from pipeline.app.cli import app  # noqa: E402
+from tests.samples import ablation_runs  # noqa: E402
 from validation.ablate import (  # noqa: E402
     AblationConfig,
     AblationError,
@@ -33,43 +33,16 @@ from validation.ablate import (  # noqa: E402
 from validation.validate import PRESETS  # noqa: E402
 
 runner = CliRunner()
-DUMP = "CC-MAIN-2024-22"
 TINY_CPU = ["--preset", "tiny", "--device", "cpu", "--no-progress"]
-
-
-def real_crawl(realdata: Path, root: Path) -> Path:
-    """The real WARC samples in Common Crawl's layout (a listing and one segment), as a local mirror."""
-    folder = root / "crawl-data" / DUMP / "segments" / "1" / "warc"
-    folder.mkdir(parents=True)
-    names = []
-    for path in sorted((realdata / "warc_samples").glob("*.warc.gz")):
-        shutil.copy(path, folder / path.name)
-        names.append(f"crawl-data/{DUMP}/segments/1/warc/{path.name}")
-    (root / "crawl-data" / DUMP / "warc.paths.gz").write_bytes(gzip.compress("\n".join(names).encode()))
-    return root
 
 
 @pytest.fixture(scope="module")
 def runs(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Run A (default chain), run B (quality filters and dedup off) and a copy of B, tokenized with GPT-2."""
-    from pipeline.app.config import load_config
-    from pipeline.app.run import run_pipeline
-
     base = tmp_path_factory.mktemp("ablate")
-    crawl = real_crawl(realdata, base / "crawl")
-    common = {
-        "source.cc_base_url": str(crawl),
-        "source.dump": DUMP,
-        "output_dir": str(base / "out"),
-        "report": False,
-        "tokenizer.val_shard_tokens": 8192,
-        "engine.workers": 2,
-    }
-    loose = {"quality.filters": [], "dedup.exact": False, "dedup.minhash.enabled": False}
-    a = run_pipeline(load_config(overrides={**common, "name": "a"}), progress=False).run_dir
-    b = run_pipeline(load_config(overrides={**common, **loose, "name": "b"}), progress=False).run_dir
-    b_copy = Path(shutil.copytree(b, base / "out" / "b-copy"))
-    return {"a": Path(a), "b": Path(b), "b-copy": b_copy}
+    runs = ablation_runs(realdata, base)
+    runs["b-copy"] = Path(shutil.copytree(runs["b"], base / "out" / "b-copy"))
+    return runs
 
 
 @pytest.fixture(scope="module")
