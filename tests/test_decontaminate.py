@@ -18,6 +18,7 @@ from filters.config import DecontaminateConfig
 from filters.decontaminate import BenchmarkError, DecontaminateStage, build_index, normalise
 from pipeline.core.stage import run_chain
 from pipeline.core.stats import PartStats
+from tests.samples import realdata_config
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +326,6 @@ def test_refinery_run_refuses_a_bad_benchmark_with_one_line_and_exit_2(
 
 def test_the_spark_engine_drops_what_the_local_engine_drops(tmp_path: Path, realdata: Path, spark) -> None:  # noqa: ANN001
     """The index built on the driver reaches Spark's executors with the WARC pass: same drops, same documents."""
-    from pipeline.app.config import load_config
     from pipeline.app.warc import run_warc_pass
     from pipeline.core.parts import load_stats, read_documents
     from pipeline.core.stats import merge_parts
@@ -337,15 +337,8 @@ def test_the_spark_engine_drops_what_the_local_engine_drops(tmp_path: Path, real
     units = [WorkUnit(part=f"part-{i:05d}", inputs=(name,)) for i, name in enumerate(warcs)]
 
     def run_config(name: str, benchmarks: list[dict]):  # noqa: ANN202 - RunConfig
-        return load_config(
-            overrides={
-                "source.cc_base_url": str(realdata / "warc_samples"),
-                "output_dir": str(tmp_path),
-                "name": name,
-                "langid.languages": None,
-                "decontaminate.benchmarks": benchmarks,
-            }
-        )
+        overrides = {"keep_rejected": False, "decontaminate.benchmarks": benchmarks}
+        return realdata_config(realdata, tmp_path, name, overrides)
 
     plain = run_config("plain", [])
     run_warc_pass(plain, units, LocalEngine(workers=1, progress=False))

@@ -10,7 +10,6 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from pipeline.app.config import load_config
 from pipeline.app.passes import DEDUP_DIR
 from pipeline.app.run import run_pipeline
 from pipeline.app.warc import run_warc_pass as warc_pass
@@ -21,7 +20,7 @@ from pipeline.engines.local import LocalEngine
 from pipeline.engines.spark import SparkEngine
 from pipeline.engines.spark_code import build_code_archive
 from tests.outputs import documents_by_part, funnel
-from tests.samples import sample_config
+from tests.samples import realdata_config, sample_config
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -29,18 +28,6 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.fixture(scope="module")
 def spark_engine(spark) -> SparkEngine:  # noqa: ANN001
     return SparkEngine(spark, progress=False)
-
-
-def realdata_config(realdata: Path, out: Path, name: str):  # noqa: ANN201 - RunConfig
-    return load_config(
-        overrides={
-            "source.cc_base_url": str(realdata / "warc_samples"),
-            "output_dir": str(out),
-            "name": name,
-            "keep_rejected": True,
-            "langid.languages": None,
-        }
-    )
 
 
 REAL_WARCS = [
