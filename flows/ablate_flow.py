@@ -23,7 +23,7 @@ from prefect.tasks import Task
 
 from flows.artifacts import artifact_key, report_location
 from flows.outputs import site_from_env
-from flows.refinery_flow import _pipeline_logs_to_run
+from flows.refinery_flow import pipeline_logs_to_run
 from pipeline.core.storage import StorageError, absolute
 
 if TYPE_CHECKING:
@@ -255,7 +255,7 @@ def ablate(
         train.device,
         f"{config.tokens:,}" if config.tokens else "the smallest run's",
     )
-    with _pipeline_logs_to_run():
+    with pipeline_logs_to_run():
         try:
             report, out = train_task(params["runs"], params["reference"], config, params["output"] or None)
         except BAD_INPUT as e:

@@ -142,7 +142,7 @@ def _default_sigterm() -> None:
 
 
 @contextlib.contextmanager
-def _pipeline_logs_to_run() -> Iterator[None]:
+def pipeline_logs_to_run() -> Iterator[None]:
     """Ship our loggers' INFO records (engine progress, Spark stages, failed attempts) to this run's log.
 
     Prefect does it by itself for PREFECT_LOGGING_EXTRA_LOGGERS (what ``serve`` sets); otherwise an API
@@ -219,7 +219,7 @@ def refinery(
         raise
     _forked_children_die_on_sigterm()
     with contextlib.ExitStack() as stack:
-        stack.enter_context(_pipeline_logs_to_run())
+        stack.enter_context(pipeline_logs_to_run())
         if sample:
             config = stack.enter_context(sample_source(config, newest_dump=newest_dump))
         elif newest_dump:

@@ -30,7 +30,7 @@ from validation.ablate import (  # noqa: E402
     load_run,
     t_test_p,
 )
-from validation.validate import PRESETS  # noqa: E402
+from validation.validate import preset  # noqa: E402
 
 runner = CliRunner()
 TINY_CPU = ["--preset", "tiny", "--device", "cpu", "--no-progress"]
@@ -103,7 +103,7 @@ def test_page_pointers_and_the_comparison_link(a_vs_b: dict, runs: dict[str, Pat
 
 
 def test_deterministic_on_cpu_for_a_fixed_seed(runs: dict[str, Path], reference: Path) -> None:
-    config = AblationConfig(tokens=8192, seeds=(7,), train=PRESETS["tiny"], reference_tokens=20_000)
+    config = AblationConfig(tokens=8192, seeds=(7,), train=preset("tiny", "cpu"), reference_tokens=20_000)
     args = [("a", runs["a"] / "tokens"), ("b", runs["b"] / "tokens")]
     first = ablate(args, reference_shards(runs, reference), config)
     second = ablate(args, reference_shards(runs, reference), config)
@@ -126,7 +126,7 @@ def reference_shards(runs: dict[str, Path], reference: Path) -> Path:
 def test_a_budget_above_a_run_is_reported_not_silently_repeated(runs: dict[str, Path], reference: Path) -> None:
     a = load_run("a", runs["a"] / "tokens", 64)
     budget = a.window_tokens(64) * 2
-    config = AblationConfig(tokens=budget, seeds=(0,), train=PRESETS["tiny"], reference_tokens=20_000)
+    config = AblationConfig(tokens=budget, seeds=(0,), train=preset("tiny", "cpu"), reference_tokens=20_000)
     report = ablate([("a", runs["a"] / "tokens"), ("b", runs["b"] / "tokens")], reference_shards(runs, reference),
                     config)  # fmt: skip
     assert any(w.startswith("run a has") and "read 2.0" in w for w in report.warnings), report.warnings
@@ -187,7 +187,7 @@ def test_runs_of_different_tokenizers_are_one_clear_error(runs: dict[str, Path],
     (other / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(AblationError, match="tokenized differently"):
         ablate([("a", runs["a"] / "tokens"), ("cl100k", other)], reference_shards(runs, reference),
-               AblationConfig(tokens=4096, seeds=(0,)))  # fmt: skip
+               AblationConfig(tokens=4096, seeds=(0,), train=preset("tiny", "cpu")))  # fmt: skip
     result = runner.invoke(app, ["ablate", str(runs["a"]), str(other.parent), "--reference", str(reference),
                                  *TINY_CPU])  # fmt: skip
     assert result.exit_code == 2 and "tokenized differently" in result.output
@@ -205,3 +205,27 @@ def test_an_empty_reference_is_one_clear_error(runs: dict[str, Path], tmp_path: 
 def test_one_run_is_not_an_ablation(runs: dict[str, Path], reference: Path) -> None:
     result = runner.invoke(app, ["ablate", str(runs["a"]), "--reference", str(reference), *TINY_CPU])
     assert result.exit_code == 2 and "at least two runs" in result.output
+
+
+def test_compare_takes_the_pairs_newest_ablation_and_names_a_page_on_a_store(
+    runs: dict[str, Path], tmp_path: Path
+) -> None:
+    a, b = (Path(shutil.copytree(runs[n], tmp_path / n, ignore=shutil.ignore_patterns("ablations"))) for n in "ab")
+    verdict = {"a": "a", "b": "b", "verdict": "a", "text": "a better than b (on the store)"}
+    pointers = {
+        "old": {"runs": [str(a), str(b)], "names": ["a", "b"], "page": "s3://x/old/index.html", "created": 1.0,
+                "verdicts": [{**verdict, "text": "an older verdict"}]},
+        "new": {"runs": [str(a), str(b)], "names": ["a", "b"], "page": "s3://x/new/index.html", "created": 2.0,
+                "verdicts": [verdict]},
+        "three": {"runs": [str(a), str(b), "/elsewhere/c"], "names": ["a", "b", "c"], "created": 3.0,
+                  "page": "s3://x/three/index.html", "verdicts": [verdict]},
+        "broken": ["not", "a", "pointer"],
+    }  # fmt: skip
+    (a / "ablations").mkdir()
+    for name, pointer in pointers.items():
+        (a / "ablations" / f"{name}.json").write_text(json.dumps(pointer))
+    result = runner.invoke(app, ["report", str(a), "--compare", str(b)])
+    assert result.exit_code == 0, result.output
+    page = (a / "report" / "compare-b.html").read_text()
+    assert "<code>s3://x/new/index.html</code>" in page and "a better than b (on the store)" in page
+    assert "an older verdict" not in page

@@ -45,7 +45,7 @@ from validation.checks import CheckOptions, check_shards
 from validation.data import VocabMap, eval_windows, to_device, token_counts
 from validation.hardware import configure_backends, mfu, plan_hardware
 from validation.model import GPT, count_params, flops_per_token
-from validation.validate import PRESETS, TrainConfig, evaluate, preset, train
+from validation.validate import PRESETS, TrainConfig, evaluate, json_safe, preset, train
 
 log = logging.getLogger(__name__)
 
@@ -116,13 +116,14 @@ def reference_tokenizer(reference: Path) -> tuple[str | None, int | None]:
 
 
 def same_tokenizer(runs: list[RunTokens], reference: Path) -> None:
-    """Losses over different vocabularies do not compare: every run and the reference must agree."""
-    seen = {(r.tokenizer, r.vocab_size) for r in runs}
-    if len(seen) > 1:
+    """Losses over different vocabularies do not compare: every run and the reference must agree (a shard
+    folder without a manifest names no tokenizer: its vocabulary size must agree)."""
+    names = {r.tokenizer for r in runs if r.tokenizer}
+    if len(names) > 1 or len({r.vocab_size for r in runs}) > 1:
         described = ", ".join(f"{r.name}: {r.tokenizer or '?'} ({r.vocab_size:,} ids)" for r in runs)
         raise AblationError(f"the runs were tokenized differently ({described}); ablate runs of one tokenizer")
     ref_name, ref_vocab = reference_tokenizer(reference)
-    tokenizer, vocab_size = runs[0].tokenizer, runs[0].vocab_size
+    tokenizer, vocab_size = next(iter(names), None), runs[0].vocab_size
     if ref_vocab is not None and (ref_vocab != vocab_size or (ref_name and tokenizer and ref_name != tokenizer)):
         raise AblationError(
             f"reference {reference} was tokenized with {ref_name or '?'} ({ref_vocab:,} ids), "
@@ -193,7 +194,8 @@ class AblationConfig:
     """The budget, the seeds, the model (a validation preset) and the decision rule."""
 
     tokens: int | None
-    """Train tokens per model (the same for every run); None: the smallest run's train tokens."""
+    """Train tokens per model (the same for every run), rounded up to whole steps by :func:`ablate`; None: the
+    smallest run's train tokens, in whole steps."""
     seeds: tuple[int, ...] = (0, 1, 2)
     train: TrainConfig = field(default_factory=lambda: PRESETS["tiny"])
     confidence: float = 0.95
@@ -214,6 +216,8 @@ class AblationConfig:
             raise AblationError(f"seeds repeat: {list(self.seeds)}")
         if not 0.5 <= self.confidence < 1:
             raise AblationError("confidence must be in [0.5, 1)")
+        if self.min_delta < 0 or self.reference_tokens < 1:
+            raise AblationError("min_delta must be >= 0 and reference_tokens >= 1")
 
     @property
     def curve_tokens(self) -> int:
@@ -470,6 +474,7 @@ def ablate(
                 f"({step:,}); give --tokens to read it several times"
             )
         config = replace(config, tokens=smallest.window_tokens(block) // step * step)
+    config = replace(config, tokens=config.steps * config.train.tokens_per_step)  # what every model trains on
     for path in paths:
         tokens = load_tokens(path)
         if tokens.size and int(tokens.max()) >= vocab_size:
@@ -484,7 +489,8 @@ def ablate(
     try:
         vocab = shared_vocab(loaded, config.train.vocab_cap, config.train.count_sample_tokens)
         ref_windows = eval_windows(paths, block, config.reference_tokens, vocab)
-        curve_windows = ref_windows[:: max(1, len(ref_windows) // max(1, config.curve_tokens // block))]
+        curve_count = min(len(ref_windows), max(1, config.curve_tokens // block))
+        curve_windows = ref_windows[np.linspace(0, len(ref_windows) - 1, curve_count).astype(np.int64)]
         results: list[ModelResult] = []
         for seed in config.seeds:  # seed-major: a stopped ablation has every run at the first seeds
             for run in loaded:
@@ -498,10 +504,10 @@ def ablate(
     warnings = []
     for run in loaded:
         available = run.window_tokens(block)
-        if available < config.steps * config.train.tokens_per_step:
+        if available < config.tokens:
             warnings.append(
                 f"run {run.name} has {available:,} train tokens, fewer than the budget {config.tokens:,}: "
-                f"its tokens were read {config.steps * config.train.tokens_per_step / max(1, available):.2f} times"
+                f"its tokens were read {config.tokens / max(1, available):.2f} times"
             )
     for r in results:
         if r.diverged:
@@ -546,16 +552,6 @@ def ablate(
 
 
 # ------------------------------------------------------------------------------------------ outputs
-
-
-def _json_safe(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 COLORS = ("tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown", "tab:pink", "tab:gray")
@@ -656,7 +652,7 @@ device {e(str(report.hardware.get("device")))}; {speed_text}; {report.seconds:.1
 
 def report_json(report: AblationReport) -> str:
     """``ablation.json``'s text (NaN and infinities as null)."""
-    return json.dumps(_json_safe(report.to_dict()), indent=1) + "\n"
+    return json.dumps(json_safe(report.to_dict()), indent=1) + "\n"
 
 
 def write_outputs(report: AblationReport, output_dir: Path) -> None:

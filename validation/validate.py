@@ -480,14 +480,14 @@ def _run(shard_dir: Path, config: TrainConfig, check: ShardCheck, plan: Hardware
 # -------------------------------------------------------------------------------------------- outputs
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN/inf become null so validation.json stays valid JSON."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
+        return {k: json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_json_safe(v) for v in value]
+        return [json_safe(v) for v in value]
     return value
 
 
@@ -533,7 +533,7 @@ def write_outputs(report: ValidationReport, output_dir: Path) -> None:
         report.files["loss_curve"] = str(output_dir / PLOT_NAME)
     report.files["report"] = str(output_dir / REPORT_NAME)
     tmp = output_dir / f".{REPORT_NAME}.tmp"
-    tmp.write_text(json.dumps(_json_safe(report.to_dict()), indent=1) + "\n")
+    tmp.write_text(json.dumps(json_safe(report.to_dict()), indent=1) + "\n")
     tmp.replace(output_dir / REPORT_NAME)
 
 

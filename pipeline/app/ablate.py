@@ -16,6 +16,7 @@ import json
 import logging
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +29,7 @@ from tqdm import tqdm
 
 from pipeline.app.cli_common import EXIT_USAGE, NoProgressOpt, VerboseOpt, errors, fail, setup_logging
 from pipeline.app.shards_cli import local_shard_folder
+from pipeline.core.parts import document_files
 from pipeline.core.storage import (
     Location,
     StorageError,
@@ -50,7 +52,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 TOKENS_DIR = "tokens"
-TEXT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json.gz", ".jsonl.zst")
+TEXT_SUFFIXES = (".parquet", ".jsonl", ".jsonl.gz", ".json.gz")
 
 
 class AblationInputError(ValueError):
@@ -139,7 +141,7 @@ def _text_files(reference: Location) -> list[Location]:
         return [reference]
     names = list_names(reference)
     if "documents" in names and not any(n.endswith(TEXT_SUFFIXES) for n in names):
-        return _text_files(reference / "documents")
+        return document_files(reference)  # a run folder: its finished parts only
     return [reference / n for n in sorted(names) if n.endswith(TEXT_SUFFIXES) and not n.startswith((".", "_"))]
 
 
@@ -149,9 +151,10 @@ def read_reference_texts(reference: Location) -> list[str]:
     for path in _text_files(reference):
         if path.name.endswith(".parquet"):
             source, filesystem = arrow_source(path)
-            table = pq.read_table(source, filesystem=filesystem)
-            if "text" not in table.column_names:
-                raise AblationInputError(f"reference {path}: no 'text' column (columns: {table.column_names})")
+            names = pq.read_schema(source, filesystem=filesystem).names
+            if "text" not in names:
+                raise AblationInputError(f"reference {path}: no 'text' column (columns: {names})")
+            table = pq.read_table(source, columns=["text"], filesystem=filesystem)
             texts.extend(t for t in table.column("text").to_pylist() if t and t.strip())
             continue
         data = read_bytes(path)
@@ -269,6 +272,7 @@ def write_pointer(run_dir: Location, report: AblationReport, runs: list[RunInput
         "page": report.files.get("page"),
         "report": report.files.get("report"),
         "verdicts": [{k: p[k] for k in ("a", "b", "verdict", "text")} for p in report.pairs],
+        "created": time.time(),
     }
     path = run_dir / ABLATIONS_DIR / f"{_slug(pointer['names'])}.json"
     write_bytes_atomic(path, json.dumps(pointer, indent=1).encode())

@@ -346,7 +346,8 @@ def rules_figure(result: dict[str, Any]) -> str | None:
 
 
 def find_ablation(run_a: Location | str, run_b: Location | str) -> dict[str, Any] | None:
-    """The newest ablation that trained on both runs (a pointer in either run's ``ablations/``), or None."""
+    """The ablation that trained on both runs (a pointer in either run's ``ablations/``), or None: one of exactly
+    these two runs before one with more, then the newest; its verdicts only for the pair A, B."""
     wanted = {str(absolute(run_a)).rstrip("/"), str(absolute(run_b)).rstrip("/")}
     found = []
     for run in (location(run_a), location(run_b)):
@@ -359,11 +360,20 @@ def find_ablation(run_a: Location | str, run_b: Location | str) -> dict[str, Any
             try:
                 pointer = json.loads(read_bytes(folder / name))
             except (OSError, ValueError):
+                pointer = None
+            if not isinstance(pointer, dict) or not isinstance(pointer.get("runs"), list):
                 log.warning("unreadable ablation pointer %s", folder / name)
                 continue
-            if wanted <= {str(r).rstrip("/") for r in pointer.get("runs", [])}:
-                found.append(pointer)
-    return found[0] if found else None
+            runs = [str(r).rstrip("/") for r in pointer["runs"]]
+            if wanted <= set(runs):
+                found.append((len(runs), -float(pointer.get("created") or 0), runs, pointer))
+    if not found:
+        return None
+    _, _, runs, pointer = min(found, key=lambda f: f[:2])
+    names = dict(zip(runs, pointer.get("names") or [], strict=False))
+    pair = {names.get(r) for r in wanted}
+    verdicts = [v for v in pointer.get("verdicts") or [] if isinstance(v, dict) and {v.get("a"), v.get("b")} == pair]
+    return {**pointer, "verdicts": verdicts, "href": None}
 
 
 def render_compare_html(result: dict[str, Any]) -> str:

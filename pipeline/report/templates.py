@@ -414,7 +414,8 @@ COMPARE_PAGE = """<!doctype html>
   <h3>Which trains better (ablation)</h3>
   <ul>{% for v in c.ablation.verdicts %}<li><b>{{ v.text }}</b></li>{% endfor %}</ul>
   <p>Same model, token budget and seeds trained on each run, scored on one reference set:
-  {% if c.ablation.href %}<a href="{{ c.ablation.href }}">the ablation page</a>{% else %}<code>{{ c.ablation.page }}</code>{% endif %}.</p>
+  {% if c.ablation.href %}<a href="{{ c.ablation.href }}">the ablation page</a>
+  {%- else %}<code>{{ c.ablation.page }}</code>{% endif %}.</p>
   {% endif %}
   {% if c.config_changes %}
   <h3>Configuration differences</h3>
