@@ -876,7 +876,15 @@ def scaling(repeat: int | None, workers: int, command: str, tmp: Path, mix: Path
         files = sorted(complete + truncated)  # ours reads truncated files too; no datatrove reader in this mode
     calibration = run_scaling_once(files, 1, tmp / "calibrate")
     copies = max(1, math.ceil(MIN_SIDE_SECONDS / calibration.wall_s))
-    inputs = files * copies
+    copies_dir = tmp / "copies"  # each copy its own name: the same name twice would be one file in two byte ranges
+    copies_dir.mkdir(exist_ok=True)
+    inputs = []
+    for k in range(copies):
+        for f in files:
+            link = copies_dir / f"copy{k}-{f.name}"
+            if not link.exists():
+                link.symlink_to(f.resolve())
+            inputs.append(link)
     log.info(
         "one copy of the file list: %.1f s with 1 worker; using %d copies (%d files)",
         calibration.wall_s,
