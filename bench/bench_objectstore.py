@@ -1,8 +1,9 @@
 """Object storage: the WARC pass and dedup writing to SeaweedFS (S3) vs local disk, same input, one run.
 
 Run: ``.venv/bin/python -m bench.bench_objectstore [--rounds 3] [--warcs 4] [--pages 1000] [--workers 2]
-[--dedup-repeats 0]``;
-writes ``bench/results/objectstore.md``.
+[--dedup-repeats 0] [--dedup-docs 0 --dedup-rounds 3]``;
+writes ``bench/results/objectstore.md``. ``--dedup-docs N`` also dedups N generated documents on each side (input
+and output on local disk vs both on the store): dedup's fixed per-run cost against work of a realistic size.
 
 Input: ``--warcs`` WARC files of ``--pages`` HTML pages each, built from the real pages in ``shared/realdata``
 (:func:`tests.bigwarc.build_warc`: Common Crawl's per-record gzip layout, every page its own URL and text) in a
@@ -61,11 +62,22 @@ class StepTimes(logging.Handler):
                 self.seconds[step] = float(message.split(": ")[1].removesuffix(" s"))
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def run_once(
-    mirror: Path, output: str, workers: int, counts: Callable[[], dict[str, int]] | None = None
+    mirror: Path,
+    output: str,
+    workers: int,
+    counts: Callable[[], dict[str, int]] | None = None,
+    server_pid: int | None = None,
 ) -> tuple[dict[str, float], dict[str, dict[str, int]]]:
     """WARC pass and dedup into ``output``; seconds of each (and of dedup's steps), and with ``counts`` (the
-    server's request counters) the requests each made."""
+    server's request counters) the requests each made; with ``server_pid`` the store server's own CPU seconds
+    during each (``warc_server_cpu``, ``dedup_server_cpu``): it shares the machine's cores with the workers."""
     from pipeline.app.config import load_config
     from pipeline.app.warc import plan_units, run_warc_pass
     from pipeline.dedup.dedup_pass import run_dedup
@@ -83,16 +95,19 @@ def run_once(
     dedup_log.addHandler(steps)
     dedup_log.setLevel(logging.INFO)
     marks = []
+    cpu = [process_cpu_seconds(server_pid) if server_pid else 0.0]
     try:
         marks.append(counts() if counts else {})
         start = time.perf_counter()
         run_warc_pass(config, plan_units(config), engine)
         warc_s = time.perf_counter() - start
         marks.append(counts() if counts else {})
+        cpu.append(process_cpu_seconds(server_pid) if server_pid else 0.0)
         start = time.perf_counter()
         run_dedup(config.run_dir, config.run_dir / "dedup", config.dedup, engine=engine)
         dedup_s = time.perf_counter() - start
         marks.append(counts() if counts else {})
+        cpu.append(process_cpu_seconds(server_pid) if server_pid else 0.0)
     finally:
         dedup_log.removeHandler(steps)
     sign_s, cluster_s = steps.seconds.get("signatures", 0.0), steps.seconds.get("clustering", 0.0)
@@ -101,7 +116,8 @@ def run_once(
         for i, step in enumerate(("warc", "dedup"))
     }
     return {"warc": warc_s, "dedup": dedup_s, "sign": sign_s, "cluster": cluster_s,
-            "apply": dedup_s - sign_s - cluster_s}, requests  # fmt: skip
+            "apply": dedup_s - sign_s - cluster_s, "warc_server_cpu": cpu[1] - cpu[0],
+            "dedup_server_cpu": cpu[2] - cpu[1]}, requests  # fmt: skip
 
 
 def run_dedup_again(output: str, folder: str, workers: int) -> dict[str, float]:
@@ -135,6 +151,40 @@ def documents(output: str) -> tuple[int, int]:
     return total_stats(run).docs_out, total_stats(run / "dedup").docs_out
 
 
+def dedup_at_size(server, bucket: str, tmp: Path, docs: int, rounds: int, workers: int) -> list[str]:  # noqa: ANN001
+    """Dedup alone on ``docs`` generated documents (``bench.bench_dedup``'s near-duplicate corpus from the real
+    texts), read from and written to local disk on one side and the store (an uploaded copy) on the other,
+    alternating: the per-run fixed cost against work of a realistic size."""
+    from bench.bench_dedup import generate
+    from pipeline.app.config import load_config
+    from pipeline.dedup.dedup_pass import run_dedup
+    from pipeline.engines.local import LocalEngine
+
+    local_in = tmp / "dedup-input"
+    meta = generate(local_in, docs, seed=7, workers=workers)
+    store_in = f"s3://{bucket}/dedup-input"
+    server.filesystem().put(str(local_in), store_in.removeprefix("s3://"), recursive=True)
+    config = load_config().dedup
+    seconds: dict[str, list[float]] = {"local": [], "store": []}
+    for r in range(rounds):
+        for side in ("local", "store") if r % 2 == 0 else ("store", "local"):
+            source, out = (str(local_in), str(tmp / f"dedup-out-{r}")) if side == "local" else (
+                store_in, f"s3://{bucket}/dedup-out-{r}")  # fmt: skip
+            start = time.perf_counter()
+            run_dedup(source, out, config, engine=LocalEngine(workers=workers, progress=False))
+            seconds[side].append(time.perf_counter() - start)
+            logging.getLogger("bench.objectstore").info("dedup of %d docs, %s: %.1f s", docs, side, seconds[side][-1])
+    local, store = statistics.median(seconds["local"]), statistics.median(seconds["store"])
+    return [
+        f"Dedup alone at size (`--dedup-docs {docs}`): {docs:,} generated documents ({meta['text_bytes'] / 1e6:.0f} MB "
+        f"of text, {meta['parts']} parts, {meta['planted_duplicates']:,} planted near-duplicates), input and output "
+        f"on local disk vs both on the store, {rounds} alternating rounds: local {local:.1f} s, store {store:.1f} s "
+        f"(median; runs local {', '.join(f'{x:.1f}' for x in seconds['local'])}, store "
+        f"{', '.join(f'{x:.1f}' for x in seconds['store'])}): **store overhead {overhead(store, local)}**.",
+        "",
+    ]
+
+
 def overhead(store: float, local: float) -> str:
     return f"{(store / local - 1) * 100:+.1f}%"
 
@@ -147,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--dedup-repeats", type=int, default=0,
                         help="per round, dedup each side's WARC pass this many more times (alternating)")  # fmt: skip
+    parser.add_argument(
+        "--dedup-docs",
+        type=int,
+        default=0,
+        help="also dedup this many generated documents on each side (dedup at a realistic size)",
+    )
+    parser.add_argument("--dedup-rounds", type=int, default=3, help="alternating rounds of --dedup-docs")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("bench.objectstore")
@@ -180,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
                         times[side].append(run_once(mirror, output, args.workers)[0])
                     else:
                         output = f"s3://{bucket}/round-{r}"
-                        seconds, counted = run_once(mirror, output, args.workers, server.request_counts)
+                        pid = server.process.pid if server.process is not None else None
+                        seconds, counted = run_once(mirror, output, args.workers, server.request_counts, pid)
                         times[side].append(seconds)
                         requests.append(counted)
                         log.info("round %d requests: %s", r, counted)
@@ -195,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
                         log.info("round %d, dedup again %d, %s: %s", r, k, side,
                                  {key: round(v, 2) for key, v in dedups[side][-1].items()})  # fmt: skip
                 shutil_rmtree(tmp_path / f"local-{r}")
+            at_size = dedup_at_size(server, bucket, tmp_path, args.dedup_docs, args.dedup_rounds, args.workers) if (
+                args.dedup_docs) else []  # fmt: skip
         finally:
             server.stop()
 
@@ -226,6 +286,11 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["output", "WARC pass s", "dedup: sign s", "cluster s", "write s", "dedup s", "total s"],
                        rows),
         "",
+        "SeaweedFS's own CPU on the same cores (median round): "
+        f"{statistics.median(t['warc_server_cpu'] for t in times[sides[1]]):.1f} s during the WARC pass, "
+        f"{statistics.median(t['dedup_server_cpu'] for t in times[sides[1]]):.1f} s during dedup.",
+        "",
+        *at_size,
         "Store requests per part (median round, counted by the server): "
         + "; ".join(f"{step}: " + ", ".join(f"{k} {v:.1f}" for k, v in counts.items() if v)
                     for step, counts in (("WARC pass", per_part["warc"]), ("dedup", per_part["dedup"]))),  # fmt: skip

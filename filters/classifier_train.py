@@ -9,15 +9,23 @@ recall of the positive label at the model's own decision (score >= 0.5) and the 
 
 Inputs: Parquet files, or folders of them (a run's ``documents/``), read for their ``text`` column; any other file
 is plain text with one document per line (blank lines skipped), fastText's own one-example-a-line convention.
+
+fastText's training reads memory it allocated before writing it, so in a process whose heap already held other
+data (a long-lived worker, a test session) the same inputs and seed could diverge ("Encountered NaN."): freed
+memory that reads as NaN or huge floats gets into the weights. Training therefore runs with glibc's allocator
+zero-filling every allocation (:func:`zeroed_allocations`), which gives the model a fresh process gives.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
+import platform
 import random
 import tempfile
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,8 +37,31 @@ from pipeline.core.storage import arrow_source, is_remote, location, read_bytes
 
 log = logging.getLogger(__name__)
 
+M_PERTURB = -6
+"""glibc's ``mallopt`` parameter: with byte B set, every allocation is filled with B ^ 0xFF (0xFF: zeros)."""
+
 POSITIVE_LABEL = "__label__hq"
 NEGATIVE_LABEL = "__label__cc"
+
+
+@contextlib.contextmanager
+def zeroed_allocations() -> Iterator[None]:
+    """Inside the block, glibc's malloc hands out zero-filled memory (``M_PERTURB``), so code that reads memory
+    before writing it (fastText's training) sees zeros whatever the heap held before. Other C libraries: no-op,
+    as fresh processes are."""
+    if platform.libc_ver()[0] != "glibc":
+        yield
+        return
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        yield
+        return
+    libc.mallopt(M_PERTURB, 0xFF)
+    try:
+        yield
+    finally:
+        libc.mallopt(M_PERTURB, 0)
 
 
 @dataclass(frozen=True)
@@ -161,17 +192,19 @@ def train_classifier(
         train_file = Path(tmp) / "train.txt"
         train_file.write_text("\n".join(examples) + "\n", encoding="utf-8")
         try:
-            model = fasttext.train_supervised(
-                input=str(train_file), lr=settings.lr, dim=settings.dim, ws=settings.ws, epoch=settings.epoch,
-                minCount=settings.min_count, wordNgrams=settings.word_ngrams, bucket=settings.bucket,
-                loss="softmax", thread=settings.threads, seed=settings.seed, verbose=0,
-            )  # fmt: skip
+            with zeroed_allocations():
+                model = fasttext.train_supervised(
+                    input=str(train_file), lr=settings.lr, dim=settings.dim, ws=settings.ws, epoch=settings.epoch,
+                    minCount=settings.min_count, wordNgrams=settings.word_ngrams, bucket=settings.bucket,
+                    loss="softmax", thread=settings.threads, seed=settings.seed, verbose=0,
+                )  # fmt: skip
         except RuntimeError as e:  # "Encountered NaN.": seen with few hash buckets (20,000) on long documents
             raise ValueError(f"training diverged ({e}); try more hash buckets (--bucket) or a lower --lr") from None
         if quantize:
-            model.quantize(
-                input=str(train_file), cutoff=settings.cutoff, retrain=True, thread=settings.threads, verbose=0
-            )
+            with zeroed_allocations():
+                model.quantize(
+                    input=str(train_file), cutoff=settings.cutoff, retrain=True, thread=settings.threads, verbose=0
+                )
         partial = output.with_name(f".{output.name}.part")
         model.save_model(str(partial))
         partial.replace(output)

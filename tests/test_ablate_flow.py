@@ -104,7 +104,7 @@ def test_flow_trains_every_model_and_names_the_winner(ablation: tuple[Any, str],
     report = json.loads((out / "ablation.json").read_text())
     models = sorted((m["run"], m["seed"]) for m in report["models"])
     assert models == [(run, seed) for run in ("run-a", "run-b") for seed in range(SEEDS)]
-    assert report["config"]["tokens"] == BUDGET
+    assert report["config"]["tokens"] == -(-BUDGET // 1024) * 1024  # rounded up to whole steps of 16 x 64 tokens
     loss = {(m["run"], m["seed"]): m["reference_loss"] for m in report["models"]}
     assert all(loss[("run-a", s)] < loss[("run-b", s)] for s in range(SEEDS))  # real text beats its shuffle
     [pair] = result["verdicts"]

@@ -294,3 +294,37 @@ def test_validate_shards_missing_folder_on_the_store_is_one_line_exit_2(
     assert validate_shards_main(["s3://no-such-bucket-4f1c/tokens", "--device", "cpu"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no-such-bucket-4f1c" in err[0]
+
+
+def test_ablate_reads_runs_and_reference_from_the_store_and_writes_there(
+    bucket: str, s3_env: SeaweedServer, scratch: Path, local_tokens: Path, documents: list[tuple[str, str | None]]
+) -> None:
+    pytest.importorskip("torch", reason="the ablation job needs the [train] extra (torch)")
+    import pyarrow.parquet as pq
+
+    from pipeline.app.cli import app
+
+    run_a = upload_shards(s3_env, local_tokens, f"{bucket}/runs/a/tokens").removesuffix("/tokens")
+    run_b = upload_shards(s3_env, local_tokens, f"{bucket}/runs/b/tokens").removesuffix("/tokens")
+    reference = scratch.parent / "reference.parquet"
+    pq.write_table(pa.table({"text": [text for _, text in documents if text][:20]}), reference)
+    s3_env.filesystem().put_file(str(reference), f"{bucket.removeprefix('s3://')}/heldout/reference.parquet")
+    result = CliRunner().invoke(
+        app,
+        ["ablate", run_a, run_b, "--reference", f"{bucket}/heldout/reference.parquet", "--tokens", "4096",
+         "--seeds", "2", "--reference-tokens", "4096", "--preset", "tiny", "--device", "cpu", "--no-progress"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "no clear difference between a and b" in result.output  # the same shards twice
+    out = f"{run_a}/ablations/a-vs-b"
+    files = store_files(s3_env, out)
+    assert sorted(files) == ["ablation.json", "index.html"]
+    report = json.loads(files["ablation.json"])
+    assert [r["shard_dir"] for r in report["runs"]] == [f"{run_a}/tokens", f"{run_b}/tokens"]
+    assert report["reference"]["path"] == f"{bucket}/heldout/reference.parquet"
+    assert report["files"] == {"page": f"{out}/index.html", "report": f"{out}/ablation.json"}
+    for run in (run_a, run_b):  # the pointer `report --compare` looks for
+        pointer = json.loads(store_files(s3_env, f"{run}/ablations")["a-vs-b.json"])
+        assert pointer["runs"] == [run_a, run_b] and pointer["page"] == f"{out}/index.html"
+    assert str(scratch) not in result.output + files["index.html"].decode()
+    assert SECRET_KEY not in json.dumps(report) and list(scratch.iterdir()) == []  # scratch copies removed

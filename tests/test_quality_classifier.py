@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from filters.classifier_train import TrainSettings, read_documents, roc_auc
+from filters.classifier_train import TrainSettings, read_documents, roc_auc, train_classifier
 from filters.config import QualityClassifierConfig
 from filters.quality_classifier import (
     ClassifierModelError,
@@ -31,7 +31,6 @@ from filters.quality_classifier import (
 from pipeline.app.cli import app
 from pipeline.core.stage import run_chain
 from pipeline.core.stats import PartStats
-from tests.fresh import train_fresh
 
 SMALL = TrainSettings(bucket=100_000, holdout=0.2)
 """DCLM's recipe with fewer hash buckets: a 40 MB model instead of 800 MB."""
@@ -59,7 +58,7 @@ def corpus(realdata: Path) -> tuple[list[str], list[str]]:
 @pytest.fixture(scope="module")
 def trained(corpus, tmp_path_factory):
     positives, negatives = corpus
-    return train_fresh(positives, negatives, tmp_path_factory.mktemp("model") / "model.bin", SMALL)
+    return train_classifier(positives, negatives, tmp_path_factory.mktemp("model") / "model.bin", SMALL)
 
 
 def test_separates_held_out_documents(trained) -> None:
@@ -69,10 +68,50 @@ def test_separates_held_out_documents(trained) -> None:
     assert held.recall > 0.5
 
 
+DIRTY_HEAP_TRAINING = """
+import contextlib, ctypes, json, sys
+from pathlib import Path
+import filters.classifier_train as ct
+
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.mallopt(-3, 1 << 30)  # M_MMAP_THRESHOLD: big blocks come from the heap ...
+libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD: ... and stay there after free, to be reused
+blocks = [libc.malloc(1 << 26) for _ in range(12)]
+for block in blocks:
+    ctypes.memset(block, 0xFF, 1 << 26)  # 0xFFFFFFFF reads as a NaN float
+for block in blocks:
+    libc.free(ctypes.c_void_p(block))
+if sys.argv[1] == "unprotected":
+    ct.zeroed_allocations = contextlib.nullcontext
+data = json.loads(sys.stdin.read())
+try:
+    ct.train_classifier(data["pos"], data["neg"], Path(data["out"]), ct.TrainSettings(bucket=100_000, holdout=0.2))
+except ValueError as e:
+    print(e)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_training_gives_the_same_model_whatever_the_heap_held(trained, corpus, tmp_path) -> None:
+    """fastText reads memory it allocated before writing it: on a heap full of NaN bytes it diverges, unless
+    training runs with zero-filled allocations (as it does); then the model is the clean process's, bit for bit."""
+    positives, negatives = corpus
+    results = {}
+    for mode in ("unprotected", "protected"):
+        out = tmp_path / f"{mode}.bin"
+        payload = json.dumps({"pos": positives, "neg": negatives, "out": str(out)})
+        done = subprocess.run([sys.executable, "-c", DIRTY_HEAP_TRAINING, mode], input=payload, text=True,
+                              capture_output=True, timeout=300, check=True)  # fmt: skip
+        results[mode] = (done.stdout, out)
+    assert "Encountered NaN" in results["unprotected"][0]  # the dirty heap does bite without the protection
+    assert results["protected"][1].read_bytes() == trained.model_path.read_bytes()
+
+
 def test_scores_are_deterministic(trained, corpus, tmp_path) -> None:
     """Same inputs and seed: the same model file; the same text: the same score, alone or in a batch."""
     positives, negatives = corpus
-    again = train_fresh(positives, negatives, tmp_path / "again.bin", SMALL)
+    again = train_classifier(positives, negatives, tmp_path / "again.bin", SMALL)
     assert again.model_path.read_bytes() == trained.model_path.read_bytes()
     stage = QualityClassifierStage(QualityClassifierConfig(model=str(trained.model_path)))
     texts = positives[:5] + negatives[:5]
@@ -200,7 +239,7 @@ def test_train_cli(corpus, tmp_path) -> None:
     (tmp_path / "pos.txt").write_text("\n".join(normalise(t) for t in positives))
     (tmp_path / "neg.txt").write_text("\n".join(normalise(t) for t in negatives))
     args = ["classifier", "train", "-p", str(tmp_path / "pos.txt"), "-n", str(tmp_path / "neg.txt")]
-    cli = [sys.executable, "-m", "pipeline.app.cli"]  # a process of its own, as users run it (see tests/fresh.py)
+    cli = [sys.executable, "-m", "pipeline.app.cli"]  # a process of its own, as users run it
     trained = subprocess.run(
         [*cli, *args, "-o", str(tmp_path / "m.bin"), "--quantize", "--bucket", "100000", "--cutoff", "1000"],
         capture_output=True, text=True, timeout=600,

@@ -15,14 +15,13 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from filters.classifier_train import TrainSettings
+from filters.classifier_train import TrainSettings, train_classifier
 from filters.config import DCLM_THRESHOLD
 from pipeline.app.cli import app
 from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, apply_recipe, load_config
 from pipeline.app.recipes import RECIPES, changed_from, recipe_data
 from pipeline.report import html as report_html
 from pipeline.report.build import build_report
-from tests.fresh import train_fresh
 
 runner = CliRunner()
 
@@ -41,7 +40,7 @@ def model(realdata: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
         links = (" ".join(a.text_content().split()) for a in doc.xpath("//a[not(ancestor::p)]"))
         negatives.append("\n".join(dict.fromkeys(t for t in links if t)))
     out = tmp_path_factory.mktemp("recipe-model") / "model.bin"
-    return train_fresh(positives, negatives, out, TrainSettings(bucket=100_000, holdout=0.0)).model_path
+    return train_classifier(positives, negatives, out, TrainSettings(bucket=100_000, holdout=0.0)).model_path
 
 
 def test_each_recipe_loads_and_validates(model: Path) -> None:
