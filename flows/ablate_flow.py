@@ -9,8 +9,6 @@ imported only when a run starts, so the deployments register on a machine withou
 
 from __future__ import annotations
 
-import math
-import statistics
 from typing import TYPE_CHECKING, Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -78,6 +76,8 @@ def ablation_config(
 
 def model_line(result: ModelResult, done: int, total: int) -> str:
     """One trained model as the run's log shows it."""
+    from validation.ablate import fmt_loss as _fmt
+
     speed = f", {result.tokens_per_second:,.0f} tokens/s" if result.tokens_per_second else ""
     mfu = f", MFU {result.mfu:.1%}" if result.mfu is not None else ""
     diverged = " (diverged)" if result.diverged else ""
@@ -117,22 +117,11 @@ train_task = task(
 )
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
-
-
-def speed_text(report: AblationReport) -> str:
-    """Median tokens/s over the models, and MFU where it is known (on a GPU with a peak in the table)."""
-    speeds = [m["tokens_per_second"] for m in report.models if m["tokens_per_second"]]
-    mfus = [m["mfu"] for m in report.models if m["mfu"] is not None]
-    if not speeds:
-        return "-"
-    mfu = f", MFU {statistics.median(mfus):.1%}" if mfus else ""
-    return f"{statistics.median(speeds):,.0f} tokens/s (median over models){mfu}"
-
-
 def ablation_markdown(report: AblationReport, page: str) -> str:
     """Verdicts, the reference loss per run, warnings, the rule, the setup and where the page is."""
+    from validation.ablate import fmt_loss as _fmt
+    from validation.ablate import speed_line
+
     names = [r["name"] for r in report.runs]
     lines = [f"## Ablation: {' vs '.join(f'`{n}`' for n in names)}", ""]
     lines += [f"- **{p['text']}**" for p in report.pairs]
@@ -157,7 +146,7 @@ def ablation_markdown(report: AblationReport, page: str) -> str:
         "",
         f"Setup: {config['tokens']:,} train tokens per model ({config['steps']:,} steps), seeds {config['seeds']}; "
         f"model {model['n_layer']} layers x {model['n_embd']} wide, {model['params']:,} parameters; "
-        f"device {report.hardware.get('device')}; {speed_text(report)}; {report.seconds:.1f} s in all.",
+        f"device {report.hardware.get('device')}; {speed_line(report.models) or '-'}; {report.seconds:.1f} s in all.",
         "",
         f"Page: {page}",
         "",

@@ -45,7 +45,7 @@ from validation.checks import CheckOptions, check_shards
 from validation.data import VocabMap, eval_windows, to_device, token_counts
 from validation.hardware import configure_backends, mfu, plan_hardware
 from validation.model import GPT, count_params, flops_per_token
-from validation.validate import PRESETS, TrainConfig, evaluate, json_safe, preset, train
+from validation.validate import PRESETS, TrainConfig, evaluate, json_safe, preset, setup_job_logging, train
 
 log = logging.getLogger(__name__)
 
@@ -592,8 +592,20 @@ def curves_svg(report: AblationReport) -> str | None:
     return svg[svg.find("<svg") :]
 
 
-def _fmt(value: float | None, digits: int = 4) -> str:
+def fmt_loss(value: float | None, digits: int = 4) -> str:
+    """A loss for tables: ``-`` when missing or not finite."""
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def speed_line(models: list[dict[str, Any]]) -> str | None:
+    """Median training tokens/s over the models, with MFU where the device's peak is known (GPUs); None
+    without a timed step."""
+    speeds = [m["tokens_per_second"] for m in models if m["tokens_per_second"]]
+    if not speeds:
+        return None
+    mfus = [m["mfu"] for m in models if m["mfu"] is not None]
+    mfu_text = f", MFU {float(np.median(mfus)):.1%}" if mfus else ""
+    return f"{float(np.median(speeds)):,.0f} tokens/s (median over models){mfu_text}"
 
 
 def render_page(report: AblationReport) -> str:
@@ -602,16 +614,16 @@ def render_page(report: AblationReport) -> str:
     verdicts = "".join(f"<li><b>{e(p['text'])}</b></li>" for p in report.pairs)
     warnings = "".join(f"<li>{e(w)}</li>" for w in report.warnings)
     rows = "".join(
-        f"<tr><td>{e(s['run'])}</td><td>{_fmt(s['reference_loss_mean'])}</td><td>{_fmt(s['reference_loss_sd'])}</td>"
-        f"<td>{_fmt(s['reference_loss_min'])} - {_fmt(s['reference_loss_max'])}</td>"
-        f"<td>{_fmt(s['val_loss_mean'])}</td><td>{run['train_tokens']:,}</td><td>{s['epochs']:.2f}</td></tr>"
+        f"<tr><td>{e(s['run'])}</td><td>{fmt_loss(s['reference_loss_mean'])}</td><td>{fmt_loss(s['reference_loss_sd'])}</td>"
+        f"<td>{fmt_loss(s['reference_loss_min'])} - {fmt_loss(s['reference_loss_max'])}</td>"
+        f"<td>{fmt_loss(s['val_loss_mean'])}</td><td>{run['train_tokens']:,}</td><td>{s['epochs']:.2f}</td></tr>"
         for s, run in zip(report.summary, report.runs, strict=True)
     )
     seeds = report.config["seeds"]
     per_seed = "".join(
         f"<tr><td>{e(run['name'])}</td>"
         + "".join(
-            f"<td>{_fmt(m['reference_loss'])}</td>"
+            f"<td>{fmt_loss(m['reference_loss'])}</td>"
             for s in seeds
             for m in report.models
             if m["run"] == run["name"] and m["seed"] == s
@@ -621,10 +633,7 @@ def render_page(report: AblationReport) -> str:
     )
     svg = curves_svg(report) or "<p>(matplotlib not installed: no curves)</p>"
     model = report.model
-    speed = [m["tokens_per_second"] for m in report.models if m["tokens_per_second"]]
-    mfus = [m["mfu"] for m in report.models if m["mfu"] is not None]
-    mfu_text = f", MFU {np.median(mfus):.1%}" if mfus else ""
-    speed_text = f"{np.median(speed):,.0f} tokens/s (median){mfu_text}" if speed else "-"
+    speed_text = speed_line(report.models) or "-"
     return f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Ablation: {e(" vs ".join(r["name"] for r in report.runs))}</title>
 <style>body{{font-family:system-ui,sans-serif;max-width:1150px;margin:2em auto;padding:0 1em}}
@@ -717,11 +726,7 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
 def main(argv: list[str] | None = None) -> int:
     """Exit status: 0 done (whatever the verdict), 2 input it cannot run on."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    setup_job_logging(args.verbose)
     try:
         config = config_from_args(args)
         report = ablate([parse_run(r) for r in args.runs], args.reference, config)

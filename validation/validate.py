@@ -587,14 +587,19 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     return replace(config, **overrides)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Exit status: 0 PASS, 1 FAIL (bad shards or no learning), 2 usage error."""
-    args = build_parser().parse_args(argv)
+def setup_job_logging(verbose: bool) -> None:
+    """A job's own command line: progress (INFO) to stderr with ``-v``, warnings only otherwise."""
     logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
+        level=logging.INFO if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
         stream=sys.stderr,
     )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status: 0 PASS, 1 FAIL (bad shards or no learning), 2 usage error."""
+    args = build_parser().parse_args(argv)
+    setup_job_logging(args.verbose)
     output = args.output or args.shard_dir.resolve().parent / "validation"
     try:
         config = config_from_args(args)

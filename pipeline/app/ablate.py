@@ -339,7 +339,7 @@ def ablate_command(
     """
     setup_logging(verbose)
     try:
-        from validation.ablate import AblationConfig, AblationError
+        from validation.ablate import AblationConfig, AblationError, speed_line
         from validation.validate import preset
     except ImportError as e:
         fail(f"ablate needs torch: pip install 'cc-refinery[train]' ({e})", EXIT_USAGE)
@@ -372,14 +372,10 @@ def ablate_command(
             f"{summary['run']}: reference loss {summary['reference_loss_mean']:.4f}{spread} "
             f"(own val {summary['val_loss_mean']:.4f}, epochs {summary['epochs']:.2f})"
         )
-    speeds = sorted(m["tokens_per_second"] for m in report.models if m["tokens_per_second"])
-    mfus = sorted(m["mfu"] for m in report.models if m["mfu"] is not None)
-    if speeds:
-        mfu_text = f"MFU {mfus[len(mfus) // 2]:.1%}" if mfus else "MFU n/a (no known peak for this device)"
-        typer.echo(
-            f"{len(report.models)} models on {report.hardware.get('device')}: "
-            f"{speeds[len(speeds) // 2]:,.0f} tokens/s (median), {mfu_text}, {report.seconds:.0f} s"
-        )
+    speed = speed_line(report.models)
+    if speed:
+        device = report.hardware.get("device")
+        typer.echo(f"{len(report.models)} models on {device}: {speed}, {report.seconds:.0f} s")
     for pair in report.pairs:
         typer.echo(pair["text"])
     for warning in report.warnings:
