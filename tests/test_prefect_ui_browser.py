@@ -154,7 +154,12 @@ def test_deployments_page_lists_the_deployments(prefect_ui: LiveUI, browser: Chr
     server = prefect_ui.server
     browser.goto(f"{server.url}/deployments")
     browser.wait_for_text(
-        "4 Deployments", "local refinery", "sample refinery", "weekly-newest-dump refinery", "spark-cluster refinery"
+        "5 Deployments",
+        "local refinery",
+        "sample refinery",
+        "weekly-newest-dump refinery",
+        "spark-cluster refinery",
+        "ablate ablate",
     )
     weekly = prefect_api.deployment_id(server.api_url, "weekly-newest-dump")
     browser.goto(f"{server.url}/deployments/deployment/{weekly}")
