@@ -32,7 +32,7 @@ import torch
 from bench.common import machine_info, markdown_table, realdata_dir, write_result
 from validation.ablate import AblationConfig, load_run, shared_vocab, train_one
 from validation.data import eval_windows
-from validation.hardware import lookup_peak_tflops
+from validation.hardware import lookup_peak_tflops, plan_hardware
 from validation.model import count_params, flops_per_token
 from validation.validate import preset
 
@@ -99,10 +99,11 @@ def preset_throughput(name: str, run_dir: Path, peak_1: float) -> list[object]:
     run = load_run("a", run_dir / "tokens", train.block_size)
     vocab = shared_vocab([run], train.vocab_cap, train.count_sample_tokens)
     windows = eval_windows(run.val, train.block_size, 4 * train.block_size, vocab)
+    plan = plan_hardware("cpu", False, None)
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        result = train_one(run, 0, config, vocab, windows, windows)
+        result = train_one(run, 0, config, plan, vocab, (windows, windows, windows))
     finally:
         torch.set_num_threads(previous)
     gpt = train.model_config(vocab.size)

@@ -22,6 +22,7 @@ from prefect.tasks import Task
 from flows.artifacts import artifact_key, report_location
 from flows.outputs import site_from_env
 from flows.refinery_flow import pipeline_logs_to_run
+from pipeline.app.ablate import ablation_config
 from pipeline.core.storage import StorageError, absolute
 
 if TYPE_CHECKING:
@@ -45,33 +46,6 @@ def worth_retrying(task: Task[..., Any], task_run: TaskRun, state: State[Any]) -
     exc = state.result(raise_on_failure=False)
     missing = FileNotFoundError | PermissionError | IsADirectoryError | NotADirectoryError
     return isinstance(exc, OSError) and not isinstance(exc, missing) and not isinstance(exc, BAD_INPUT)
-
-
-def ablation_config(
-    tokens: int | None,
-    seeds: int,
-    preset: str,
-    device: str,
-    confidence: float,
-    min_delta: float,
-    reference_tokens: int,
-) -> AblationConfig:
-    """The job's configuration from the form (ImportError without torch, ValueError for values it rejects)."""
-    try:
-        from validation.ablate import AblationConfig
-        from validation.validate import preset as train_preset
-    except ImportError as e:
-        raise ImportError(f"the ablation needs torch: pip install 'cc-refinery[train]' ({e})") from e
-    if seeds < 1:
-        raise ValueError(f"seeds must be at least 1, not {seeds}")
-    return AblationConfig(
-        tokens=tokens,
-        seeds=tuple(range(seeds)),
-        train=train_preset(preset, device),
-        confidence=confidence,
-        min_delta=min_delta,
-        reference_tokens=reference_tokens,
-    )
 
 
 def model_line(result: ModelResult, done: int, total: int) -> str:

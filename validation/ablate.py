@@ -43,7 +43,7 @@ import torch
 from tokenization.shards import ShardError, load_tokens, read_header, read_manifest
 from validation.checks import CheckOptions, check_shards
 from validation.data import VocabMap, eval_windows, to_device, token_counts
-from validation.hardware import configure_backends, mfu, plan_hardware
+from validation.hardware import HardwarePlan, configure_backends, mfu, plan_hardware
 from validation.model import GPT, count_params, flops_per_token
 from validation.validate import PRESETS, TrainConfig, evaluate, json_safe, preset, setup_job_logging, train
 
@@ -271,18 +271,19 @@ def train_one(
     run: RunTokens,
     seed: int,
     config: AblationConfig,
+    plan: HardwarePlan,
     vocab: VocabMap,
-    reference: np.ndarray,
-    reference_curve: np.ndarray,
+    windows: tuple[np.ndarray, np.ndarray, np.ndarray],
 ) -> ModelResult:
-    """Train the ablation model on one run with one seed; score it on the reference and the run's val shard."""
+    """Train the ablation model on one run with one seed; score it on the reference and the run's val shard.
+
+    ``windows``: (reference, reference subset for the curve, the run's val), in the model's vocabulary."""
+    reference, reference_curve, val = windows
     train_config = config.model_train_config(seed)
-    plan = plan_hardware(train_config.device, train_config.compile, train_config.peak_tflops)
     torch.manual_seed(seed)
     gpt = train_config.model_config(vocab.size)
     model = GPT(gpt).to(plan.torch_device)
     batches = EpochBatches(run.train, train_config.block_size, vocab, plan.torch_device, seed)
-    val = eval_windows(run.val, train_config.block_size, config.reference_tokens, vocab)
     started = time.perf_counter()
     result = train(model, batches, reference_curve, plan, train_config)  # type: ignore[arg-type]
     batch = max(1, train_config.batch_size)
@@ -491,11 +492,13 @@ def ablate(
         ref_windows = eval_windows(paths, block, config.reference_tokens, vocab)
         curve_count = min(len(ref_windows), max(1, config.curve_tokens // block))
         curve_windows = ref_windows[np.linspace(0, len(ref_windows) - 1, curve_count).astype(np.int64)]
+        val_windows = {run.name: eval_windows(run.val, block, config.reference_tokens, vocab) for run in loaded}
         results: list[ModelResult] = []
         for seed in config.seeds:  # seed-major: a stopped ablation has every run at the first seeds
             for run in loaded:
                 log.info("training on %s, seed %d (%d steps)", run.name, seed, config.steps)
-                results.append(train_one(run, seed, config, vocab, ref_windows, curve_windows))
+                windows = (ref_windows, curve_windows, val_windows[run.name])
+                results.append(train_one(run, seed, config, plan, vocab, windows))
                 if progress is not None:
                     progress(results[-1])
     finally:

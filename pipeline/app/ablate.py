@@ -61,10 +61,9 @@ class AblationInputError(ValueError):
 
 @dataclass(frozen=True)
 class RunInput:
-    """One run as the user named it: its name, the folder given, and its token folder."""
+    """One run as the user named it: its name and its token folder."""
 
     name: str
-    given: Location
     tokens: Location
     run_dir: Location | None
     """The run folder (holding tokens/), where the pointer to the ablation goes; None for a bare token folder."""
@@ -97,7 +96,7 @@ def resolve_run(text: str) -> RunInput:
         )
     if not name:
         name = (run_dir or tokens).name
-    return RunInput(name, given, tokens, run_dir)
+    return RunInput(name, tokens, run_dir)
 
 
 def _slug(names: list[str]) -> str:
@@ -216,6 +215,34 @@ def local_reference(reference: Location, tokenizer_name: str) -> Iterator[Path]:
 
 
 # ---------------------------------------------------------------- running and publishing
+
+
+def ablation_config(
+    tokens: int | None,
+    seeds: int,
+    preset: str,
+    device: str,
+    confidence: float,
+    min_delta: float,
+    reference_tokens: int,
+) -> AblationConfig:
+    """The job's configuration from the command's flags or the flow's form (ImportError without torch, ValueError
+    for values it rejects), seeds ``0..seeds-1``."""
+    try:
+        from validation.ablate import AblationConfig
+        from validation.validate import preset as train_preset
+    except ImportError as e:
+        raise ImportError(f"the ablation needs torch: pip install 'cc-refinery[train]' ({e})") from e
+    if seeds < 1:
+        raise ValueError(f"seeds must be at least 1, not {seeds}")
+    return AblationConfig(
+        tokens=tokens,
+        seeds=tuple(range(seeds)),
+        train=train_preset(preset, device),
+        confidence=confidence,
+        min_delta=min_delta,
+        reference_tokens=reference_tokens,
+    )
 
 
 def run_ablation(
@@ -339,21 +366,13 @@ def ablate_command(
     """
     setup_logging(verbose)
     try:
-        from validation.ablate import AblationConfig, AblationError, speed_line
-        from validation.validate import preset
+        config = ablation_config(tokens, seeds, preset_name, device, confidence, min_delta, reference_tokens)
     except ImportError as e:
-        fail(f"ablate needs torch: pip install 'cc-refinery[train]' ({e})", EXIT_USAGE)
-    try:
-        config = AblationConfig(
-            tokens=tokens,
-            seeds=tuple(range(seeds)) if seeds >= 1 else (),
-            train=preset(preset_name, device),
-            confidence=confidence,
-            min_delta=min_delta,
-            reference_tokens=reference_tokens,
-        )
+        fail(str(e), EXIT_USAGE)
     except ValueError as e:  # AblationError, an unknown preset
         fail(f"error: {e}", EXIT_USAGE)
+    from validation.ablate import AblationError, speed_line
+
     bar = tqdm(total=max(2, len(runs)) * len(config.seeds), unit="model", disable=no_progress, desc="ablation")
 
     def advance(result: ModelResult) -> None:
