@@ -260,7 +260,7 @@ def test_a_pass_listing_skips_clearing_unwritten_parts_and_a_failed_commit_still
 def test_a_new_lease_on_s3_is_a_conditional_create_with_no_settle(bucket: str, s3_env, monkeypatch) -> None:  # noqa: ANN001
     url = f"{bucket}/runs/exclusive"
     slept: list[float] = []
-    monkeypatch.setattr(lock.time, "sleep", slept.append)
+    monkeypatch.setattr(lock, "settle", slept.append)  # not time.sleep: other threads of the session sleep too
     with output_lock(url, "run"):
         assert slept == [], "the store honours If-None-Match: no settle needed"
         # a run that read "free" at the same moment loses the create

@@ -51,6 +51,11 @@ class OutputLocked(RuntimeError):
     """Another live run holds the output folder."""
 
 
+def settle(seconds: float) -> None:
+    """Wait for a written lease to become what every reader sees (a store without conditional creates)."""
+    time.sleep(seconds)
+
+
 def _holder(path: Path) -> dict:
     """What the lock file says of its holder; never call it while holding the lock: closing any descriptor of
     a file drops this process's POSIX locks on it (read through the locked descriptor instead)."""
@@ -226,7 +231,7 @@ def _store_lease(output_dir: Location, what: str) -> Iterator[None]:
         data = json.dumps(lease).encode()
         if old or not _create_exclusive(path, data, what):
             write_bytes_atomic(path, data)
-            time.sleep(LEASE_SETTLE_S)
+            settle(LEASE_SETTLE_S)
             now = _read_lease(path)
             if now.get("token") != token:  # another run wrote its lease at the same moment, after us
                 raise OutputLocked(f"{output_dir} is in use by another {what}: {describe_holder(now)}")
