@@ -38,16 +38,18 @@ test: install browser  ## run the test suite (fails if no test is collected)
 lint: install  ## ruff, and the import contracts that keep the layers one-way (pyproject.toml [tool.importlinter])
 	$(BIN)/ruff check . && $(BIN)/ruff format --check . && $(BIN)/lint-imports
 
-bench: install  ## benchmarks on ../shared/realdata; results go to BENCHMARKS.md by hand
+bench: install  ## the shorter benchmarks (the long ones: bench/README.md); results go to BENCHMARKS.md by hand
 	$(BIN)/python -m bench.bench_warc_readers
 	$(BIN)/python -m bench.bench_extraction_quality
 	$(BIN)/python -m bench.bench_fast_trafilatura
 	$(BIN)/python -m bench.bench_pipeline
 	$(BIN)/python -m bench.bench_tokenize
 	$(BIN)/python -m bench.bench_url_filter
+	$(BIN)/python -m bench.bench_filters
 	$(BIN)/python -m bench.bench_pii
 	$(BIN)/python -m bench.bench_quality_classifier
 	$(BIN)/python -m bench.bench_decontaminate
+	$(BIN)/python -m bench.bench_stage_share
 
 bench-spark: install  ## Spark engine: local[1] vs local[2] scaling, Spark vs local, dedup at 500k documents
 	$(BIN)/python -m bench.bench_spark
