@@ -288,6 +288,8 @@ def stage(
     * `refinery stage extract -i sample.warc.gz -o /tmp/resiliparse --extractor resiliparse`
 
     * `refinery stage langid -i /tmp/extracted/documents -o /tmp/lang --languages en,de --keep-rejected`
+
+    * `refinery stage c4 -i s3://bucket/runs/a/documents/ -o s3://bucket/tuning/c4` (inputs and output on a store)
     """
     setup_logging(verbose)
     flags = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf,
@@ -313,7 +315,9 @@ def dedup(
     input_dir: Annotated[
         str, typer.Argument(help="A pass's output folder (documents/ + markers/), e.g. out/sample or s3://b/run.")
     ],
-    output_dir: Annotated[str, typer.Argument(help="Where the deduplicated parts go, e.g. out/sample/dedup.")],
+    output_dir: Annotated[
+        str, typer.Argument(help="Where the deduplicated parts go, e.g. out/sample/dedup or s3://b/run/dedup.")
+    ],
     scope: Annotated[
         str, typer.Option("--scope", help="dump (FineWeb) or run: where duplicates are looked for.")
     ] = "dump",
@@ -332,7 +336,8 @@ def dedup(
     """Exact + MinHash near-duplicate dedup of a pass's documents, as its own resumable pass.
 
     Keeps the document with the smallest id in each cluster (independent of input order and workers),
-    and writes dup_cluster_id / dup_cluster_size and dedup_clusters.json.
+    and writes dup_cluster_id / dup_cluster_size and dedup_clusters.json. INPUT and OUTPUT may be store URLs
+    (s3://...): credentials and endpoint from the AWS_* variables (AWS_ENDPOINT_URL) or ~/.aws.
     """
     setup_logging(verbose)
     from pipeline.core.parts import total_stats

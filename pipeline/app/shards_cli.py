@@ -137,6 +137,7 @@ def validate_shards_main(argv: list[str]) -> int:
     for action in parser._actions:  # keep URLs as typed: a Path would fold "s3://" into "s3:/"
         if action.dest in ("shard_dir", "output"):
             action.type = str
+            action.help = f"{action.help}: a local path or a store URL (s3://bucket/...)"
     args = parser.parse_args(argv)
     if not is_remote(args.shard_dir) and not (args.output and is_remote(args.output)):
         return validate_main(argv)

@@ -1,0 +1,74 @@
+"""``refinery dedup IN OUT`` as a command on a real S3 server (SeaweedFS), with the credentials in ``~/.aws`` only:
+store to store, the same kept documents as a local dedup, and bad locations or credentials refused in one line
+with exit 2 and nothing written."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from pipeline.core.parts import read_documents
+from pipeline.dedup.config import DedupConfig
+from pipeline.dedup.dedup_pass import run_dedup
+from tests.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_env
+from tests.test_dedup import planted_corpus, write_input
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.timeout(300)
+
+
+def _home_env(server: SeaweedServer, home: Path, secret: str, scratch: Path) -> dict[str, str]:
+    """No AWS_* credential variables: the keys are in ``HOME/.aws/credentials``, the endpoint in AWS_ENDPOINT_URL."""
+    (home / ".aws").mkdir(parents=True, exist_ok=True)
+    (home / ".aws" / "credentials").write_text(
+        f"[default]\naws_access_key_id = {ACCESS_KEY}\naws_secret_access_key = {secret}\n"
+    )
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(
+        HOME=str(home), AWS_ENDPOINT_URL=server.endpoint, AWS_DEFAULT_REGION="us-east-1",
+        AWS_EC2_METADATA_DISABLED="true", PYTHONPATH=str(REPO), REFINERY_SCRATCH=str(scratch),
+    )  # fmt: skip
+    return env
+
+
+def _dedup(env: dict[str, str], cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "pipeline.app.cli", "dedup", *args, "--workers", "2", "--no-progress"]
+    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=240)
+
+
+def test_dedup_command_store_to_store_with_credentials_from_the_aws_folder(
+    object_store: SeaweedServer, bucket: str, realdata: Path, tmp_path: Path
+) -> None:
+    source = write_input(tmp_path / "in", planted_corpus(realdata, families=6), parts=2)
+    object_store.filesystem().put(f"{source}/", f"{bucket.removeprefix('s3://')}/in", recursive=True)
+    run_dedup(source, tmp_path / "local", DedupConfig())
+    expected = sorted(read_documents(tmp_path / "local", columns=["id"]).column("id").to_pylist())
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    env = _home_env(object_store, tmp_path / "home", SECRET_KEY, tmp_path / "scratch")
+
+    done = _dedup(env, cwd, f"{bucket}/in", f"{bucket}/out")
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{bucket}/out/documents" in done.stdout and SECRET_KEY not in done.stdout + done.stderr
+    with store_env(object_store):
+        kept = read_documents(f"{bucket}/out", columns=["id"]).column("id").to_pylist()
+    assert sorted(kept) == expected
+    assert list(cwd.iterdir()) == [], "the command wrote into its working directory"
+
+    # a missing bucket, and keys in ~/.aws the store refuses: one line naming the location, exit 2, nothing written
+    missing = _dedup(env, cwd, f"{bucket}/in", "s3://no-such-bucket-cli-9d2e/out")
+    assert missing.returncode == 2, missing.stderr
+    assert missing.stderr.strip().splitlines() == [
+        "error: s3://no-such-bucket-cli-9d2e/out: the bucket does not exist (create it, or fix the URL)"
+    ]
+    wrong = _home_env(object_store, tmp_path / "wrong-home", "not-the-SECRET-5b1", tmp_path / "scratch")
+    refused = _dedup(wrong, cwd, f"{bucket}/in", f"{bucket}/refused")
+    assert refused.returncode == 2, refused.stderr
+    lines = refused.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bucket}/in: access denied"), refused.stderr
+    assert "not-the-SECRET" not in refused.stderr and "Traceback" not in refused.stderr
+    assert not object_store.filesystem().exists(f"{bucket.removeprefix('s3://')}/refused")
