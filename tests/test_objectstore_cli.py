@@ -72,3 +72,36 @@ def test_dedup_command_store_to_store_with_credentials_from_the_aws_folder(
     assert len(lines) == 1 and lines[0].startswith(f"error: {bucket}/in: access denied"), refused.stderr
     assert "not-the-SECRET" not in refused.stderr and "Traceback" not in refused.stderr
     assert not object_store.filesystem().exists(f"{bucket.removeprefix('s3://')}/refused")
+
+
+def test_a_config_file_on_the_store_through_the_cli(bucket: str, s3_env: SeaweedServer) -> None:
+    from typer.testing import CliRunner
+
+    from pipeline.app.cli import app
+
+    url = f"{bucket}/configs/run.yaml"
+    s3_env.filesystem().pipe_file(url.removeprefix("s3://"), b"name: from-the-store\nengine: {workers: 3}\n")
+    result = CliRunner().invoke(app, ["config", "--config", url])
+    assert result.exit_code == 0, result.output
+    assert "name: from-the-store" in result.output and "workers: 3" in result.output
+    result = CliRunner().invoke(app, ["config", "--config", f"{bucket}/configs/missing.yaml"])
+    assert result.exit_code == 2 and f"config file not found: {bucket}/configs/missing.yaml" in result.output
+
+
+def test_the_test_store_stops_with_no_process_or_socket_left(tmp_path: Path) -> None:
+    server = SeaweedServer(tmp_path / "store").start()
+    assert server.process is not None
+    pid, root = server.process.pid, str(tmp_path / "store")
+    server.stop()
+    left = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                cmdline = (proc / "cmdline").read_bytes().decode(errors="replace")
+            except OSError:
+                continue
+            if root in cmdline or proc.name == str(pid):
+                left.append((proc.name, cmdline))
+    assert left == [], "a weed process outlived stop()"
+    ports = (server.master_port, server.volume_port, server.filer_port, server.s3_port)
+    assert not [s for p in ports for s in Path("/tmp").glob(f"seaweedfs-*-{p}.sock")]
