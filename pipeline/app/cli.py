@@ -118,7 +118,8 @@ def run(
         bool,
         typer.Option(
             "--keep-warcs",
-            help="Download each WARC file whole into the cache (OUTPUT/warc-cache) and keep it for later runs; "
+            help="Download each WARC file whole into the cache (OUTPUT/warc-cache; $REFINERY_SCRATCH/warc-cache when "
+            "OUTPUT is a store URL; source.download_dir moves it) and keep it for later runs; "
             "default: read it by byte ranges while processing, nothing written to disk.",
         ),
     ] = False,
@@ -142,10 +143,12 @@ def run(
     """Run the pipeline on a dump: the WARC pass (download -> URL filter -> extraction -> language ID -> quality
     filters), dedup, token shards, optional shard validation, and the report.
 
-        The corpus goes to OUTPUT/NAME/dedup/documents/part-*.parquet (one part per WARC file), token shards to
+        The corpus goes to `OUTPUT/NAME/dedup/documents/part-*.parquet` (one part per WARC file), token shards to
     OUTPUT/NAME/tokens, the report to OUTPUT/NAME/report/index.html. Rerunning the same
     command resumes: finished parts are skipped, half-written ones are redone. One run per output folder:
-    a second run on it is refused while the first lives.
+    a second run on it is refused while the first lives. OUTPUT may be a store URL (s3://bucket/runs: credentials
+    from `AWS_*` variables, ~/.aws or storage_options in --config); temporary files then go to $REFINERY_SCRATCH
+    (else the system temp folder).
 
     Exit codes: 0 done; 1 failed (some WARC files failed: rerun to retry them); 2 bad configuration;
     3 completed with failures (at most --max-failed-parts WARC files failed; the rest went through every pass).
