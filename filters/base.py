@@ -156,14 +156,40 @@ class MeasuredFilter(TextFilter):
         return self._decide(text, self._checks())
 
     def signals(self, texts: list[str]) -> dict[str, np.ndarray]:
+        return self.judge(texts)[1]
+
+    def judge(self, texts: list[str]) -> tuple[list[str | None], dict[str, np.ndarray]]:
+        """The decisions and every signal from one measurement of each text. The decision is the first failing
+        rule in :meth:`measure`'s order, as :meth:`reasons` gives it; measuring on past it costs what the report's
+        signals cost anyway, so a chain that wants both measures once."""
+        checks = self._checks()
         names = self.signal_names()
         values = np.full((len(texts), len(names)), np.nan, dtype=np.float32)
         column = {name: i for i, name in enumerate(names)}
+        reasons: list[str | None] = []
         for row, text in enumerate(texts):
+            reason = None
             for item in self.measure(text):
-                if not isinstance(item, Drop) and (i := column.get(item[0])) is not None:
-                    values[row, i] = item[1]
-        return {name: values[:, i] for i, name in enumerate(names)}
+                if isinstance(item, Drop):
+                    reason = reason or str(item)
+                    continue
+                signal, value = item
+                if (i := column.get(signal)) is not None:
+                    values[row, i] = value
+                if reason is None:
+                    reason = next(
+                        (rule for rule, below, threshold in checks.get(signal, ())
+                         if ((value < threshold) if below else (value > threshold))),
+                        None,
+                    )  # fmt: skip
+            reasons.append(reason)
+        return reasons, {name: values[:, i] for i, name in enumerate(names)}
+
+    def filter_with_signals(self, table: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
+        """This stage's output and its signals over every row, measured once (:func:`pipeline.core.stage.run_chain`
+        uses it in place of calling the stage, then measuring again for the report)."""
+        reasons, signals = self.judge(texts_of(table, self.name))
+        return with_drop_reasons(table, reasons), signals
 
 
 @dataclass(frozen=True)

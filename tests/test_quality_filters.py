@@ -40,6 +40,7 @@ from filters.fineweb import FineWebQualityStage
 from filters.gopher import GopherQualityStage, GopherRepetitionStage
 from filters.registry import BUILT_IN, build_filter, quality_stages, registered_filters
 from filters.text import PUNCTUATION, SENTENCE_END_CHARS, TERMINAL_PUNCTUATION, count_sentences, split_words
+from pipeline.core.profile import stage_signal_histograms
 from pipeline.core.schema import RAW_SCHEMA, conform
 from pipeline.core.stage import run_chain
 from pipeline.core.stats import PartStats
@@ -482,6 +483,25 @@ def test_signals_and_thresholds_agree_with_decisions(texts: list[str]) -> None:
             else:  # float32 rounding can only matter on an exact tie; none on this set
                 assert crossed and crossed[0] == reason, (stage.name, i, reason, crossed)
     assert [t.value for t in GopherRepetitionStage().thresholds()][:4] == [0.3, 0.2, 0.3, 0.2]
+
+
+def test_the_chain_decides_and_measures_once_as_the_stage_and_a_second_measurement_would(texts: list[str]) -> None:
+    """In a chain a measured filter decides and measures each text in one go (``filter_with_signals``): the
+    same drops as the stage called alone (datatrove's, above), the same histograms as measuring again after it."""
+    table = table_of(texts)
+    for stage in (GopherRepetitionStage(), GopherQualityStage(), FineWebQualityStage()):
+        alone = stage(table)
+        once, measured = stage.filter_with_signals(table)
+        assert once.column("drop_reason").to_pylist() == alone.column("drop_reason").to_pylist() == stage.reasons(texts)
+        assert once.column("drop_reason").null_count not in (0, len(texts)), stage.name
+        stats = PartStats(part="p")
+        kept, rejected = run_chain([stage], table, stats)
+        reasons = alone.column("drop_reason").to_pylist()
+        assert kept.column("id").to_pylist() == [f"d{i}" for i, r in enumerate(reasons) if r is None]
+        assert sum(t.num_rows for t in rejected) == len(texts) - kept.num_rows
+        again = stage_signal_histograms(stage, table, alone)  # the signals measured by a second pass
+        assert {k: v.to_json() for k, v in stats.profile.signals.items()} == {k: v.to_json() for k, v in again.items()}
+        assert set(measured) == set(again) == set(stage.signal_names())
 
 
 def test_defaults_are_fineweb_recipe() -> None:

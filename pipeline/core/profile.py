@@ -458,14 +458,17 @@ def default_signal_spec(name: str, thresholds: Mapping[str, float] | None = None
     return SignalSpec(MAGNITUDE_EDGES, dict(thresholds or {}), log=True, stage=stage)
 
 
-def stage_signal_histograms(stage: Any, before: pa.Table, after: pa.Table) -> dict[str, SignalHistogram]:
+def stage_signal_histograms(
+    stage: Any, before: pa.Table, after: pa.Table, measured: Mapping[str, np.ndarray] | None = None
+) -> dict[str, SignalHistogram]:
     """The quality signals of one stage over every row it judged (kept and dropped), with its thresholds.
 
     Understands two kinds of stage, by duck typing:
 
     - a filter with ``signals(texts) -> {name: array}`` and ``thresholds() -> [(rule, signal, op, value)]``
-      (``filters.base.TextFilter``): the signals are measured on the stage's input texts. That is a second
-      measurement pass, so it costs about what the filter itself costs;
+      (``filters.base.TextFilter``): the signals are measured on the stage's input texts, a second
+      measurement pass costing about what the filter itself costs, unless the caller passes them as
+      ``measured`` (a filter with ``filter_with_signals`` measured them while deciding);
     - a stage with ``signal_columns: {column: SignalSpec}`` whose output carries the signal as a column
       (e.g. the language score): nothing is measured twice.
 
@@ -482,8 +485,7 @@ def stage_signal_histograms(stage: Any, before: pa.Table, after: pa.Table) -> di
     thresholds: dict[str, dict[str, float]] = {}
     for rule in rules() if callable(rules) else []:
         thresholds.setdefault(rule.signal, {})[f"{rule.rule} ({rule.op})"] = float(rule.value)
-    texts = [t or "" for t in before.column("text").to_pylist()]
-    values = measure(texts)
+    values = measured if measured is not None else measure([t or "" for t in before.column("text").to_pylist()])
     table = after.select([c for c in after.column_names if c == DROP_REASON])
     specs: dict[str, SignalSpec] = {}
     for signal, array in values.items():

@@ -74,10 +74,14 @@ def run_chain(stages: Sequence[Stage], table: pa.Table, stats: PartStats) -> tup
         if table.num_rows == 0:
             continue
         start = time.perf_counter()
-        out = stage(table)
+        measured = None
+        if callable(with_signals := getattr(stage, "filter_with_signals", None)):  # decides and measures at once
+            out, measured = with_signals(table)
+        else:
+            out = stage(table)
         stage_stats.seconds += time.perf_counter() - start
         # quality signals over every row the stage judged, kept and dropped, with its thresholds (report)
-        stats.profile.add_signals(stage_signal_histograms(stage, table, out))
+        stats.profile.add_signals(stage_signal_histograms(stage, table, out, measured))
         out = _take_counts(stage, out, stage_stats)
         table, dropped = split_dropped(out, stage.name)
         if dropped is not None:
