@@ -6,8 +6,8 @@ are faster because they split words once per document with a cached tokenizer (:
 repeated lines and paragraphs with sets, and measure word n-grams on hashes (:mod:`filters.ngrams`).
 
 Each filter declares its rules once (:class:`filters.base.Rule`) and yields its measurements lazily in rule
-order: a decision stops at the first failing rule (as datatrove does), :meth:`signals` runs them all for the
-report.
+order: a decision stops at the first failing rule (as datatrove does); in a pipeline, where the report wants
+every signal, each text is measured once to the end and decided from that (``filter_with_signals``).
 """
 
 from __future__ import annotations
