@@ -248,3 +248,46 @@ def test_run_dedup_on_spark_to_the_store(
     assert f"{WORK}/{CLUSTERS}/done.json" in files
     assert json.loads(location(out).joinpath(CLUSTER_REPORT).read_text())["engine"] == "spark"
     assert_nothing_local(*quiet_disk)
+
+
+def test_dedup_command_takes_credentials_and_settings_from_a_run_config(
+    bucket: str,
+    source: Path,
+    local_out: Path,
+    tmp_path: Path,
+    object_store,  # noqa: ANN001
+) -> None:
+    """``refinery dedup --config run.yaml``: no AWS variables, no ~/.aws; the store's endpoint and keys come from
+    the run config's storage_options and the dedup settings from its dedup section; no secret is printed."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.objectstore import store_env
+
+    config = tmp_path / "run.yaml"
+    options = {"s3": {"key": ACCESS_KEY, "secret": SECRET_KEY, "endpoint_url": object_store.endpoint}}
+    config.write_text(yaml.safe_dump({"storage_options": options, "dedup": {"batch_size": 64, "top_clusters": 5}}))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(
+        HOME=str(tmp_path / "home"), AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1",
+        PYTHONPATH=str(Path(__file__).resolve().parents[1]), REFINERY_SCRATCH=str(tmp_path / "scratch"),
+    )  # fmt: skip
+    out = f"{bucket}/dedup-by-config"
+    command = [sys.executable, "-m", "pipeline.app.cli", "dedup", "--config", str(config), str(source), out,
+               "--keep-rejected", "--workers", "2", "--no-progress"]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert SECRET_KEY not in done.stdout + done.stderr
+    with store_env(object_store):
+        assert rows(out) == rows(local_out)
+        got = json.loads(location(out).joinpath(CLUSTER_REPORT).read_text())
+    expected = json.loads((local_out / CLUSTER_REPORT).read_text())
+    expected.pop("seconds"), got.pop("seconds")
+    assert got == expected  # top_clusters: 5 from the config's dedup section, as the reference's
+    without = subprocess.run(command[:4] + command[6:], cwd=tmp_path, env=env, capture_output=True, text=True,
+                             timeout=240)  # fmt: skip
+    assert without.returncode == 2, without.stderr  # no credentials anywhere: one line, exit 2
+    assert len(without.stderr.strip().splitlines()) == 1 and out in without.stderr, without.stderr

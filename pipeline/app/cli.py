@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 import yaml
+from pydantic import ValidationError
 
 from pipeline.app.cli_common import (
     EXIT_COMPLETED_WITH_FAILURES,
@@ -34,7 +35,7 @@ from pipeline.app.cli_common import (
     parse_sets,
     setup_logging,
 )
-from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, load_config
+from pipeline.app.config import SAMPLE_DUMP, ConfigError, RunConfig, format_validation_error, load_config
 from pipeline.core.stats import format_funnel
 from pipeline.core.storage import Location, check_readable, check_writable, location, read_bytes
 
@@ -321,9 +322,11 @@ def dedup(
     output_dir: Annotated[
         str, typer.Argument(help="Where the deduplicated parts go, e.g. out/sample/dedup or s3://b/run/dedup.")
     ],
+    config_file: ConfigOpt = None,
     scope: Annotated[
-        str, typer.Option("--scope", help="dump (FineWeb) or run: where duplicates are looked for.")
-    ] = "dump",
+        str | None,
+        typer.Option("--scope", help="dump (FineWeb) or run: where duplicates are looked for (default: dump)."),
+    ] = None,
     no_exact: Annotated[bool, typer.Option("--no-exact", help="Skip exact (normalised text) dedup.")] = False,
     threshold: Annotated[
         float | None, typer.Option("--threshold", help="Target Jaccard; picks bands x rows for it (default 14 x 8).")
@@ -340,22 +343,32 @@ def dedup(
 
     Keeps the document with the smallest id in each cluster (independent of input order and workers),
     and writes dup_cluster_id / dup_cluster_size and dedup_clusters.json. INPUT and OUTPUT may be store URLs
-    (s3://...): credentials and endpoint from the AWS_* variables (AWS_ENDPOINT_URL) or ~/.aws.
+    (s3://...): credentials and endpoint from the AWS_* variables (AWS_ENDPOINT_URL), ~/.aws, or the
+    storage_options of a run config given with --config (whose dedup section is the starting point the flags
+    here change).
     """
     setup_logging(verbose)
     from pipeline.core.parts import total_stats
     from pipeline.dedup.config import DedupConfig, MinHashConfig
     from pipeline.dedup.dedup_pass import run_dedup
 
+    flags = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf)
+    run_config = _load(config_file, flags)
     try:
-        minhash = MinHashConfig.for_threshold(threshold) if threshold is not None else MinHashConfig()
-        config = DedupConfig(scope=scope, exact=not no_exact, minhash=minhash)
+        settings = run_config.dedup.model_dump()
+        if scope is not None:
+            settings["scope"] = scope
+        if no_exact:
+            settings["exact"] = False
+        if threshold is not None:
+            settings["minhash"] = MinHashConfig.for_threshold(threshold).model_dump()
+        config = DedupConfig.model_validate(settings)
     except ValueError as e:
-        typer.secho(f"error: {e}", fg=typer.colors.RED, err=True)
+        message = format_validation_error(e) if isinstance(e, ValidationError) else str(e)
+        typer.secho(f"error: {message.replace('invalid configuration: ', 'dedup.')}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     from pipeline.engines import make_engine
 
-    run_config = _load(None, common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf))
     with errors(f"deduplicating into {output_dir}", verbose, usage=(ValueError, FileNotFoundError)):
         check_readable(input_dir)
         check_writable(output_dir)
