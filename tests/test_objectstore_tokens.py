@@ -195,6 +195,34 @@ def test_shards_build_cli_to_the_store(
     assert shard_bytes(store_files(s3_env, other)) == shard_bytes(files)
 
 
+def test_shards_build_reaches_the_store_with_the_run_configs_storage_options(
+    bucket: str, s3_env: SeaweedServer, local_tokens: Path, documents: list[tuple[str, str | None]], tmp_path: Path
+) -> None:
+    """No AWS variables and no ~/.aws in the command's environment: ``--config`` brings the endpoint and keys."""
+    import os
+
+    import yaml
+
+    from tests.objectstore import ACCESS_KEY
+
+    source = write_pass(f"{bucket}/run-by-config", documents)
+    config = tmp_path / "run.yaml"
+    options = {"s3": {"key": ACCESS_KEY, "secret": SECRET_KEY, "endpoint_url": s3_env.endpoint}}
+    config.write_text(yaml.safe_dump({"storage_options": options}))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1")
+    command = [sys.executable, "-m", "pipeline.app.cli", "shards", "build", source, "--shard-size", str(SHARD),
+               "--no-progress", "--config", str(config)]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert SECRET_KEY not in proc.stdout + proc.stderr
+    assert shard_bytes(store_files(s3_env, f"{source}/tokens")) == {
+        p.name: p.read_bytes() for p in local_tokens.glob("*.bin")
+    }
+    proc = subprocess.run(command[:-2], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr  # no credentials
+
+
 def test_shards_build_cli_errors_are_one_line_exit_2(bucket: str, s3_env: SeaweedServer, tmp_path: Path) -> None:
     env = client_env(s3_env)
     missing = f"{bucket}/no-such-run"

@@ -54,6 +54,11 @@ SetOpt = Annotated[
     ),
 ]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details (INFO) to stderr.")]
+StoreConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="Run config (YAML) whose storage_options reach the store (credentials)."),
+]
+"""For commands that take nothing else from a run config: only its ``storage_options`` matter."""
 NoProgressOpt = Annotated[bool, typer.Option("--no-progress", help="No progress bars (for logs and CI).")]
 KeepRejectedOpt = Annotated[
     bool, typer.Option("--keep-rejected", help="Also write dropped documents, with the rule that dropped them.")

@@ -14,7 +14,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.app.cli_common import VerboseOpt, errors, setup_logging
+from pipeline.app.cli_common import StoreConfigOpt, VerboseOpt, errors, setup_logging
 from pipeline.app.config import ConfigError, load_config
 from pipeline.core.storage import Location, is_remote, location
 from pipeline.report.build import ReportConfig, ReportError, write_report
@@ -43,10 +43,7 @@ def report_command(
     ] = None,
     token_manifest: Annotated[str | None, typer.Option("--token-manifest", help="Shard manifest, relative.")] = None,
     validation: Annotated[str | None, typer.Option("--validation", help="Validation result, relative.")] = None,
-    run_config: Annotated[
-        str | None,
-        typer.Option("--config", "-c", help="Run config (YAML) whose storage_options reach the store (credentials)."),
-    ] = None,
+    run_config: StoreConfigOpt = None,
     open_browser: Annotated[bool, typer.Option("--open", help="Open the page in a web browser.")] = False,
     verbose: VerboseOpt = False,
 ) -> None:

@@ -26,7 +26,8 @@ from typing import Annotated, Any
 import numpy as np
 import typer
 
-from pipeline.app.cli_common import EXIT_USAGE, VerboseOpt, errors, fail, setup_logging
+from pipeline.app.cli_common import EXIT_USAGE, StoreConfigOpt, VerboseOpt, errors, fail, setup_logging
+from pipeline.app.config import ConfigError, load_config
 from pipeline.core.storage import (
     Location,
     StorageError,
@@ -296,6 +297,7 @@ def build(
     no_val: Annotated[bool, typer.Option("--no-val", help="No val shard: every shard is train.")] = False,
     workers: Annotated[int, typer.Option("--workers", "-w", help="Processes tokenizing parts at once.")] = 1,
     no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    run_config: StoreConfigOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Tokenize a pass's documents into llm.c shards (resumable: rerun to continue).
@@ -304,7 +306,8 @@ def build(
 
     * `refinery shards build out/sample --workers 2 --shard-size 1000000`
 
-    * `refinery shards build s3://bucket/run -o s3://bucket/run/tokens-cl100k -t cl100k_base`
+    * `refinery shards build s3://bucket/run -o s3://bucket/run/tokens-cl100k -t cl100k_base` (credentials from
+      AWS_* or ~/.aws, or `--config run.yaml` with storage_options)
     """
     setup_logging(verbose)
     from pydantic import ValidationError
@@ -322,7 +325,9 @@ def build(
         )
     except ValidationError as e:
         fail(f"invalid options: {e}", 2)
-    with errors("reading the options", verbose):  # an unknown URL scheme: StorageError, exit 2
+    with errors("reading the options", verbose, usage=(ConfigError,)):  # an unknown URL scheme: StorageError, exit 2
+        if run_config is not None:
+            load_config(run_config)  # installs its storage_options for every store this process opens
         source = location(input_dir)
         out = location(output) if output else source / "tokens"
     with errors(f"tokenizing into {out}", verbose, usage=(TokenizerAssetError,)):
