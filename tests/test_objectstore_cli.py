@@ -1,6 +1,6 @@
-"""``refinery dedup IN OUT`` as a command on a real S3 server (SeaweedFS), with the credentials in ``~/.aws`` only:
-store to store, the same kept documents as a local dedup, and bad locations or credentials refused in one line
-with exit 2 and nothing written."""
+"""The commands on a real S3 server (SeaweedFS): ``refinery dedup IN OUT`` with the credentials in ``~/.aws``
+only (store to store, the same kept documents as a local dedup, bad locations or credentials refused in one line
+with exit 2 and nothing written), ``refinery stage`` store to store, ``refinery config --config s3://...``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from pipeline.core.parts import read_documents
 from pipeline.dedup.config import DedupConfig
 from pipeline.dedup.dedup_pass import run_dedup
-from tests.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedServer, store_env
+from tests.objectstore import ACCESS_KEY, SECRET_KEY, SeaweedServer, client_env, store_env
 from tests.test_dedup import planted_corpus, write_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -72,6 +73,45 @@ def test_dedup_command_store_to_store_with_credentials_from_the_aws_folder(
     assert len(lines) == 1 and lines[0].startswith(f"error: {bucket}/in: access denied"), refused.stderr
     assert "not-the-SECRET" not in refused.stderr and "Traceback" not in refused.stderr
     assert not object_store.filesystem().exists(f"{bucket.removeprefix('s3://')}/refused")
+
+
+def _funnel(stdout: str) -> list[str]:
+    """The funnel ``refinery stage`` prints, without its last column (seconds)."""
+    table = stdout.split("\ndocuments:")[0].splitlines()
+    return [line.rsplit(None, 1)[0] if line[:1].isalnum() and line[-1:].isdigit() else line for line in table]
+
+
+def test_stage_command_store_to_store_equals_the_same_command_on_disk(
+    object_store: SeaweedServer, bucket: str, realdata: Path, tmp_path: Path
+) -> None:
+    docs = planted_corpus(realdata, families=4)
+    dropped = ["Lorem ipsum dolor sit amet, said the page.", "var config = { debug: true };"]
+    for i, doc in enumerate(docs[::5]):
+        doc["text"] += "\n" + dropped[i % 2]  # documents C4 drops, beside ones it keeps whole or cleans
+    source = write_input(tmp_path / "in", docs, parts=2)
+    object_store.filesystem().put(f"{source}/", f"{bucket.removeprefix('s3://')}/in", recursive=True)
+    cwd, scratch = tmp_path / "cwd", tmp_path / "scratch"
+    cwd.mkdir()
+    env = client_env(object_store, PYTHONPATH=str(REPO), REFINERY_SCRATCH=str(scratch))
+
+    def stage(inputs: str, output: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "pipeline.app.cli", "stage", "c4", "-i", inputs, "-o", output,
+                   "--keep-rejected", "--workers", "1", "--no-progress"]  # fmt: skip
+        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=120)
+
+    on_store = stage(f"{bucket}/in/documents/", f"{bucket}/c4")
+    assert on_store.returncode == 0, on_store.stderr[-3000:]
+    on_disk = stage(str(source / "documents"), str(tmp_path / "c4"))
+    assert on_disk.returncode == 0, on_disk.stderr[-3000:]
+    assert f"documents: {bucket}/c4/documents" in on_store.stdout
+    assert _funnel(on_store.stdout) == _funnel(on_disk.stdout) and "c4:lorem_ipsum" in on_store.stdout
+    fs = object_store.filesystem()
+    for folder in ("documents", "rejected"):
+        remote = pq.read_table(f"{bucket.removeprefix('s3://')}/c4/{folder}", filesystem=fs).sort_by("id")
+        local = pq.read_table(tmp_path / "c4" / folder).sort_by("id")
+        assert remote.num_rows > 0 and remote.equals(local), folder
+    assert list(cwd.iterdir()) == [], "the command wrote into its working directory"
+    assert [p.name for p in scratch.iterdir()] == ["refinery-logs"], "temporary files left in scratch"
 
 
 def test_a_config_file_on_the_store_through_the_cli(bucket: str, s3_env: SeaweedServer) -> None:

@@ -270,3 +270,67 @@ def test_a_new_lease_on_s3_is_a_conditional_create_with_no_settle(bucket: str, s
     write_bytes_atomic(location(url) / LOCK_FILE, b"not a lease")  # an unreadable leftover is written over
     with output_lock(url, "run"):
         assert slept == [lock.LEASE_SETTLE_S]
+
+
+def test_a_part_above_the_multipart_threshold_appears_whole_and_leaves_no_upload(
+    bucket: str, s3_env, tmp_path, monkeypatch  # noqa: ANN001
+) -> None:  # fmt: skip
+    """s3fs's ``put_file`` (what ``publish`` calls) switches to a multipart upload at twice its chunk size
+    (2 x 50 MiB; ``default_block_size`` does not change it): every other test object is one PUT. Here the key
+    stays empty while the parts are up and the upload not completed, the object is then whole, and a commit
+    that fails mid-upload leaves no object, no temp file and no unfinished upload on the store."""
+    import hashlib
+
+    from s3fs.core import calculate_chunksize
+
+    from pipeline.core.storage import write_file_atomic
+
+    monkeypatch.setenv("REFINERY_SCRATCH", str(tmp_path / "scratch"))
+    size = 2 * calculate_chunksize(2**30) + 2**20  # 101 MiB: parts of 50, 50 and 1 MiB
+    digest = hashlib.sha256()
+
+    def write(f) -> None:  # noqa: ANN001 - incompressible bytes, 4 MiB at a time
+        for start in range(0, size, 4 * 2**20):
+            block = os.urandom(min(4 * 2**20, size - start))
+            digest.update(block)
+            f.write(block)
+
+    target = location(f"{bucket}/tokens/shard-00000.bin")
+    name, key = target.path.split("/", 1)
+    fs = s3_env.filesystem()
+    cls = type(target.fs)
+    upload_parts = cls._upload_file_part_concurrent
+    seen: list[tuple] = []
+
+    async def watched(self, bucket_, key_, mpu, *args, **kwargs):  # noqa: ANN001, ANN202
+        out = await upload_parts(self, bucket_, key_, mpu, *args, **kwargs)
+        listed = await self._call_s3("list_objects_v2", Bucket=bucket_, Prefix=key_)
+        uploads = await self._call_s3("list_multipart_uploads", Bucket=bucket_)
+        seen.append((len(out), listed.get("KeyCount", 0), [u["Key"] for u in uploads.get("Uploads", [])]))
+        return out
+
+    monkeypatch.setattr(cls, "_upload_file_part_concurrent", watched)
+    write_file_atomic(target, write)
+    assert seen == [(3, 0, [key])], "not a multipart upload, or the object was visible before it completed"
+    assert fs.size(target.path) == size
+    on_store = hashlib.sha256()
+    with fs.open(target.path, "rb", block_size=8 * 2**20) as f:
+        while block := f.read(8 * 2**20):
+            on_store.update(block)
+    assert on_store.hexdigest() == digest.hexdigest()
+    assert fs.list_multipart_uploads(name) == [] and list(os.scandir(tmp_path / "scratch")) == []
+
+    async def failing(self, bucket_, key_, mpu, f0, *args, **kwargs):  # noqa: ANN001, ANN202
+        await self._call_s3("upload_part", Bucket=bucket_, Key=key_, UploadId=mpu["UploadId"], PartNumber=1,
+                            Body=f0.read(5 * 2**20))  # fmt: skip
+        uploads = await self._call_s3("list_multipart_uploads", Bucket=bucket_)
+        seen.append(tuple(u["Key"] for u in uploads.get("Uploads", [])))
+        raise OSError("the connection dropped mid-upload")
+
+    monkeypatch.setattr(cls, "_upload_file_part_concurrent", failing)
+    broken = location(f"{bucket}/tokens/shard-00001.bin")
+    with pytest.raises(OSError, match="dropped mid-upload"):
+        write_file_atomic(broken, lambda f: f.truncate(size))  # as big, but sparse: quick to write
+    assert seen[1:] == [(broken.path.split("/", 1)[1],)], "the failed upload was never under way"
+    assert not fs.exists(broken.path) and fs.list_multipart_uploads(name) == [], "the failed upload is left"
+    assert list(os.scandir(tmp_path / "scratch")) == []
