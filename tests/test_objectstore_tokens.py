@@ -283,6 +283,37 @@ def test_validate_shards_on_the_store_writes_its_verdict_there(
     assert list(scratch.iterdir()) == []  # the downloaded shards and the job's folder are gone
 
 
+def test_validate_shards_reaches_the_store_with_the_run_configs_storage_options(
+    bucket: str, s3_env: SeaweedServer, local_tokens: Path, tmp_path: Path
+) -> None:
+    """``refinery validate-shards s3://... --config run.yaml`` with no AWS variables and no ~/.aws."""
+    pytest.importorskip("torch", reason="the validation job needs the [train] extra (torch)")
+    import os
+
+    import yaml
+
+    from tests.objectstore import ACCESS_KEY
+
+    tokens = upload_shards(s3_env, local_tokens, f"{bucket}/by-config/tokens")
+    config = tmp_path / "run.yaml"
+    options = {"s3": {"key": ACCESS_KEY, "secret": SECRET_KEY, "endpoint_url": s3_env.endpoint}}
+    config.write_text(yaml.safe_dump({"storage_options": options}))
+    env = {name: value for name, value in os.environ.items() if not name.startswith("AWS_")}
+    env.update(HOME=str(tmp_path), AWS_EC2_METADATA_DISABLED="true", AWS_DEFAULT_REGION="us-east-1",
+               REFINERY_SCRATCH=str(tmp_path / "scratch"))  # fmt: skip
+    command = [sys.executable, "-m", "pipeline.app.cli", "validate-shards", tokens, "--config", str(config),
+               "--preset", "tiny", "--device", "cpu", "--steps", "10", "--eval-every", "5"]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode in (0, 1), proc.stderr[-3000:]  # PASS or FAIL: trained and judged (10 steps)
+    assert f"report {bucket}/by-config/validation/validation.json" in proc.stdout, proc.stdout
+    assert SECRET_KEY not in proc.stdout + proc.stderr
+    assert sorted(store_files(s3_env, f"{bucket}/by-config/validation")) == ["loss_curve.png", "validation.json"]
+    missing = command[:6] + [str(tmp_path / "missing.yaml")] + command[7:]
+    proc = subprocess.run(missing, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "missing.yaml" in proc.stderr
+
+
 def test_validation_pass_on_the_store_reports_bad_shards(
     bucket: str, s3_env: SeaweedServer, scratch: Path, local_tokens: Path
 ) -> None:

@@ -139,15 +139,36 @@ def validate_shards_main(argv: list[str]) -> int:
         if action.dest in ("shard_dir", "output"):
             action.type = str
             action.help = f"{action.help}: a local path or a store URL (s3://bucket/...)"
+    parser.add_argument(
+        "--config", "-c", dest="run_config", help="run config (YAML) whose storage_options reach the store"
+    )
     args = parser.parse_args(argv)
-    if not is_remote(args.shard_dir) and not (args.output and is_remote(args.output)):
-        return validate_main(argv)
-    setup_logging(args.verbose)
+    argv = without_option(argv, ("--config", "-c"))  # the job's own parser does not know it
     try:
+        if args.run_config is not None:
+            with errors(f"reading {args.run_config}", args.verbose, usage=(ConfigError,)):
+                load_config(args.run_config)  # installs its storage_options for every store this process opens
+        if not is_remote(args.shard_dir) and not (args.output and is_remote(args.output)):
+            return validate_main(argv)
+        setup_logging(args.verbose)
         with errors(f"validating {args.shard_dir}", args.verbose):
             return _validate_on_store(argv, args.shard_dir, args.output, validate_main)
     except typer.Exit as e:
         return e.exit_code
+
+
+def without_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
+    """``argv`` without the option ``names`` and its value (``--name VALUE`` or ``--name=VALUE``)."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg in names:
+            skip = True
+        elif not arg.startswith(tuple(f"{name}=" for name in names)):
+            out.append(arg)
+    return out
 
 
 def _validate_on_store(argv: list[str], shard_text: str, out_text: str | None, validate_main: Any) -> int:
