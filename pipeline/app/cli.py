@@ -280,7 +280,7 @@ def stage(
     no_progress: NoProgressOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
-    """Run one stage on local files, for tuning on samples; prints the funnel and drop reasons.
+    """Run one stage on a few files (local or on a store), for tuning on samples; prints the funnel and drop reasons.
 
         WARC input is read into records first (and extracted first for stages that need text); Parquet input
     must hold documents (e.g. a previous run's documents/ folder).
