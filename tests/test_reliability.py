@@ -185,6 +185,25 @@ def test_dedup_of_an_empty_pass(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "dedup_clusters.json").read_text())["documents"] == 0
 
 
+def test_dedup_flags_change_only_what_they_name_in_the_configs_dedup_section(tmp_path: Path) -> None:
+    """``--threshold`` sets bands x rows and the verification; the config's shingle size, seed and scope stay.
+    Without ``--config`` the defaults are FineWeb's (scope dump, 5-grams, 14 x 8)."""
+    with PartWriter(tmp_path / "in", "part-00000") as writer:
+        writer.commit(PartStats(part="part-00000"))
+    (tmp_path / "run.yaml").write_text("dedup: {scope: run, minhash: {ngram_size: 3, seed: 7}}\n")
+
+    def dedup(out: str, *flags: str) -> dict:
+        result = runner.invoke(app, ["dedup", str(tmp_path / "in"), str(tmp_path / out), "--no-progress", *flags])
+        assert result.exit_code == 0, result.output
+        report = json.loads((tmp_path / out / "dedup_clusters.json").read_text())
+        return {"scope": report["scope"], **{k: report["minhash"][k] for k in ("ngram_size", "seed", "bands", "rows")}}
+
+    assert dedup("a", "--config", str(tmp_path / "run.yaml"), "--threshold", "0.7") == {
+        "scope": "run", "ngram_size": 3, "seed": 7, "bands": 12, "rows": 9,
+    }  # fmt: skip
+    assert dedup("b") == {"scope": "dump", "ngram_size": 5, "seed": 1, "bands": 14, "rows": 8}
+
+
 # ---------------------------------------------------------------- one bad WARC file among good ones
 
 

@@ -360,8 +360,9 @@ def dedup(
             settings["scope"] = scope
         if no_exact:
             settings["exact"] = False
-        if threshold is not None:
-            settings["minhash"] = MinHashConfig.for_threshold(threshold).model_dump()
+        if threshold is not None:  # bands x rows and the verification; the config's shingles and seed stay
+            tuned = MinHashConfig.for_threshold(threshold)
+            settings["minhash"].update(bands=tuned.bands, rows=tuned.rows, verify_threshold=tuned.verify_threshold)
         config = DedupConfig.model_validate(settings)
     except ValueError as e:
         message = format_validation_error(e) if isinstance(e, ValidationError) else str(e)
