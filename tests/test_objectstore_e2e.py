@@ -157,7 +157,8 @@ def test_store_going_away_mid_run_fails_clearly_and_the_rerun_finishes(tmp_path:
     try:
         bucket = f"s3://{server.create_bucket('flaky')}"
         run_dir = f"{bucket}/out/flaky"
-        env = _env(server, tmp_path / "scratch")
+        # fewer client retries (botocore's default: 5 attempts with backoff) only make the failure come sooner
+        env = _env(server, tmp_path / "scratch", AWS_MAX_ATTEMPTS="2")
         command = _run_command(f"{bucket}/out", "flaky")
         with open(tmp_path / "stderr.txt", "w") as err:
             proc = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=err, text=True, start_new_session=True)
