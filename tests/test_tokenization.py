@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from pipeline.app.shards_cli import shards_app
+from pipeline.app.shards_cli import shards_app, without_option
 from pipeline.core.parts import PartWriter, total_stats
 from pipeline.core.stats import PartStats
 from tokenization.encoders import (
@@ -479,3 +479,13 @@ def test_unreadable_part_fails_clearly_and_keeps_the_rest(tmp_path: Path, corpus
     assert result["num_documents"] == sum(1 for _, text in corpus[:60] if text)
     with pytest.raises(TokenizeError, match="no finished parts"):
         run_tokenize(tmp_path / "nothing", tmp_path / "t2", TokenizerConfig())
+
+
+def test_without_option_takes_the_option_off_in_every_form_argparse_accepts() -> None:
+    names = ("--config", "-c")
+    for given in (["--config", "r.yaml"], ["--config=r.yaml"], ["--conf", "r.yaml"], ["-c", "r.yaml"],
+                  ["-cr.yaml"], ["-c=r.yaml"]):  # fmt: skip
+        assert without_option(["s3://b/tokens", *given, "--steps", "10", "-v"], names) == [
+            "s3://b/tokens", "--steps", "10", "-v",
+        ], given  # fmt: skip
+    assert without_option(["--compile", "--", "-c"], names) == ["--compile", "--", "-c"]

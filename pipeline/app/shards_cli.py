@@ -158,15 +158,23 @@ def validate_shards_main(argv: list[str]) -> int:
 
 
 def without_option(argv: list[str], names: tuple[str, ...]) -> list[str]:
-    """``argv`` without the option ``names`` and its value (``--name VALUE`` or ``--name=VALUE``)."""
+    """``argv`` without the option ``names`` and its value, in each form argparse took it: ``--name VALUE``,
+    ``--name=VALUE``, a prefix of a long name (``--conf``: argparse already refused an ambiguous one) and
+    ``-nVALUE``. Arguments after ``--`` are positional and stay."""
     out: list[str] = []
     skip = False
-    for arg in argv:
+    for index, arg in enumerate(argv):
         if skip:
             skip = False
-        elif arg in names:
-            skip = True
-        elif not arg.startswith(tuple(f"{name}=" for name in names)):
+            continue
+        if arg == "--":
+            return out + argv[index:]
+        flag, equals, _ = arg.partition("=")
+        if len(flag) > 2 and flag.startswith("--") and any(n.startswith(flag) for n in names if n.startswith("--")):
+            skip = not equals
+        elif any(len(n) == 2 and arg.startswith(n) and not n.startswith("--") for n in names):
+            skip = arg in names
+        else:
             out.append(arg)
     return out
 
