@@ -325,7 +325,10 @@ def dedup(
     config_file: ConfigOpt = None,
     scope: Annotated[
         str | None,
-        typer.Option("--scope", help="dump (FineWeb) or run: where duplicates are looked for (default: dump)."),
+        typer.Option(
+            "--scope",
+            help="dump (FineWeb) or run: where duplicates are looked for (default: --config's dedup.scope, else dump).",
+        ),
     ] = None,
     no_exact: Annotated[bool, typer.Option("--no-exact", help="Skip exact (normalised text) dedup.")] = False,
     threshold: Annotated[
@@ -353,7 +356,7 @@ def dedup(
     from pipeline.dedup.dedup_pass import run_dedup
 
     flags = common_flags(workers=workers, engine=engine, master=master, spark_conf=spark_conf)
-    run_config = _load(config_file, flags)
+    run_config = _load(config_file, flags, require_model=False)  # dedup runs no classifier
     try:
         settings = run_config.dedup.model_dump()
         if scope is not None:

@@ -65,7 +65,7 @@ def report_command(
     config = ReportConfig(**{k: v for k, v in overrides.items() if v is not None})
     with errors(f"writing the report of {run_dir}", verbose, usage=(ReportError, ConfigError, FileNotFoundError)):
         if run_config is not None:
-            load_config(run_config)  # installs its storage_options for every store this process opens
+            load_config(run_config, require_model=False)  # installs its storage_options; no classifier here
         files = write_report(location(run_dir), config, out_dir=location(output) if output else None)
         comparison = None
         if compare is not None:

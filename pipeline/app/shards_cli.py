@@ -147,7 +147,7 @@ def validate_shards_main(argv: list[str]) -> int:
     try:
         if args.run_config is not None:
             with errors(f"reading {args.run_config}", args.verbose, usage=(ConfigError,)):
-                load_config(args.run_config)  # installs its storage_options for every store this process opens
+                load_config(args.run_config, require_model=False)  # installs its storage_options; no classifier here
         if not is_remote(args.shard_dir) and not (args.output and is_remote(args.output)):
             return validate_main(argv)
         setup_logging(args.verbose)
@@ -356,7 +356,7 @@ def build(
         fail(f"invalid options: {e}", 2)
     with errors("reading the options", verbose, usage=(ConfigError,)):  # an unknown URL scheme: StorageError, exit 2
         if run_config is not None:
-            load_config(run_config)  # installs its storage_options for every store this process opens
+            load_config(run_config, require_model=False)  # installs its storage_options; no classifier here
         source = location(input_dir)
         out = location(output) if output else source / "tokens"
     with errors(f"tokenizing into {out}", verbose, usage=(TokenizerAssetError,)):
