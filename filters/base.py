@@ -187,8 +187,14 @@ class MeasuredFilter(TextFilter):
 
     def filter_with_signals(self, table: pa.Table) -> tuple[pa.Table, dict[str, np.ndarray]]:
         """This stage's output and its signals over every row, measured once (:func:`pipeline.core.stage.run_chain`
-        uses it in place of calling the stage, then measuring again for the report)."""
-        reasons, signals = self.judge(texts_of(table, self.name))
+        uses it in place of calling the stage, then measuring again for the report). A subclass that decides or
+        measures its own way (overrides ``__call__``, :meth:`reasons` or :meth:`signals`) keeps it: its call,
+        then its signals."""
+        texts = texts_of(table, self.name)
+        own = (type(self).__call__, type(self).reasons, type(self).signals)
+        if own != (TextFilter.__call__, MeasuredFilter.reasons, MeasuredFilter.signals):
+            return self(table), self.signals(texts)
+        reasons, signals = self.judge(texts)
         return with_drop_reasons(table, reasons), signals
 
 

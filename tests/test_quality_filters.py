@@ -504,6 +504,28 @@ def test_the_chain_decides_and_measures_once_as_the_stage_and_a_second_measureme
         assert set(measured) == set(again) == set(stage.signal_names())
 
 
+def test_a_measured_filter_that_decides_its_own_way_keeps_it_in_a_chain() -> None:
+    """A subclass overriding ``__call__`` (or ``reasons``/``signals``) is called as written in a chain, not judged
+    from ``measure`` alone: its drops and its signals reach the stats."""
+
+    @dataclass
+    class Stricter(GopherQualityStage):
+        def reasons(self, texts: list[str]) -> list[str | None]:
+            return [
+                r or ("odd_length" if len(t) % 2 else None) for t, r in zip(texts, super().reasons(texts), strict=True)
+            ]
+
+    texts = ["apple banana cherry " * 30 + "the and of", "apple banana cherry " * 30 + "the and of" + "s"]
+    stage = Stricter()
+    expected = stage.reasons(texts)
+    assert expected.count("odd_length") == 1
+    stats = PartStats(part="p")
+    kept, _ = run_chain([stage], table_of(texts), stats)
+    assert kept.num_rows == expected.count(None)
+    assert dict(stats.stage(stage.name).drops) == {f"{stage.name}:odd_length": 1}
+    assert set(stats.profile.signals) == set(stage.signal_names())
+
+
 def test_defaults_are_fineweb_recipe() -> None:
     config = QualityConfig()
     assert config.filters == ("gopher_repetition", "gopher_quality", "c4", "fineweb_quality")
