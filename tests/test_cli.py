@@ -19,7 +19,7 @@ runner = CliRunner()
     [
         ([], "Turn Common Crawl into LLM pretraining data"),
         (["run"], "resumes"),
-        (["stage"], "Run one stage on local files"),
+        (["stage"], "Run one stage on a few files (local or on a store)"),
         (["sample-crawl"], "Common Crawl's layout"),
         (["serve-crawl"], "Range"),
         (["config"], "YAML"),
